@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh Debian machine with Python 3.11:
+#   make run   - venv, install, index the sample corpus, run the main job
+#   make test  - venv if needed, lint, type-check, the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# torch is pinned in pyproject.toml; installing it first, on its own, lets pip
+# take the local CPU wheel instead of resolving a CUDA build. A GPU host
+# installs its CUDA build of the same version first (see README).
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: run test lint venv clean bench-retrieval
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/sieve demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check search workers api tests bench
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-retrieval: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(PY) bench/retrieval.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

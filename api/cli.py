@@ -1,0 +1,289 @@
+"""The ``sieve`` command line: index, search, delete, stats, eval, demo.
+
+A thin adapter over ``search.engine.SearchEngine``. Every engine error becomes
+one line on stderr and a non-zero exit, never a traceback. Progress bars go to
+stderr and only appear on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from search.config import FUSION_METHODS, Settings
+from search.errors import LoadError, SieveError
+from search.types import MODES, Document, SearchRequest, SearchResult
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one line to stderr and exit."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def progress(total: int | None, desc: str) -> Any:
+    """A tqdm bar on stderr, silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, disable=None, leave=False)
+
+
+class Context:
+    """Settings and a lazily built engine, shared by the sub-commands."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Any = None
+
+    @property
+    def engine(self) -> Any:
+        """The engine, built on first use (importing it pulls in torch)."""
+        if self._engine is None:
+            from search.engine import SearchEngine
+
+            self._engine = SearchEngine(self.settings)
+        return self._engine
+
+
+class SieveGroup(click.Group):
+    """Turns ``SieveError`` into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SieveError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=SieveGroup)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides SIEVE_DATA_DIR.")
+@click.option("--collection", help="Overrides SIEVE_COLLECTION.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, collection: str | None, verbose: bool) -> None:
+    """Sieve: hybrid search (BM25 + vectors + fusion) over your documents."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+        overrides: dict[str, Any] = {}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        if collection is not None:
+            overrides["collection"] = collection
+        settings = settings.with_overrides(**overrides)
+    except SieveError as exc:
+        fail(str(exc))
+    ctx.obj = Context(settings)
+
+
+def load_documents(paths: tuple[str, ...], errors: list[LoadError]) -> Iterator[Document]:
+    """Documents from paths; load errors are collected, not raised."""
+    from search.ingest import iter_paths
+
+    for item in iter_paths(paths):
+        if isinstance(item, LoadError):
+            errors.append(item)
+            click.echo(f"skipped: {item}", err=True)
+        else:
+            yield item
+
+
+def index_paths(ctx: Context, paths: tuple[str, ...]) -> tuple[Any, list[LoadError]]:
+    """Index files with a progress bar; returns the report and the load errors."""
+    errors: list[LoadError] = []
+    with progress(None, "indexing") as bar:
+        report = ctx.engine.index(load_documents(paths, errors), on_progress=bar.update)
+    return report, errors
+
+
+@main.command("index")
+@click.argument("paths", nargs=-1, required=True)
+@click.pass_obj
+def index_cmd(ctx: Context, paths: tuple[str, ...]) -> None:
+    """Index files or folders (corpus.jsonl, .jsonl, .txt, .md, .html)."""
+    report, errors = index_paths(ctx, paths)
+    click.echo(
+        f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}, "
+        f"skipped lines {len(errors)}, chunks {report.chunks} in {report.seconds:.1f}s"
+    )
+    for doc_id, error in sorted(report.failed.items()):
+        click.echo(f"failed: {doc_id}: {error}", err=True)
+    if report.failed or errors:
+        sys.exit(1)
+
+
+@main.command("search")
+@click.argument("query")
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
+@click.option("--top-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None)
+@click.option("--filter", "filters", multiple=True, help="key=value metadata filter (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def search_cmd(
+    ctx: Context,
+    query: str,
+    mode: str,
+    top_k: int,
+    fusion: str | None,
+    filters: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Search the collection."""
+    parsed: dict[str, Any] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--filter {item!r} is not key=value")
+        parsed.setdefault(key, []).append(value)
+    flat = {k: v[0] if len(v) == 1 else v for k, v in parsed.items()}
+    request = SearchRequest(
+        query=query,
+        mode=mode,  # type: ignore[arg-type]  # click.Choice checked it
+        top_k=top_k,
+        fusion=fusion,
+        filters=flat or None,
+        collection=ctx.settings.collection,
+    )
+    result = ctx.engine.search(request)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print_result(result)
+
+
+def print_result(result: SearchResult, width: int = 100) -> None:
+    """A compact human view: rank, id, score, each leg's rank, and the passage."""
+    notes = []
+    if result.degraded:
+        notes.append(f"degraded: {', '.join(result.degraded)}")
+    notes.extend(f"skipped {leg}: {why}" for leg, why in result.skipped.items())
+    timing = " ".join(f"{k}={v:.1f}ms" for k, v in result.timings_ms.items())
+    click.echo(f"{result.mode} {result.query!r}  [{timing}]")
+    for note in notes:
+        click.echo(f"  note: {note}")
+    for hit in result.hits:
+        legs = " ".join(
+            f"{name}#{leg.rank}" if leg else f"{name}#-"
+            for name, leg in (("bm25", hit.bm25), ("vec", hit.vector))
+        )
+        click.echo(f"{hit.rank:>3}. {hit.doc_id}  score={hit.score:.4f}  ({legs})  {hit.title}")
+        passage = " ".join(hit.text.split())
+        click.echo(f"     {passage[: width - 5]}{'…' if len(passage) > width - 5 else ''}")
+    if not result.hits:
+        click.echo("  no results")
+
+
+@main.command("delete")
+@click.argument("ids", nargs=-1)
+@click.pass_obj
+def delete_cmd(ctx: Context, ids: tuple[str, ...]) -> None:
+    """Delete documents by id from the registry and both indexes."""
+    if not ids or not all(i.strip() for i in ids):
+        fail("give one or more non-empty document ids; nothing was deleted")
+    known = ctx.engine.delete(list(ids))
+    missing = sorted(set(ids) - set(known))
+    click.echo(f"deleted {len(known)} document(s)")
+    if missing:
+        click.echo(f"not found: {', '.join(missing)}", err=True)
+
+
+@main.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats_cmd(ctx: Context, as_json: bool) -> None:
+    """Document and chunk counts of the collection."""
+    stats = ctx.engine.stats()
+    if as_json:
+        click.echo(json.dumps(stats))
+    else:
+        for key, value in stats.items():
+            click.echo(f"{key:>16}: {value}")
+
+
+@main.command("eval")
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--mode", type=click.Choice([*MODES, "all"]), default="all", show_default=True)
+@click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None)
+@click.option("--weights", default=None, help="bm25,vector fusion weights, e.g. 1,0.8")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate the first N queries.")
+@click.option("--save-run", type=click.Path(path_type=Path), help="Write each query's ranking (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of results.")
+@click.pass_obj
+def eval_cmd(
+    ctx: Context,
+    dataset_dir: Path,
+    split: str,
+    mode: str,
+    fusion: str | None,
+    weights: str | None,
+    limit: int | None,
+    save_run: Path | None,
+    as_json: bool,
+) -> None:
+    """Evaluate on a BEIR-format data set: nDCG@10, Recall@100, MRR@10, latency."""
+    from search.evaluate import evaluate_dataset
+
+    parsed_weights = None
+    if weights:
+        try:
+            w = tuple(float(x) for x in weights.split(","))
+        except ValueError:
+            fail(f"--weights {weights!r}: expected two numbers like 1,0.8")
+        if len(w) != 2:
+            fail(f"--weights {weights!r}: expected two numbers like 1,0.8")
+        parsed_weights = (w[0], w[1])
+    modes = list(MODES) if mode == "all" else [mode]
+    runs: dict[str, dict[str, list[str]]] = {}
+    with progress(None, "indexing") as index_bar, progress(None, "queries") as query_bar:
+        report = evaluate_dataset(
+            ctx.settings,
+            dataset_dir,
+            split=split,
+            modes=modes,
+            fusion=fusion,
+            weights=parsed_weights,
+            limit=limit,
+            on_index_progress=index_bar.update,
+            on_query_progress=query_bar.update,
+            runs_out=runs,
+        )
+    if save_run is not None:
+        save_run.write_text(json.dumps(runs, ensure_ascii=False), encoding="utf-8")
+    for name, row in report["results"].items():
+        click.echo(
+            f"{name:>7}: nDCG@10 {row['ndcg@10']:.4f}  Recall@100 {row['recall@100']:.4f}  "
+            f"MRR@10 {row['mrr@10']:.4f}  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms"
+        )
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+@main.command("demo")
+@click.option("--sample", type=click.Path(path_type=Path), default=SAMPLE_DIR, show_default=True)
+@click.pass_obj
+def demo_cmd(ctx: Context, sample: Path) -> None:
+    """Index the sample corpus and run a few searches (what `make run` starts)."""
+    if not (sample / "corpus.jsonl").is_file():
+        fail(f"sample corpus not found at {sample}")
+    paths = tuple(str(p) for p in (sample / "corpus.jsonl", sample / "docs") if p.exists())
+    report, _errors = index_paths(ctx, paths)
+    click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, data in {ctx.settings.data_dir}")
+    queries = [json.loads(line)["text"] for line in (sample / "queries.jsonl").open(encoding="utf-8")]
+    for query in queries[:3] + queries[-2:]:
+        click.echo()
+        print_result(ctx.engine.search(SearchRequest(query=query, top_k=3)))
+

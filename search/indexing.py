@@ -1,0 +1,199 @@
+"""Document -> clean -> chunk -> analyse + embed -> both indexes, idempotently.
+
+The registry records every document before anything touches an index. Work
+that can fail on one document (cleaning, chunking, embedding) happens before
+any index write, so a failed document keeps its previous version searchable.
+A batch write that fails is retried document by document, so one poison
+document cannot take its batch down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+
+from search.config import Settings
+from search.embed import Embedder
+from search.errors import IndexingError, SieveError
+from search.keyword.base import KeywordIndex
+from search.registry import Registry, Staged
+from search.text import analyze, clean_text, make_chunks
+from search.types import Chunk, Document
+from search.vector.base import VectorIndex
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did, document by document."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merge(self, other: IndexReport) -> None:
+        """Add another report's counts to this one."""
+        self.indexed += other.indexed
+        self.unchanged += other.unchanged
+        self.chunks += other.chunks
+        self.failed.update(other.failed)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document turned into chunks with their BM25 tokens and embedding inputs."""
+
+    staged: Staged
+    chunks: list[Chunk]
+    tokens: list[list[str]]
+    embed_inputs: list[str]
+
+
+def prepare(staged: Staged, settings: Settings) -> Prepared:
+    """Clean and chunk one document; raises ``IndexingError`` for unusable content."""
+    doc = staged.document
+    if not isinstance(doc.text, str):
+        raise IndexingError(f"document {doc.id!r}: text must be a string", doc_id=doc.id)
+    text = clean_text(doc.text, doc.content_type)
+    chunks = make_chunks(
+        doc.id,
+        text,
+        title=doc.title,
+        version=staged.version,
+        metadata=doc.metadata,
+        max_tokens=settings.chunk_tokens,
+        overlap=settings.chunk_overlap,
+    )
+    if not chunks:
+        raise IndexingError(f"document {doc.id!r} has no text after cleaning", doc_id=doc.id)
+    # The title goes into every chunk's BM25 tokens and embedding input (as BEIR
+    # concatenates title and text), but not into the stored passage text.
+    title_tokens = analyze(doc.title) if doc.title else []
+    tokens = [title_tokens + analyze(chunk.text) for chunk in chunks]
+    inputs = [f"{doc.title}. {chunk.text}" if doc.title else chunk.text for chunk in chunks]
+    return Prepared(staged, chunks, tokens, inputs)
+
+
+def batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    """Consecutive lists of at most ``size`` items."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class Indexer:
+    """Writes documents of one collection into the registry and both indexes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        keyword: KeywordIndex,
+        vector: VectorIndex,
+        embedder: Embedder,
+        collection: str,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.keyword = keyword
+        self.vector = vector
+        self.embedder = embedder
+        self.collection = collection
+
+    def index(
+        self,
+        docs: Iterable[Document],
+        *,
+        batch_size: int = 64,
+        on_progress: ProgressCallback | None = None,
+    ) -> IndexReport:
+        """Index documents in batches; ``on_progress(n)`` after each batch of n documents."""
+        report = IndexReport()
+        started = time.perf_counter()
+        for batch in batched(docs, batch_size):
+            report.merge(self.index_batch(batch))
+            if on_progress is not None:
+                on_progress(len(batch))
+        optimize = getattr(self.vector, "optimize", None)
+        if callable(optimize) and report.indexed:
+            optimize()  # build the HNSW graph once at the end of a bulk load
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def index_batch(self, docs: Sequence[Document]) -> IndexReport:
+        """Stage, prepare, embed and write one batch."""
+        report = IndexReport()
+        staged = self.registry.stage(self.collection, docs)
+        todo: list[Prepared] = []
+        for item in staged:
+            if not item.needs_indexing:
+                report.unchanged += 1
+                continue
+            try:
+                todo.append(prepare(item, self.settings))
+            except SieveError as exc:
+                self._fail(report, item, str(exc))
+        if todo:
+            self._write(todo, report)
+        return report
+
+    def _write(self, todo: list[Prepared], report: IndexReport) -> None:
+        try:
+            self._write_many(todo)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing document below
+            if len(todo) == 1:
+                self._fail(report, todo[0].staged, f"{type(exc).__name__}: {exc}")
+                return
+            log.warning("batch write failed (%s); retrying document by document", exc)
+            for item in todo:
+                self._write([item], report)
+            return
+        for item in todo:
+            self.registry.mark_indexed(
+                self.collection,
+                item.staged.document.id,
+                item.staged.version,
+                ("keyword", "vector"),
+                len(item.chunks),
+            )
+            report.indexed += 1
+            report.chunks += len(item.chunks)
+
+    def _write_many(self, todo: list[Prepared]) -> None:
+        chunks = [c for item in todo for c in item.chunks]
+        tokens = [t for item in todo for t in item.tokens]
+        inputs = [s for item in todo for s in item.embed_inputs]
+        vectors = self.embedder.embed(inputs)
+        self.keyword.upsert(chunks, tokens)
+        self.vector.upsert(chunks, [list(map(float, v)) for v in vectors])
+
+    def _fail(self, report: IndexReport, item: Staged, error: str) -> None:
+        doc_id = item.document.id
+        log.warning("document %r not indexed: %s", doc_id, error)
+        report.failed[doc_id] = error
+        self.registry.mark_failed(self.collection, doc_id, item.version, error)
+
+    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+        """Delete documents everywhere; returns the ids the registry knew.
+
+        Indexes first, registry last: if an index delete fails the row stays,
+        so the delete can be retried and nothing is left orphaned.
+        """
+        ids = sorted({d for d in doc_ids if d})
+        if not ids:
+            return []
+        known = self.registry.existing(self.collection, ids)
+        # Unknown ids are deleted from the indexes too: they may be orphans of
+        # an earlier crash, and deleting nothing is harmless.
+        self.keyword.delete_documents(ids)
+        self.vector.delete_documents(ids)
+        self.registry.delete(self.collection, ids)
+        return sorted(known)

@@ -1,0 +1,59 @@
+"""The BM25 leg's contract. Implementations: tantivy (embedded), Elasticsearch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from search.types import Chunk, Filters, ScoredChunk
+
+
+@runtime_checkable
+class KeywordIndex(Protocol):
+    """A BM25 index over pre-analysed tokens.
+
+    Text analysis happens once, in ``search.text.analyze``; implementations
+    index the analyser's tokens verbatim (whitespace-separated) so that both
+    engines score the same terms. Every chunk's ``facets`` are indexed as
+    untokenised keywords for filtering.
+    """
+
+    name: str
+
+    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> None:
+        """Replace every chunk of the documents in ``chunks`` with ``chunks``.
+
+        ``tokens[i]`` are the analysed tokens of ``chunks[i]``. A document's
+        old chunks (including ones beyond the new chunk count) are removed in
+        the same operation, so the index never shows a mix of two versions.
+        """
+        ...
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Remove every chunk of these documents. Unknown ids are ignored."""
+        ...
+
+    def search(
+        self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
+    ) -> list[ScoredChunk]:
+        """BM25 (k1=1.2, b=0.75) over ``tokens`` as an OR query, best first.
+
+        Filters are applied inside the search. An empty token list returns [].
+        """
+        ...
+
+    def count(self) -> int:
+        """Number of chunks stored."""
+        ...
+
+    def doc_versions(self) -> dict[str, int]:
+        """Every document id in the index with the version its chunks carry."""
+        ...
+
+    def clear(self) -> None:
+        """Remove everything (used by rebuilds and tests)."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections."""
+        ...

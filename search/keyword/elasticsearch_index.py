@@ -1,0 +1,426 @@
+"""The distributed BM25 leg: one Elasticsearch index per collection.
+
+Documents are indexed with the same pre-analysed tokens as the tantivy leg
+(``sieve_tokens``: whitespace split, no filters) and BM25 k1=1.2, b=0.75, so
+with one shard both engines rank alike. Every transport or API failure becomes
+``BackendUnavailable(backend="elasticsearch")`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, TransportError
+from elasticsearch.helpers import streaming_bulk
+
+from search.config import Settings
+from search.errors import BackendUnavailable, ConfigError, InvalidRequest
+from search.types import Chunk, Filters, ScoredChunk, filter_terms
+
+TEMPLATE_VERSION = 1
+_SOURCE_FIELDS = ("chunk_id", "doc_id", "text", "title", "start", "end", "ordinal", "metadata")
+# Elasticsearch rejects a ``terms`` query longer than index.max_terms_count (65,536).
+_TERMS_BATCH = 10_000
+_BULK_CHUNK = 500
+# Backoff of documents rejected with 429 (queue full): 0.5 s, 1 s, 2 s, ... 30 s.
+_INITIAL_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
+_FORBIDDEN = set('\\/*?"<>|,# :')
+
+
+def template_name(prefix: str) -> str:
+    """Name of the composable index template that covers ``{prefix}-*``."""
+    return f"{prefix}-chunks"
+
+
+def index_template_body(prefix: str = "sieve", shards: int = 1) -> dict[str, Any]:
+    """The composable index template of every Sieve index (``{prefix}-*``).
+
+    ``infra/elasticsearch/index-template.json`` is this body for the default
+    prefix; a unit test keeps the two equal.
+    """
+    return {
+        "index_patterns": [f"{prefix}-*"],
+        # Built-in templates use 100. A longer prefix is a narrower pattern, so
+        # it wins over a shorter one it overlaps ("sieve-prod-*" over
+        # "sieve-*") instead of colliding at the same priority.
+        "priority": 200 + len(prefix),
+        "version": TEMPLATE_VERSION,
+        "_meta": {"managed_by": "sieve", "description": "BM25 leg of Sieve hybrid search"},
+        "template": {
+            "settings": {
+                "index": {
+                    "number_of_shards": shards,
+                    # Only Sieve's explicit refresh (the end of every write)
+                    # makes changes visible, so the delete and re-add of an
+                    # upsert appear together instead of across a periodic
+                    # 1 s refresh.
+                    "refresh_interval": "-1",
+                    "similarity": {"default": {"type": "BM25", "k1": 1.2, "b": 0.75}},
+                    "analysis": {
+                        # Tokens arrive analysed (lowercased, stemmed) by Sieve's
+                        # own analyser; any filter here would analyse them twice.
+                        "analyzer": {
+                            "sieve_tokens": {
+                                "type": "custom",
+                                "tokenizer": "whitespace",
+                                "filter": [],
+                            }
+                        }
+                    },
+                }
+            },
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "chunk_id": {"type": "keyword"},
+                    "doc_id": {"type": "keyword"},
+                    "tokens": {
+                        "type": "text",
+                        "analyzer": "sieve_tokens",
+                        "norms": True,
+                        "index_options": "freqs",
+                    },
+                    "facets": {"type": "keyword"},
+                    "text": {"type": "text", "index": False},
+                    "title": {"type": "text", "index": False},
+                    "start": {"type": "integer"},
+                    "end": {"type": "integer"},
+                    "ordinal": {"type": "integer"},
+                    "version": {"type": "integer"},
+                    "metadata": {"type": "object", "enabled": False},
+                },
+            },
+        },
+    }
+
+
+def _check_name(name: str) -> str | None:
+    """Why ``name`` is not a valid Elasticsearch index name, or None."""
+    if not name or name in (".", ".."):
+        return "it is empty or a dot path"
+    if len(name.encode()) > 255:
+        return "it is longer than 255 bytes"
+    if name[0] in "-_+":
+        return "it starts with '-', '_' or '+'"
+    bad = sorted(_FORBIDDEN.intersection(name))
+    if bad:
+        return f"it contains {''.join(bad)!r}"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+class ElasticsearchKeywordIndex:
+    """A ``KeywordIndex`` in the Elasticsearch index ``{prefix}-{collection}``.
+
+    Construction only validates names; the client, the template and the index
+    are created on first use.
+    """
+
+    name = "elasticsearch"
+
+    def __init__(self, settings: Settings, collection: str = "default") -> None:
+        prefix = settings.es_index_prefix.lower()
+        why = _check_name(prefix)
+        if why:
+            raise ConfigError(f"SIEVE_ES_INDEX_PREFIX={prefix!r} is not valid: {why}")
+        # Index names must be lowercase, so "Docs" and "docs" share an index.
+        self.index_name = f"{prefix}-{collection}".lower()
+        why = _check_name(self.index_name)
+        if why or not collection:
+            raise InvalidRequest(
+                f"collection {collection!r} cannot name an Elasticsearch index: "
+                f"{why or 'it is empty'}",
+                collection=collection,
+            )
+        self.prefix = prefix
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._client: Elasticsearch | None = None
+        self._ready = False
+
+    # -- plumbing ----------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn the client's failures into ``BackendUnavailable``."""
+        try:
+            yield
+        except ApiError as exc:
+            if exc.status_code == 404:
+                # The index was deleted behind our back: recreate it next time.
+                self._ready = False
+            raise BackendUnavailable(
+                f"elasticsearch {action} on {self.index_name} failed: {_one_line(str(exc))}",
+                backend="elasticsearch",
+                status=exc.status_code,
+                index=self.index_name,
+            ) from exc
+        except TransportError as exc:
+            raise BackendUnavailable(
+                f"elasticsearch {action} on {self.index_name} failed: {_one_line(str(exc))}",
+                backend="elasticsearch",
+                index=self.index_name,
+            ) from exc
+
+    def _new_client(self) -> Elasticsearch:
+        s = self.settings
+        hosts = [url.strip() for url in s.es_url.split(",") if url.strip()]
+        if not hosts:
+            raise ConfigError("the Elasticsearch backend needs SIEVE_ES_URL")
+        auth: dict[str, Any] = {}
+        if s.es_api_key:
+            auth["api_key"] = s.es_api_key
+        elif s.es_username:
+            auth["basic_auth"] = (s.es_username, s.es_password)
+        return Elasticsearch(
+            hosts,
+            request_timeout=s.es_timeout_s,
+            max_retries=s.es_max_retries,
+            retry_on_timeout=True,
+            **auth,
+        )
+
+    def _es(self) -> Elasticsearch:
+        """The client, with the template and the index in place."""
+        client = self._client
+        if client is not None and self._ready:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = self._new_client()
+            if not self._ready:
+                self._ensure_index(self._client)
+                self._ready = True
+            return self._client
+
+    def _ensure_index(self, client: Elasticsearch) -> None:
+        body = index_template_body(self.prefix)
+        with self._errors("put index template"):
+            client.indices.put_index_template(
+                name=template_name(self.prefix),
+                index_patterns=body["index_patterns"],
+                priority=body["priority"],
+                version=body["version"],
+                meta=body["_meta"],
+                template=body["template"],
+            )
+        with self._errors("create index"):
+            try:
+                client.indices.create(index=self.index_name)
+            except BadRequestError as exc:
+                # Another process created it first: that is success.
+                if exc.message != "resource_already_exists_exception":
+                    raise
+
+    def _delete_where_doc_in(self, client: Elasticsearch, doc_ids: Sequence[str]) -> None:
+        distinct = list(dict.fromkeys(doc_ids))
+        for start in range(0, len(distinct), _TERMS_BATCH):
+            batch = distinct[start : start + _TERMS_BATCH]
+            with self._errors("delete_by_query"):
+                resp = client.delete_by_query(
+                    index=self.index_name,
+                    query={"terms": {"doc_id": batch}},
+                    conflicts="proceed",
+                    # The caller refreshes once at the end of its write;
+                    # refreshing here would show the document missing.
+                    refresh=False,
+                )
+            self._check_by_query(resp.body, "delete_by_query")
+
+    def _check_by_query(self, resp: dict[str, Any], action: str) -> None:
+        """A by-query response can report failures with HTTP 200: read them."""
+        failures = resp.get("failures") or []
+        if failures or resp.get("timed_out"):
+            reasons = [_one_line(str(f.get("cause", f))) for f in failures[:10]]
+            raise BackendUnavailable(
+                f"elasticsearch {action} on {self.index_name} failed"
+                f" ({'timed out' if resp.get('timed_out') else f'{len(failures)} failures'})",
+                backend="elasticsearch",
+                index=self.index_name,
+                failed=reasons,
+            )
+
+    def _refresh(self, client: Elasticsearch) -> None:
+        with self._errors("refresh"):
+            client.indices.refresh(index=self.index_name)
+
+    # -- writes ------------------------------------------------------------
+
+    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> None:
+        """Replace every chunk of the batch's documents, then refresh."""
+        if len(chunks) != len(tokens):
+            raise ValueError(f"{len(chunks)} chunks but {len(tokens)} token lists")
+        if not chunks:
+            return
+        client = self._es()
+        # Old chunks beyond the new chunk count would survive an overwrite by
+        # _id, so the batch's documents are emptied first.
+        self._delete_where_doc_in(client, [chunk.doc_id for chunk in chunks])
+        failed: list[str] = []
+        with self._errors("bulk index"):
+            for ok, item in streaming_bulk(
+                client,
+                self._actions(chunks, tokens),
+                chunk_size=_BULK_CHUNK,
+                raise_on_error=False,
+                raise_on_exception=False,
+                max_retries=self.settings.es_max_retries,
+                initial_backoff=_INITIAL_BACKOFF_S,
+                max_backoff=_MAX_BACKOFF_S,
+                yield_ok=False,
+            ):
+                if not ok:
+                    failed.append(_bulk_failure(item))
+        self._refresh(client)
+        if failed:
+            raise BackendUnavailable(
+                f"elasticsearch rejected {len(failed)} of {len(chunks)} chunks"
+                f" in {self.index_name}: {failed[0]}",
+                backend="elasticsearch",
+                index=self.index_name,
+                failed=failed[:10],
+            )
+
+    def _actions(
+        self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]
+    ) -> Iterator[dict[str, Any]]:
+        for chunk, toks in zip(chunks, tokens, strict=True):
+            yield {
+                "_op_type": "index",
+                "_index": self.index_name,
+                "_id": chunk.id,
+                "_source": {
+                    "chunk_id": chunk.id,
+                    "doc_id": chunk.doc_id,
+                    "tokens": " ".join(toks),
+                    "facets": list(chunk.facets),
+                    "text": chunk.text,
+                    "title": chunk.title,
+                    "start": chunk.start,
+                    "end": chunk.end,
+                    "ordinal": chunk.ordinal,
+                    "version": chunk.version,
+                    "metadata": dict(chunk.metadata),
+                },
+            }
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Remove every chunk of these documents; an empty list does nothing."""
+        if not doc_ids:
+            return
+        client = self._es()
+        self._delete_where_doc_in(client, doc_ids)
+        self._refresh(client)
+
+    def clear(self) -> None:
+        """Remove every chunk (the index and its mapping stay)."""
+        client = self._es()
+        with self._errors("delete_by_query"):
+            resp = client.delete_by_query(
+                index=self.index_name, query={"match_all": {}}, conflicts="proceed", refresh=True
+            )
+        self._check_by_query(resp.body, "delete_by_query")
+
+    # -- reads -------------------------------------------------------------
+
+    def search(
+        self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
+    ) -> list[ScoredChunk]:
+        """A ``match`` query (OR) over ``tokens`` with facet filters, best first."""
+        if not tokens or top_k <= 0:
+            return []
+        client = self._es()
+        query = {
+            "bool": {
+                "must": {"match": {"tokens": {"query": " ".join(tokens), "operator": "or"}}},
+                # Filter context: restricts without adding to the BM25 score.
+                "filter": [{"terms": {"facets": clause}} for clause in filter_terms(filters)],
+            }
+        }
+        with self._errors("search"):
+            resp = client.search(
+                index=self.index_name,
+                query=query,
+                size=top_k,
+                source={"includes": list(_SOURCE_FIELDS)},
+                track_total_hits=False,
+            )
+        return [_scored(hit) for hit in resp["hits"]["hits"]]
+
+    def count(self) -> int:
+        """Number of chunks stored (as of the last refresh)."""
+        client = self._es()
+        with self._errors("count"):
+            return int(client.count(index=self.index_name)["count"])
+
+    def doc_versions(self) -> dict[str, int]:
+        """Every document id with its version, paged with a composite aggregation."""
+        client = self._es()
+        versions: dict[str, int] = {}
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {
+                "size": 1000,
+                "sources": [{"doc_id": {"terms": {"field": "doc_id"}}}],
+            }
+            if after is not None:
+                composite["after"] = after
+            with self._errors("doc_versions"):
+                resp = client.search(
+                    index=self.index_name,
+                    size=0,
+                    track_total_hits=False,
+                    aggregations={
+                        "docs": {
+                            "composite": composite,
+                            "aggs": {"version": {"max": {"field": "version"}}},
+                        }
+                    },
+                )
+            agg = resp["aggregations"]["docs"]
+            for bucket in agg["buckets"]:
+                versions[bucket["key"]["doc_id"]] = int(bucket["version"]["value"] or 0)
+            after = agg.get("after_key")
+            if not agg["buckets"] or after is None:
+                return versions
+
+    def close(self) -> None:
+        """Close the client's connections; the next call opens new ones."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._ready = False
+        if client is not None:
+            client.close()
+
+
+def _bulk_failure(item: dict[str, Any]) -> str:
+    """``"<chunk id>: <status> <reason>"`` of one failed bulk item."""
+    _, info = next(iter(item.items()))
+    error = info.get("error")
+    if isinstance(error, dict):
+        reason = f"{error.get('type', '')}: {error.get('reason', '')}"
+    else:
+        reason = str(error)
+    return f"{info.get('_id', '?')}: {info.get('status', '?')} {_one_line(reason)}"
+
+
+def _scored(hit: dict[str, Any]) -> ScoredChunk:
+    source = hit.get("_source") or {}
+    return ScoredChunk(
+        chunk_id=str(source.get("chunk_id", hit["_id"])),
+        doc_id=str(source.get("doc_id", "")),
+        score=float(hit["_score"]),
+        text=source.get("text", ""),
+        title=source.get("title", ""),
+        start=int(source.get("start", 0)),
+        end=int(source.get("end", 0)),
+        ordinal=int(source.get("ordinal", 0)),
+        metadata=source.get("metadata") or {},
+    )

@@ -1,0 +1,205 @@
+"""Query -> (BM25 || vector) -> fuse -> hits with per-stage provenance.
+
+Both legs run concurrently with their own deadline and the same filters. A
+leg that fails or runs late is named in ``degraded`` and the other answers; a
+leg that cannot serve the query (the embedder knows no Chinese, the query has
+no indexable terms) is skipped on purpose and named in ``skipped``. Only when
+no leg can answer is an error raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from search import fusion
+from search.config import FUSION_METHODS, Settings
+from search.embed import Embedder
+from search.errors import BackendUnavailable, InvalidRequest
+from search.keyword.base import KeywordIndex
+from search.text import analyze, script_of
+from search.types import MODES, Hit, LegScore, ScoredChunk, SearchRequest, SearchResult
+from search.vector.base import VectorIndex
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 1000
+MAX_QUERY_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class LegResult:
+    """One leg's documents, best first: its best chunk per document."""
+
+    hits: list[ScoredChunk]
+    timings_ms: dict[str, float]
+
+
+def collapse(chunks: list[ScoredChunk]) -> list[ScoredChunk]:
+    """Keep each document's best chunk, preserving order (input is best first)."""
+    seen: set[str] = set()
+    out: list[ScoredChunk] = []
+    for chunk in chunks:
+        if chunk.doc_id not in seen:
+            seen.add(chunk.doc_id)
+            out.append(chunk)
+    return out
+
+
+def validate(request: SearchRequest) -> None:
+    """Reject malformed requests with a message that names the problem."""
+    if not isinstance(request.query, str) or not request.query.strip():
+        raise InvalidRequest("the query is empty")
+    if len(request.query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    if request.mode not in MODES:
+        raise InvalidRequest(
+            f"unknown mode {request.mode!r}; choose one of {', '.join(MODES)}", mode=request.mode
+        )
+    if not isinstance(request.top_k, int) or not 1 <= request.top_k <= MAX_TOP_K:
+        raise InvalidRequest(f"top_k must be an integer from 1 to {MAX_TOP_K}")
+    if request.fusion is not None and request.fusion not in FUSION_METHODS:
+        raise InvalidRequest(
+            f"unknown fusion method {request.fusion!r}; choose one of {', '.join(FUSION_METHODS)}"
+        )
+    if request.candidates is not None and not 1 <= request.candidates <= MAX_TOP_K:
+        raise InvalidRequest(f"candidates must be from 1 to {MAX_TOP_K}")
+
+
+class Pipeline:
+    """Hybrid retrieval over one collection's keyword and vector indexes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keyword: KeywordIndex,
+        vector: VectorIndex,
+        embedder: Embedder,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keyword = keyword
+        self.vector = vector
+        self.embedder = embedder
+        self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        """Run the query; see the module docstring for the failure rules."""
+        started = time.perf_counter()
+        validate(request)
+        timings: dict[str, float] = {}
+        skipped: dict[str, str] = {}
+        depth = max(request.candidates or self.settings.candidates, request.top_k)
+
+        t0 = time.perf_counter()
+        tokens = analyze(request.query)
+        timings["analyze"] = (time.perf_counter() - t0) * 1000
+
+        want_bm25 = request.mode in ("bm25", "hybrid")
+        want_vector = request.mode in ("vector", "hybrid")
+        if want_bm25 and not tokens:
+            skipped["bm25"] = "the query has no indexable terms after analysis"
+            want_bm25 = False
+        script = script_of(request.query)
+        if want_vector and request.mode == "hybrid" and not self.embedder.serves(script):
+            skipped["vector"] = (
+                f"embedder {self.embedder.model_name} does not serve {script} queries "
+                f"(languages: {', '.join(self.embedder.languages)})"
+            )
+            want_vector = False
+
+        jobs: dict[str, Future[LegResult]] = {}
+        if want_bm25:
+            jobs["bm25"] = self._executor.submit(self._bm25, tokens, depth, request)
+        if want_vector:
+            jobs["vector"] = self._executor.submit(self._vector, request.query, depth, request)
+
+        legs: dict[str, LegResult] = {}
+        degraded: list[str] = []
+        deadline = started + self.settings.leg_timeout_s
+        for name, job in jobs.items():
+            try:
+                legs[name] = job.result(timeout=max(0.0, deadline - time.perf_counter()))
+                timings.update(legs[name].timings_ms)
+            except FutureTimeout:
+                log.warning("%s leg missed its %.1fs deadline", name, self.settings.leg_timeout_s)
+                degraded.append(name)
+            except Exception as exc:  # noqa: BLE001 - a failed leg degrades, it does not fail the query
+                log.warning("%s leg failed: %s: %s", name, type(exc).__name__, exc)
+                degraded.append(name)
+        if jobs and not legs:
+            raise BackendUnavailable(
+                f"no retrieval leg answered (failed: {', '.join(degraded)})", backend="+".join(degraded)
+            )
+
+        t0 = time.perf_counter()
+        method = request.fusion or self.settings.fusion
+        hits = self._fuse(legs, method, request)
+        timings["fusion"] = (time.perf_counter() - t0) * 1000
+        timings["total"] = (time.perf_counter() - started) * 1000
+        return SearchResult(
+            query=request.query,
+            mode=request.mode,
+            hits=hits[: request.top_k],
+            timings_ms=timings,
+            degraded=degraded,
+            skipped=skipped,
+            fusion=method if len(legs) > 1 else None,
+        )
+
+    def _bm25(self, tokens: list[str], depth: int, request: SearchRequest) -> LegResult:
+        t0 = time.perf_counter()
+        hits = collapse(self.keyword.search(tokens, depth, request.filters))
+        return LegResult(hits, {"bm25": (time.perf_counter() - t0) * 1000})
+
+    def _vector(self, query: str, depth: int, request: SearchRequest) -> LegResult:
+        t0 = time.perf_counter()
+        vector = self.embedder.embed_query(query)
+        t1 = time.perf_counter()
+        hits = collapse(self.vector.search(vector, depth, request.filters))
+        t2 = time.perf_counter()
+        return LegResult(hits, {"embed": (t1 - t0) * 1000, "vector": (t2 - t1) * 1000})
+
+    def _fuse(self, legs: dict[str, LegResult], method: str, request: SearchRequest) -> list[Hit]:
+        by_leg: dict[str, dict[str, tuple[ScoredChunk, LegScore]]] = {
+            name: {
+                c.doc_id: (c, LegScore(c.score, rank))
+                for rank, c in enumerate(leg.hits, start=1)
+            }
+            for name, leg in legs.items()
+        }
+        if len(legs) == 1:
+            (name,) = legs
+            order = [(c.doc_id, c.score) for c in legs[name].hits]
+        else:
+            runs = [[(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")]
+            weights = request.weights or self.settings.fusion_weights
+            order = fusion.fuse(method, runs, weights, k=self.settings.rrf_k)
+        fused = len(legs) > 1
+        hits: list[Hit] = []
+        for rank, (doc_id, score) in enumerate(order, start=1):
+            bm25 = by_leg.get("bm25", {}).get(doc_id)
+            vec = by_leg.get("vector", {}).get(doc_id)
+            # Show the passage from the leg that ranked the document higher.
+            best = min((x for x in (bm25, vec) if x is not None), key=lambda x: x[1].rank)[0]
+            hits.append(
+                Hit(
+                    doc_id=doc_id,
+                    title=best.title,
+                    text=best.text,
+                    chunk_id=best.chunk_id,
+                    start=best.start,
+                    end=best.end,
+                    score=score,
+                    rank=rank,
+                    metadata=best.metadata,
+                    bm25=bm25[1] if bm25 else None,
+                    vector=vec[1] if vec else None,
+                    fused=LegScore(score, rank) if fused else None,
+                )
+            )
+        return hits
+

@@ -1,0 +1,292 @@
+"""The document registry: the source of truth for what is indexed.
+
+One row per (collection, document): its current version, content hash, the
+text and metadata (so either index can be rebuilt from the registry alone),
+and per-backend state (which version each index holds). SQLite through
+SQLAlchemy by default; the same code runs on PostgreSQL by changing the URL.
+
+A document is recorded here before anything is written to an index (the
+outbox): a crash between the two leaves a ``pending`` row that a retry or the
+reconciler finishes, never a silent loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from search.errors import BackendUnavailable
+from search.types import Document
+
+BACKENDS = ("keyword", "vector")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the registry tables."""
+
+
+class DocumentRow(Base):
+    """One document of one collection."""
+
+    __tablename__ = "documents"
+
+    collection: Mapped[str] = mapped_column(String(128), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    title: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(16), default="text")
+    source: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # pending: recorded, not yet in both indexes; indexed; failed (see error).
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    keyword_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vector_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A document recorded in the registry and what indexing it needs."""
+
+    document: Document
+    version: int
+    # False when the content is unchanged and both indexes already hold it.
+    needs_indexing: bool
+
+
+def content_hash(doc: Document) -> str:
+    """Hash of everything that changes what the indexes hold for a document."""
+    payload = json.dumps(
+        [doc.title, doc.text, doc.content_type, dict(doc.metadata)],
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Registry:
+    """Registry over a SQLAlchemy URL. The engine is created on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, tables created on first use."""
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self._connect()
+        return self._engine
+
+    def _connect(self) -> Engine:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.startswith("sqlite"):
+            database = make_url(self.url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        engine = create_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                # WAL lets searches read while an indexing run writes.
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+        try:
+            Base.metadata.create_all(engine)
+        except SQLAlchemyError as exc:
+            raise BackendUnavailable(f"registry at {self.url} unusable: {exc}", backend="registry") from exc
+        return engine
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def stage(self, collection: str, docs: Sequence[Document]) -> list[Staged]:
+        """Record documents durably and say which need indexing.
+
+        An unchanged document already in both indexes is a no-op. A changed one
+        gets the next version. The last of duplicate ids in one batch wins.
+        """
+        latest = {doc.id: doc for doc in docs}
+        staged: list[Staged] = []
+        with self._session() as session, session.begin():
+            rows = {
+                row.doc_id: row
+                for row in session.scalars(
+                    select(DocumentRow).where(
+                        DocumentRow.collection == collection,
+                        DocumentRow.doc_id.in_(list(latest)),
+                    )
+                )
+            }
+            for doc in latest.values():
+                digest = content_hash(doc)
+                row = rows.get(doc.id)
+                if row is None:
+                    row = DocumentRow(collection=collection, doc_id=doc.id, version=1)
+                    session.add(row)
+                elif row.content_hash == digest:
+                    done = row.keyword_version == row.version == row.vector_version
+                    staged.append(Staged(doc, row.version, needs_indexing=not done))
+                    continue
+                else:
+                    row.version += 1
+                row.content_hash = digest
+                row.title, row.text, row.source = doc.title, doc.text, doc.source
+                row.content_type, row.meta = doc.content_type, dict(doc.metadata)
+                row.status, row.error, row.updated_at = "pending", None, _now()
+                staged.append(Staged(doc, row.version, needs_indexing=True))
+        return staged
+
+    def mark_indexed(
+        self, collection: str, doc_id: str, version: int, backends: Sequence[str], chunks: int
+    ) -> None:
+        """Record that ``backends`` now hold ``version`` of the document."""
+        with self._session() as session, session.begin():
+            row = session.get(DocumentRow, (collection, doc_id))
+            if row is None or row.version != version:
+                return  # deleted or superseded meanwhile: the newer write wins
+            for backend in backends:
+                setattr(row, f"{backend}_version", version)
+            row.chunks = chunks
+            if row.keyword_version == version == row.vector_version:
+                row.status, row.error = "indexed", None
+            row.updated_at = _now()
+
+    def mark_failed(self, collection: str, doc_id: str, version: int, error: str) -> None:
+        """Record why a document could not be indexed; its old chunks stay searchable."""
+        with self._session() as session, session.begin():
+            row = session.get(DocumentRow, (collection, doc_id))
+            if row is None or row.version != version:
+                return
+            row.status, row.error, row.updated_at = "failed", error[:2000], _now()
+
+    def get(self, collection: str, doc_id: str) -> DocumentRow | None:
+        """One document's row, or None."""
+        with self._session() as session:
+            return session.get(DocumentRow, (collection, doc_id))
+
+    def existing(self, collection: str, doc_ids: Sequence[str]) -> list[str]:
+        """The subset of ``doc_ids`` that the registry knows."""
+        if not doc_ids:
+            return []
+        with self._session() as session:
+            stmt = select(DocumentRow.doc_id).where(
+                DocumentRow.collection == collection, DocumentRow.doc_id.in_(list(doc_ids))
+            )
+            return list(session.scalars(stmt))
+
+    def delete(self, collection: str, doc_ids: Sequence[str]) -> int:
+        """Remove rows; returns how many existed. Call after the indexes are cleaned."""
+        if not doc_ids:
+            return 0
+        with self._session() as session, session.begin():
+            result = session.execute(
+                delete(DocumentRow).where(
+                    DocumentRow.collection == collection, DocumentRow.doc_id.in_(list(doc_ids))
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def stats(self, collection: str) -> dict[str, int]:
+        """Document counts by status, plus the total and chunk count."""
+        with self._session() as session:
+            stmt = (
+                select(DocumentRow.status, func.count(), func.coalesce(func.sum(DocumentRow.chunks), 0))
+                .where(DocumentRow.collection == collection)
+                .group_by(DocumentRow.status)
+            )
+            out = {"documents": 0, "chunks": 0, "pending": 0, "indexed": 0, "failed": 0}
+            for status, count, chunks in session.execute(stmt):
+                out[status] = int(count)
+                out["documents"] += int(count)
+                out["chunks"] += int(chunks)
+            return out
+
+    def versions(self, collection: str) -> dict[str, int]:
+        """Every document id of the collection with its current version."""
+        with self._session() as session:
+            stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
+                DocumentRow.collection == collection
+            )
+            return {doc_id: version for doc_id, version in session.execute(stmt)}
+
+    def iter_documents(self, collection: str, batch: int = 500) -> Iterator[tuple[Document, int]]:
+        """Every stored document with its version, in id order (for rebuilds)."""
+        last = ""
+        while True:
+            with self._session() as session:
+                rows = list(
+                    session.scalars(
+                        select(DocumentRow)
+                        .where(DocumentRow.collection == collection, DocumentRow.doc_id > last)
+                        .order_by(DocumentRow.doc_id)
+                        .limit(batch)
+                    )
+                )
+            if not rows:
+                return
+            for row in rows:
+                yield row_document(row), row.version
+            last = rows[-1].doc_id
+
+    def collections(self) -> list[str]:
+        """Names of collections that have at least one document."""
+        with self._session() as session:
+            return list(session.scalars(select(DocumentRow.collection).distinct()))
+
+    def close(self) -> None:
+        """Dispose of pooled connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def row_document(row: DocumentRow) -> Document:
+    """The ``Document`` a registry row stores."""
+    return Document(
+        id=row.doc_id,
+        text=row.text,
+        title=row.title,
+        metadata=dict(row.meta or {}),
+        source=row.source,
+        content_type=row.content_type,
+    )

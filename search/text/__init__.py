@@ -1,0 +1,17 @@
+"""Text processing: cleaning, the BM25 analyser, and chunking. Pure Python."""
+
+from search.text.analyze import Analyzer, analyze, script_of
+from search.text.chunk import chunk_text, count_tokens, make_chunks, split_sentences
+from search.text.clean import clean_text, html_title
+
+__all__ = [
+    "Analyzer",
+    "analyze",
+    "chunk_text",
+    "clean_text",
+    "count_tokens",
+    "html_title",
+    "make_chunks",
+    "script_of",
+    "split_sentences",
+]

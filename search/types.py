@@ -1,0 +1,200 @@
+"""Values that cross module boundaries: small, frozen, and cheap to copy.
+
+Re-score or annotate with ``dataclasses.replace``; never mutate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["bm25", "vector", "hybrid"]
+MODES: tuple[Mode, ...] = ("bm25", "vector", "hybrid")
+
+# Metadata values that can be filtered on. Lists mean "any of" in a filter and
+# "all of these values" on a document.
+MetaValue = str | int | bool | list[str] | list[int]
+Filters = Mapping[str, MetaValue]
+
+# uuid5 namespace of chunk ids. Never change it: ids must stay stable across
+# releases so that a replayed write overwrites instead of duplicating.
+CHUNK_NAMESPACE = uuid.UUID("6f1c2a7e-3b1d-5c9a-9e4f-2d7b8a0c5e13")
+
+
+def chunk_id(doc_id: str, ordinal: int) -> str:
+    """Deterministic id of chunk ``ordinal`` of ``doc_id`` (a UUID string)."""
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{doc_id}\x1f{ordinal}"))
+
+
+def facet_terms(metadata: Mapping[str, Any]) -> list[str]:
+    """Flatten filterable metadata into ``key=value`` terms.
+
+    Both BM25 engines index these as untokenised keywords and the vector
+    engines store them as a payload array, so one filter shape works on all.
+    Only scalar values (and lists of scalars) are filterable; nested objects
+    are kept as metadata but not indexed for filtering.
+    """
+    terms: list[str] = []
+    for key, value in metadata.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, bool):
+                terms.append(f"{key}={'true' if item else 'false'}")
+            elif isinstance(item, str | int):
+                terms.append(f"{key}={item}")
+    return sorted(set(terms))
+
+
+def filter_terms(filters: Filters | None) -> list[list[str]]:
+    """Turn a filter mapping into a conjunction of disjunctions of facet terms.
+
+    ``{"lang": "en", "topic": ["a", "b"]}`` becomes
+    ``[["lang=en"], ["topic=a", "topic=b"]]``: every inner list must match at
+    least one term.
+    """
+    if not filters:
+        return []
+    clauses: list[list[str]] = []
+    for key, value in sorted(filters.items()):
+        values = value if isinstance(value, list) else [value]
+        clauses.append(facet_terms({key: values}))
+    return clauses
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document as an admin gives it to Sieve."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    # "text", "markdown" or "html": how to clean ``text`` before chunking.
+    content_type: str = "text"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a cleaned document; the unit both indexes store."""
+
+    id: str
+    doc_id: str
+    ordinal: int
+    text: str
+    start: int  # character offsets into the cleaned document text
+    end: int
+    title: str = ""
+    version: int = 1
+    facets: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One hit from one leg (BM25 or vector), before fusion."""
+
+    chunk_id: str
+    doc_id: str
+    score: float
+    text: str = ""
+    title: str = ""
+    start: int = 0
+    end: int = 0
+    ordinal: int = 0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LegScore:
+    """Where a hit stood in one leg: raw score and 1-based rank."""
+
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result document, with where it came from in every stage."""
+
+    doc_id: str
+    title: str
+    text: str  # the passage that earned the hit (best chunk)
+    chunk_id: str
+    start: int
+    end: int
+    score: float  # the score the results are ordered by
+    rank: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    bm25: LegScore | None = None
+    vector: LegScore | None = None
+    fused: LegScore | None = None
+    rerank_logit: float | None = None
+    rerank_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, with every stage's provenance."""
+
+        def leg(value: LegScore | None) -> dict[str, Any] | None:
+            return None if value is None else {"score": value.score, "rank": value.rank}
+
+        return {
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "text": self.text,
+            "chunk_id": self.chunk_id,
+            "offsets": [self.start, self.end],
+            "score": self.score,
+            "rank": self.rank,
+            "metadata": dict(self.metadata),
+            "bm25": leg(self.bm25),
+            "vector": leg(self.vector),
+            "fused": leg(self.fused),
+            "rerank": None
+            if self.rerank_logit is None
+            else {"logit": self.rerank_logit, "score": self.rerank_score},
+        }
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What one query asks for. Validated by ``pipeline.Pipeline``."""
+
+    query: str
+    mode: Mode = "hybrid"
+    top_k: int = 10
+    filters: Filters | None = None
+    collection: str = "default"
+    fusion: str | None = None  # None: the configured default
+    weights: tuple[float, float] | None = None  # (bm25, vector)
+    candidates: int | None = None  # per-leg depth; None: the configured default
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits plus what happened on the way: timings, degradations, skipped legs."""
+
+    query: str
+    mode: Mode
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+    degraded: list[str] = field(default_factory=list)
+    # A leg deliberately not run, with the reason (e.g. the embedder knows no Chinese).
+    skipped: dict[str, str] = field(default_factory=dict)
+    fusion: str | None = None
+    reranked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view of the whole result."""
+        return {
+            "query": self.query,
+            "mode": self.mode,
+            "fusion": self.fusion,
+            "reranked": self.reranked,
+            "degraded": list(self.degraded),
+            "skipped": dict(self.skipped),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "hits": [hit.to_dict() for hit in self.hits],
+        }

@@ -1,0 +1,54 @@
+"""The vector leg's contract. Implementations: Qdrant Edge (embedded), Qdrant server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from search.types import Chunk, Filters, ScoredChunk
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Dense vectors of chunks, cosine similarity, payload filters inside the search.
+
+    Point ids are the chunk ids (deterministic uuid5), so a replayed write
+    overwrites instead of duplicating.
+    """
+
+    name: str
+    dim: int
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
+        """Replace every point of the documents in ``chunks`` with these chunks.
+
+        A document's old points beyond the new chunk count are removed too.
+        Returns once the write is durable and visible to searches.
+        """
+        ...
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Remove every point of these documents. Unknown ids are ignored."""
+        ...
+
+    def search(
+        self, vector: Sequence[float], top_k: int, filters: Filters | None = None
+    ) -> list[ScoredChunk]:
+        """Nearest chunks by cosine similarity, best first, filters applied in the search."""
+        ...
+
+    def count(self) -> int:
+        """Number of points stored."""
+        ...
+
+    def doc_versions(self) -> dict[str, int]:
+        """Every document id in the index with the version its points carry."""
+        ...
+
+    def clear(self) -> None:
+        """Remove everything (used by rebuilds and tests)."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections."""
+        ...

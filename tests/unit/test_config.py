@@ -1,0 +1,65 @@
+import pickle
+from pathlib import Path
+
+import pytest
+
+from search.config import Settings
+from search.errors import BackendUnavailable, ConfigError, LoadError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_the_embedded_engines():
+    s = Settings.from_env({})
+    assert s.keyword_backend == "tantivy" and s.vector_backend == "qdrant-edge"
+    assert s.data_dir == Path("data")
+    assert s.registry.startswith("sqlite:///") and s.registry.endswith("registry.db")
+
+
+def test_reads_typed_values_from_sieve_variables():
+    s = Settings.from_env(
+        {
+            "SIEVE_DATA_DIR": "/tmp/x",
+            "SIEVE_CHUNK_TOKENS": "128",
+            "SIEVE_LEG_TIMEOUT_S": "0.5",
+            "SIEVE_ALLOW_DOWNLOAD": "yes",
+            "SIEVE_FUSION_WEIGHTS": "1, 0.5",
+            "SIEVE_EMBED_LANGUAGES": "en,zh",
+            "SIEVE_SOMETHING_NEW": "kept",
+            "OTHER": "ignored",
+        }
+    )
+    assert s.data_dir == Path("/tmp/x") and s.chunk_tokens == 128 and s.leg_timeout_s == 0.5
+    assert s.allow_download is True
+    assert s.fusion_weights == (1.0, 0.5) and s.embed_languages == ("en", "zh")
+    assert s.extra == {"SIEVE_SOMETHING_NEW": "kept"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SIEVE_KEYWORD_BACKEND": "solr"}, "choose one of tantivy, elasticsearch"),
+        ({"SIEVE_FUSION": "borda"}, "choose one of rrf"),
+        ({"SIEVE_CHUNK_TOKENS": "many"}, "SIEVE_CHUNK_TOKENS='many' is not a valid value"),
+        ({"SIEVE_ALLOW_DOWNLOAD": "perhaps"}, "SIEVE_ALLOW_DOWNLOAD"),
+        ({"SIEVE_FUSION_WEIGHTS": "1,2,3"}, "SIEVE_FUSION_WEIGHTS"),
+        ({"SIEVE_KEYWORD_BACKEND": "elasticsearch"}, "needs SIEVE_ES_URL"),
+        ({"SIEVE_VECTOR_BACKEND": "qdrant"}, "exactly one of SIEVE_QDRANT_URL"),
+        ({"SIEVE_CHUNK_OVERLAP": "150"}, "SIEVE_CHUNK_OVERLAP"),
+    ],
+)
+def test_bad_values_fail_loudly_naming_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_zero_is_not_replaced_by_a_default():
+    assert Settings.from_env({"SIEVE_CHUNK_OVERLAP": "0"}).chunk_overlap == 0
+
+
+def test_errors_pickle_with_their_data():
+    err = pickle.loads(pickle.dumps(BackendUnavailable("down", backend="qdrant", attempt=3)))
+    assert isinstance(err, BackendUnavailable)
+    assert err.backend == "qdrant" and err.data["attempt"] == 3 and str(err) == "down"
+    load = pickle.loads(pickle.dumps(LoadError("bad line", path="a.jsonl", line=7)))
+    assert (load.path, load.line) == ("a.jsonl", 7)
