@@ -220,7 +220,9 @@ def stats_cmd(ctx: Context, as_json: bool) -> None:
 @click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None)
 @click.option("--weights", default=None, help="bm25,vector fusion weights, e.g. 1,0.8")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate the first N queries.")
-@click.option("--save-run", type=click.Path(path_type=Path), help="Write each query's ranking (JSON).")
+@click.option(
+    "--save-run", type=click.Path(path_type=Path), help="Write each query's ranking (JSON)."
+)
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of results.")
 @click.pass_obj
 def eval_cmd(
@@ -281,9 +283,12 @@ def demo_cmd(ctx: Context, sample: Path) -> None:
         fail(f"sample corpus not found at {sample}")
     paths = tuple(str(p) for p in (sample / "corpus.jsonl", sample / "docs") if p.exists())
     report, _errors = index_paths(ctx, paths)
-    click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, data in {ctx.settings.data_dir}")
-    queries = [json.loads(line)["text"] for line in (sample / "queries.jsonl").open(encoding="utf-8")]
+    click.echo(
+        f"indexed {report.indexed}, unchanged {report.unchanged}, data in {ctx.settings.data_dir}"
+    )
+    queries = [
+        json.loads(line)["text"] for line in (sample / "queries.jsonl").open(encoding="utf-8")
+    ]
     for query in queries[:3] + queries[-2:]:
         click.echo()
         print_result(ctx.engine.search(SearchRequest(query=query, top_k=3)))
-

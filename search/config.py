@@ -20,6 +20,7 @@ from search.errors import ConfigError
 KEYWORD_BACKENDS = ("tantivy", "elasticsearch")
 VECTOR_BACKENDS = ("qdrant-edge", "qdrant")
 FUSION_METHODS = ("rrf", "weighted_rrf", "minmax", "zscore", "dbsf")
+RERANK_BACKENDS = ("auto", "local", "celery", "none")
 PREFIX = "SIEVE_"
 
 
@@ -67,15 +68,46 @@ class Settings:
 
     # Retrieval and fusion.
     candidates: int = 100
-    fusion: str = "rrf"
+    # Min-max fusion weighted (1.0, 0.8) won on SciFact's train split
+    # (bench/tune_fusion.py); RRF (k=60) stays one setting away.
+    fusion: str = "minmax"
     rrf_k: int = 60
-    fusion_weights: tuple[float, float] = (1.0, 1.0)
+    fusion_weights: tuple[float, float] = (1.0, 0.8)
     leg_timeout_s: float = 5.0
     # Exact vector search below this many points; HNSW with ``hnsw_ef`` above.
     exact_search_threshold: int = 20_000
     hnsw_ef: int = 256
     hnsw_m: int = 16
     hnsw_ef_construct: int = 200
+
+    # Reranking. "auto": in-process when the model is found locally, else off;
+    # "local": in-process; "celery": GPU workers on the rerank queue; "none": off.
+    rerank_backend: str = "auto"
+    rerank_model: str = "BAAI/bge-reranker-v2-m3"
+    rerank_models_dir: Path = Path("models")
+    rerank_revision: str = ""  # empty: derived from the weights found
+    rerank_device: str = "auto"
+    rerank_dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or bfloat16
+    rerank_max_length: int = 512
+    rerank_query_share: float = 0.25  # most of max_length the query may keep
+    rerank_token_budget: int = 16_384  # padded tokens per forward pass
+    rerank_depth: int = 50
+    rerank_timeout_s: float = 2.0
+
+    # Pair-score cache: Redis when a URL is given, else an in-process LRU.
+    cache_url: str = ""
+    cache_ttl_s: int = 7 * 24 * 3600
+    cache_timeout_s: float = 0.05
+    cache_lru_size: int = 100_000
+
+    # Celery (distributed mode). The broker must not evict (a separate Redis).
+    broker_url: str = ""
+    result_backend: str = ""
+    rerank_queue: str = "rerank"
+    task_soft_time_limit_s: int = 30
+    task_time_limit_s: int = 60
+    broker_visibility_timeout_s: int = 300
+    task_max_deliveries: int = 3
 
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -84,6 +116,23 @@ class Settings:
         _one_of("vector_backend", self.vector_backend, VECTOR_BACKENDS)
         _one_of("fusion", self.fusion, FUSION_METHODS)
         _one_of("embed_pooling", self.embed_pooling, ("mean", "cls"))
+        _one_of("rerank_backend", self.rerank_backend, RERANK_BACKENDS)
+        _one_of("rerank_dtype", self.rerank_dtype, ("auto", "float16", "bfloat16", "float32"))
+        if not 0.05 <= self.rerank_query_share <= 0.9:
+            raise ConfigError("SIEVE_RERANK_QUERY_SHARE must be between 0.05 and 0.9")
+        if self.rerank_max_length < 16 or self.rerank_depth < 1:
+            raise ConfigError("SIEVE_RERANK_MAX_LENGTH must be >= 16 and SIEVE_RERANK_DEPTH >= 1")
+        if (
+            not self.task_soft_time_limit_s
+            < self.task_time_limit_s
+            < self.broker_visibility_timeout_s
+        ):
+            raise ConfigError(
+                "need SIEVE_TASK_SOFT_TIME_LIMIT_S < SIEVE_TASK_TIME_LIMIT_S < "
+                "SIEVE_BROKER_VISIBILITY_TIMEOUT_S, or a running task is redelivered"
+            )
+        if self.rerank_backend == "celery" and not self.broker_url:
+            raise ConfigError("SIEVE_RERANK_BACKEND=celery needs SIEVE_BROKER_URL")
         if self.chunk_tokens < 16:
             raise ConfigError("SIEVE_CHUNK_TOKENS must be at least 16", value=self.chunk_tokens)
         if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
@@ -92,7 +141,9 @@ class Settings:
                 value=self.chunk_overlap,
             )
         if self.candidates < 1 or self.rrf_k < 1 or self.embed_batch_size < 1:
-            raise ConfigError("SIEVE_CANDIDATES, SIEVE_RRF_K and SIEVE_EMBED_BATCH_SIZE must be >= 1")
+            raise ConfigError(
+                "SIEVE_CANDIDATES, SIEVE_RRF_K and SIEVE_EMBED_BATCH_SIZE must be >= 1"
+            )
         if self.keyword_backend == "elasticsearch" and not self.es_url:
             raise ConfigError("SIEVE_KEYWORD_BACKEND=elasticsearch needs SIEVE_ES_URL")
         if self.vector_backend == "qdrant" and bool(self.qdrant_url) == bool(self.qdrant_path):

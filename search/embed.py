@@ -131,7 +131,10 @@ class Embedder:
                 return
             import torch
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
+            # A library call must not draw progress bars on the caller's terminal.
+            hf_logging.disable_progress_bar()
             path, local_only = resolve_model(self._model_arg, self.allow_download)
             device = self.device_setting
             if device == "auto":

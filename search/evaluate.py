@@ -179,6 +179,51 @@ def summarise(qrels: Qrels, run: Run, latencies: list[float]) -> dict[str, float
     return out
 
 
+def prepare_index(
+    settings: Settings,
+    dataset: Dataset,
+    on_progress: Callable[[int], None] | None = None,
+) -> Settings:
+    """Index a data set's corpus into ``<data_dir>/eval/<name>``; return settings for it.
+
+    The index is reused while the corpus file and the index-shaping settings
+    are unchanged; otherwise it is rebuilt from scratch.
+    """
+    from search.engine import SearchEngine
+
+    eval_dir = settings.data_dir / "eval" / dataset.name
+    fingerprint = {
+        "corpus_sha256": dataset.corpus_digest(),
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "embed_model": settings.embed_model,
+        "embed_max_length": settings.embed_max_length,
+        "format": 1,
+    }
+    marker = eval_dir / "fingerprint.json"
+    eval_settings = settings.with_overrides(
+        data_dir=eval_dir,
+        registry_url="",
+        collection="eval",
+        keyword_backend="tantivy",
+        vector_backend="qdrant-edge",
+    )
+    if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
+        return eval_settings
+    if eval_dir.exists():
+        shutil.rmtree(eval_dir)
+    failed: dict[str, str] = {}
+    with SearchEngine(eval_settings) as engine:
+        docs = (d for d in dataset.documents() if not isinstance(d, LoadError))
+        failed = engine.index(docs, batch_size=256, on_progress=on_progress).failed
+    if failed:
+        raise InvalidRequest(
+            f"{len(failed)} corpus documents failed to index, e.g. {next(iter(failed.items()))}"
+        )
+    marker.write_text(json.dumps(fingerprint))
+    return eval_settings
+
+
 def evaluate_dataset(
     settings: Settings,
     dataset_dir: str | Path,
@@ -193,11 +238,9 @@ def evaluate_dataset(
     on_query_progress: Callable[[int], None] | None = None,
     runs_out: dict[str, Run] | None = None,
 ) -> dict[str, Any]:
-    """Index a data set into its own data directory and evaluate every mode.
+    """Index a data set (see ``prepare_index``) and evaluate every mode on one split.
 
-    The index lives in ``<data_dir>/eval/<name>`` and is reused while the
-    corpus file and the index-shaping settings are unchanged. When
-    ``runs_out`` is given, each mode's ranked document ids per query land there.
+    When ``runs_out`` is given, each mode's ranked document ids per query land there.
     """
     from search.engine import SearchEngine
 
@@ -207,49 +250,23 @@ def evaluate_dataset(
     if limit is not None:
         queries = dict(list(queries.items())[:limit])
     if not queries:
-        raise InvalidRequest(f"no query of {dataset.queries_path} is judged in {dataset.qrels_path}")
+        raise InvalidRequest(
+            f"no query of {dataset.queries_path} is judged in {dataset.qrels_path}"
+        )
     qrels = {qid: qrels[qid] for qid in queries}
-
-    eval_dir = settings.data_dir / "eval" / dataset.name
-    fingerprint = {
-        "corpus_sha256": dataset.corpus_digest(),
-        "chunk_tokens": settings.chunk_tokens,
-        "chunk_overlap": settings.chunk_overlap,
-        "embed_model": settings.embed_model,
-        "embed_max_length": settings.embed_max_length,
-        "format": 1,
-    }
-    marker = eval_dir / "fingerprint.json"
-    reuse = marker.is_file() and json.loads(marker.read_text()) == fingerprint
-    if not reuse and eval_dir.exists():
-        shutil.rmtree(eval_dir)
-    eval_settings = settings.with_overrides(
-        data_dir=eval_dir, registry_url="", collection="eval", keyword_backend="tantivy",
-        vector_backend="qdrant-edge",
-    )
-    load_errors: list[str] = []
+    eval_settings = prepare_index(settings, dataset, on_index_progress)
+    results: dict[str, dict[str, float]] = {}
     with SearchEngine(eval_settings) as engine:
-        if not reuse:
-            def docs() -> Iterator[Document]:
-                for item in dataset.documents():
-                    if isinstance(item, LoadError):
-                        load_errors.append(str(item))
-                    else:
-                        yield item
-
-            report = engine.index(docs(), on_progress=on_index_progress)
-            if report.failed:
-                raise InvalidRequest(
-                    f"{len(report.failed)} corpus documents failed to index, e.g. "
-                    f"{next(iter(report.failed.items()))}"
-                )
-            marker.write_text(json.dumps(fingerprint))
-        results: dict[str, dict[str, float]] = {}
         for mode in modes:
+
             def search(text: str, mode: str = mode) -> list[str]:
                 request = SearchRequest(
-                    query=text, mode=mode, top_k=top_k, collection="eval",  # type: ignore[arg-type]
-                    fusion=fusion, weights=weights,
+                    query=text,
+                    mode=mode,  # type: ignore[arg-type]  # checked by the pipeline
+                    top_k=top_k,
+                    collection="eval",
+                    fusion=fusion,
+                    weights=weights,
                 )
                 return [hit.doc_id for hit in engine.search(request).hits]
 
@@ -259,10 +276,4 @@ def evaluate_dataset(
             results[mode] = summarise(qrels, run, latencies)
             if runs_out is not None:
                 runs_out[mode] = run
-    return {
-        "dataset": dataset.name,
-        "split": split,
-        "queries": len(queries),
-        "load_errors": len(load_errors),
-        "results": results,
-    }
+    return {"dataset": dataset.name, "split": split, "queries": len(queries), "results": results}

@@ -41,7 +41,9 @@ def _weights(runs: Sequence[Ranking], weights: Sequence[float] | None) -> Sequen
             weights=list(weights),
         )
     if any(w < 0 or not math.isfinite(w) for w in weights):
-        raise InvalidRequest("fusion weights must be finite and non-negative", weights=list(weights))
+        raise InvalidRequest(
+            "fusion weights must be finite and non-negative", weights=list(weights)
+        )
     return weights
 
 

@@ -16,7 +16,13 @@ from search.errors import LoadError
 from search.text.clean import html_title
 from search.types import Document
 
-TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+TEXT_SUFFIXES = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 SUPPORTED = ", ".join(sorted([*TEXT_SUFFIXES, *JSONL_SUFFIXES]))
 
@@ -119,7 +125,9 @@ def parse_record(line: str, path: Path, lineno: int) -> Loaded:
         return LoadError(f"{where}: missing or invalid '_id'/'id'", path=str(path), line=lineno)
     text, title = record.get("text", ""), record.get("title", "")
     if not isinstance(text, str) or not isinstance(title, str):
-        return LoadError(f"{where}: 'text' and 'title' must be strings", path=str(path), line=lineno)
+        return LoadError(
+            f"{where}: 'text' and 'title' must be strings", path=str(path), line=lineno
+        )
     if not text.strip() and not title.strip():
         return LoadError(f"{where}: document {doc_id!r} has no text", path=str(path), line=lineno)
     metadata = record.get("metadata", {})

@@ -132,7 +132,8 @@ class Pipeline:
                 degraded.append(name)
         if jobs and not legs:
             raise BackendUnavailable(
-                f"no retrieval leg answered (failed: {', '.join(degraded)})", backend="+".join(degraded)
+                f"no retrieval leg answered (failed: {', '.join(degraded)})",
+                backend="+".join(degraded),
             )
 
         t0 = time.perf_counter()
@@ -166,8 +167,7 @@ class Pipeline:
     def _fuse(self, legs: dict[str, LegResult], method: str, request: SearchRequest) -> list[Hit]:
         by_leg: dict[str, dict[str, tuple[ScoredChunk, LegScore]]] = {
             name: {
-                c.doc_id: (c, LegScore(c.score, rank))
-                for rank, c in enumerate(leg.hits, start=1)
+                c.doc_id: (c, LegScore(c.score, rank)) for rank, c in enumerate(leg.hits, start=1)
             }
             for name, leg in legs.items()
         }
@@ -202,4 +202,3 @@ class Pipeline:
                 )
             )
         return hits
-

@@ -133,7 +133,9 @@ class Registry:
         try:
             Base.metadata.create_all(engine)
         except SQLAlchemyError as exc:
-            raise BackendUnavailable(f"registry at {self.url} unusable: {exc}", backend="registry") from exc
+            raise BackendUnavailable(
+                f"registry at {self.url} unusable: {exc}", backend="registry"
+            ) from exc
         return engine
 
     def _session(self) -> Session:
@@ -230,7 +232,9 @@ class Registry:
         """Document counts by status, plus the total and chunk count."""
         with self._session() as session:
             stmt = (
-                select(DocumentRow.status, func.count(), func.coalesce(func.sum(DocumentRow.chunks), 0))
+                select(
+                    DocumentRow.status, func.count(), func.coalesce(func.sum(DocumentRow.chunks), 0)
+                )
                 .where(DocumentRow.collection == collection)
                 .group_by(DocumentRow.status)
             )

@@ -198,3 +198,31 @@ class SearchResult:
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "hits": [hit.to_dict() for hit in self.hits],
         }
+
+
+@dataclass(frozen=True)
+class RerankScore:
+    """A cross-encoder's verdict on one (query, passage) pair.
+
+    ``logit`` is the raw model output (what the cache stores); ``score`` is its
+    sigmoid. A passage longer than the model's window is scored by its best
+    window, whose character offsets into the passage are ``start``/``end``.
+    """
+
+    logit: float
+    score: float
+    start: int = 0
+    end: int = 0
+
+
+@dataclass(frozen=True)
+class RerankBatch:
+    """Scores for a list of passages (same order), with where the time went.
+
+    ``timings_ms`` keys: ``cache`` (lookup), ``queue`` (waiting for a worker),
+    ``model`` (forward passes); absent stages are simply missing.
+    """
+
+    scores: list[RerankScore]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cached: int = 0  # how many scores came from the cache

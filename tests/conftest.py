@@ -1,0 +1,10 @@
+"""Shared fixtures. Each lives in ``tests/support/`` by what it needs."""
+
+import os
+
+# Tests never download: every model they load is built locally by a fixture.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from support.redis_server import redis_server  # noqa: E402, F401
+from support.tiny_models import tiny_reranker_dir  # noqa: E402, F401
