@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench-retrieval
+.PHONY: run test lint venv clean bench-retrieval system-deps
 
 venv: $(STAMP)
 
@@ -29,7 +29,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check search workers api tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+# Tests start their own redis-server on a free port; install it where missing.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (Debian package) for the test suite"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench-retrieval: $(STAMP)

@@ -13,13 +13,14 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from search import fusion
 from search.config import FUSION_METHODS, Settings
 from search.embed import Embedder
 from search.errors import BackendUnavailable, InvalidRequest
 from search.keyword.base import KeywordIndex
+from search.rerank import Reranker
 from search.text import analyze, script_of
 from search.types import MODES, Hit, LegScore, ScoredChunk, SearchRequest, SearchResult
 from search.vector.base import VectorIndex
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000
 MAX_QUERY_CHARS = 4096
+MAX_RERANK_DEPTH = 500
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ def validate(request: SearchRequest) -> None:
         )
     if request.candidates is not None and not 1 <= request.candidates <= MAX_TOP_K:
         raise InvalidRequest(f"candidates must be from 1 to {MAX_TOP_K}")
+    if request.rerank_depth is not None and not 1 <= request.rerank_depth <= MAX_RERANK_DEPTH:
+        raise InvalidRequest(f"rerank_depth must be from 1 to {MAX_RERANK_DEPTH}")
 
 
 class Pipeline:
@@ -79,11 +83,13 @@ class Pipeline:
         vector: VectorIndex,
         embedder: Embedder,
         executor: ThreadPoolExecutor | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings
         self.keyword = keyword
         self.vector = vector
         self.embedder = embedder
+        self.reranker = reranker
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
 
     def search(self, request: SearchRequest) -> SearchResult:
@@ -92,7 +98,11 @@ class Pipeline:
         validate(request)
         timings: dict[str, float] = {}
         skipped: dict[str, str] = {}
+        want_rerank = self.reranker is not None if request.rerank is None else request.rerank
+        window = request.rerank_depth or self.settings.rerank_depth
         depth = max(request.candidates or self.settings.candidates, request.top_k)
+        if want_rerank:
+            depth = max(depth, window)
 
         t0 = time.perf_counter()
         tokens = analyze(request.query)
@@ -140,6 +150,16 @@ class Pipeline:
         method = request.fusion or self.settings.fusion
         hits = self._fuse(legs, method, request)
         timings["fusion"] = (time.perf_counter() - t0) * 1000
+        reranked, cached = False, 0
+        if want_rerank and hits:
+            try:
+                hits, cached = self._rerank(request.query, hits, window, timings)
+                reranked = True
+            except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
+                log.warning(
+                    "rerank failed, answering in fused order: %s: %s", type(exc).__name__, exc
+                )
+                degraded.append("rerank")
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResult(
             query=request.query,
@@ -149,7 +169,57 @@ class Pipeline:
             degraded=degraded,
             skipped=skipped,
             fusion=method if len(legs) > 1 else None,
+            reranked=reranked,
+            rerank_window=min(window, len(hits)) if reranked else 0,
+            cached_scores=cached,
         )
+
+    def _rerank(
+        self, query: str, hits: list[Hit], window: int, timings: dict[str, float]
+    ) -> tuple[list[Hit], int]:
+        """Order the top ``window`` hits by cross-encoder score; the rest keep fused order."""
+        if self.reranker is None:
+            raise BackendUnavailable("no reranker is configured", backend="rerank")
+        t0 = time.perf_counter()
+        head, tail = hits[:window], hits[window:]
+        # The title gives the cross-encoder the context BEIR-style models were
+        # trained with; offsets are mapped back past it into the document.
+        prefixes = [f"{h.title}\n" if h.title else "" for h in head]
+        batch = self.reranker.rerank(
+            query, [p + h.text for p, h in zip(prefixes, head, strict=True)]
+        )
+        if len(batch.scores) != len(head):
+            raise BackendUnavailable(
+                f"reranker returned {len(batch.scores)} scores for {len(head)} passages",
+                backend="rerank",
+            )
+        scored = []
+        for prefix, hit, result in zip(prefixes, head, batch.scores, strict=True):
+            start = hit.start + max(0, result.start - len(prefix))
+            end = hit.start + max(0, result.end - len(prefix))
+            if (
+                result.end <= len(prefix)
+                or result.start <= len(prefix)
+                and result.end >= len(prefix) + len(hit.text)
+            ):
+                start, end = hit.start, hit.end  # the window covered the whole passage
+            scored.append(
+                replace(
+                    hit,
+                    rerank_logit=result.logit,
+                    rerank_score=result.score,
+                    score=result.score,
+                    start=start,
+                    end=min(end, hit.end),
+                    text=hit.text[start - hit.start : min(end, hit.end) - hit.start],
+                )
+            )
+        scored.sort(key=lambda h: (-(h.rerank_logit or 0.0), h.rank))
+        ordered = [replace(h, rank=i) for i, h in enumerate([*scored, *tail], start=1)]
+        for stage, ms in batch.timings_ms.items():
+            timings[f"rerank_{stage}"] = ms
+        timings["rerank"] = (time.perf_counter() - t0) * 1000
+        return ordered, batch.cached
 
     def _bm25(self, tokens: list[str], depth: int, request: SearchRequest) -> LegResult:
         t0 = time.perf_counter()

@@ -76,6 +76,16 @@ class _Located:
     hub_id: str  # model id to fetch missing files with; "" for a plain folder
 
 
+def _major(version: str) -> int:
+    """Leading integer of a version string ("4.38.1" -> 4, "5.0.0rc1" -> 5); 0 if none."""
+    digits = ""
+    for char in version.strip():
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits or 0)
+
+
 def _sigmoid(x: float) -> float:
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -102,6 +112,30 @@ def _fingerprint(folder: Path) -> str:
                 handle.seek(max(_SAMPLE_BYTES, size - _SAMPLE_BYTES))
                 digest.update(handle.read())
     return digest.hexdigest()[:12]
+
+
+def _windows(words: Sequence[int | None], room: int) -> list[tuple[int, int]]:
+    """Token spans of at most ``room`` tokens covering a passage, overlapping by a quarter.
+
+    Spans start and end on word boundaries (``words`` is the tokenizer's word id
+    per token) so that the returned character offsets make a readable snippet
+    that tokenises back to the same tokens; a word longer than a span is cut.
+    """
+
+    def word_start(i: int, floor: int) -> int:
+        j = i
+        while j > floor and words[j] is not None and words[j] == words[j - 1]:
+            j -= 1
+        return j if j > floor else i
+
+    spans: list[tuple[int, int]] = []
+    begin = 0
+    while True:
+        end = len(words) if begin + room >= len(words) else word_start(begin + room, begin + 1)
+        spans.append((begin, end))
+        if end >= len(words):
+            return spans
+        begin = word_start(max(end - room // 4, begin + 1), begin + 1)
 
 
 class CrossEncoderReranker:
@@ -251,38 +285,27 @@ class CrossEncoderReranker:
                 self._located = _Located(folder, "", "")
                 return self._located
             looked.append(f"{folder} ({'no config.json' if folder.is_dir() else 'missing'})")
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(
-                self.model, "config.json", revision=self.revision or None
-            )
-        except ValueError:  # not a valid repo id (e.g. a path): simply not cached
-            cached = None
-        if isinstance(cached, str):
-            snapshot = Path(cached).parent
-            self._located = _Located(snapshot, snapshot.name, self.model)
-            return self._located
         looked.append(f"the Hugging Face cache for {self.model!r}")
-        if self.allow_download:
-            from huggingface_hub import hf_hub_download
-            from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub.errors import EntryNotFoundError
 
-            try:
-                config = hf_hub_download(self.model, "config.json", revision=self.revision or None)
-            except (OSError, ValueError, EntryNotFoundError) as exc:
-                raise ModelNotFound(
-                    f"reranker model {self.model!r} could not be downloaded: {exc}",
-                    model=self.model,
-                    looked=looked,
-                ) from exc
-            snapshot = Path(config).parent
+        revision = self.revision or None
+        try:
+            found = try_to_load_from_cache(self.model, "config.json", revision=revision)
+            if not isinstance(found, str) and self.allow_download:
+                looked.append("the Hugging Face hub")
+                found = hf_hub_download(self.model, "config.json", revision=revision)
+        except (OSError, ValueError, EntryNotFoundError) as exc:  # bad id, offline, no repo
+            looked.append(f"({type(exc).__name__}: {exc})")
+            found = None
+        if isinstance(found, str):
+            snapshot = Path(found).parent  # .../snapshots/<commit>/config.json
             self._located = _Located(snapshot, snapshot.name, self.model)
             return self._located
         raise ModelNotFound(
-            f"reranker model {self.model!r} not found offline; looked in: {'; '.join(looked)}. "
-            "Put the model in SIEVE_RERANK_MODELS_DIR, set SIEVE_RERANK_MODEL to its folder, "
-            "or set SIEVE_ALLOW_DOWNLOAD=1.",
+            f"reranker model {self.model!r} not found; looked in: {'; '.join(looked)}. "
+            "Put it in SIEVE_RERANK_MODELS_DIR, set SIEVE_RERANK_MODEL to its folder, "
+            "or allow downloads with SIEVE_ALLOW_DOWNLOAD=1.",
             model=self.model,
             looked=looked,
         )
@@ -295,7 +318,6 @@ class CrossEncoderReranker:
                 return
             import torch
             import transformers
-            from packaging.version import InvalidVersion, Version
             from transformers.utils import logging as hf_logging
 
             # A library call must not draw progress bars on the caller's terminal.
@@ -303,22 +325,18 @@ class CrossEncoderReranker:
             located = self._locate()
             device, dtype = self._device_and_dtype(torch)
             installed = f"transformers {transformers.__version__}, torch {torch.__version__}"
-            if not hasattr(torch.nn.functional, "scaled_dot_product_attention"):
-                raise ModelIncompatible(
-                    f"{installed}: the reranker needs torch >= 2.0 (SDPA attention)",
-                    model=self.model,
-                )
             raw = json.loads((located.path / "config.json").read_text(encoding="utf-8"))
             saved = str(raw.get("transformers_version") or "0")
             needs = f"{self.model} (model_type {raw.get('model_type')!r}, transformers {saved})"
-            try:
-                too_new = Version(saved).major > Version(transformers.__version__).major
-            except InvalidVersion:
-                too_new = False
-            if too_new:
-                raise ModelIncompatible(
-                    f"{installed} is too old for {needs}; install transformers >= {saved}",
-                    model=self.model,
+
+            def incompatible(message: str) -> ModelIncompatible:
+                return ModelIncompatible(message, model=self.model, installed=installed)
+
+            if not hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+                raise incompatible(f"{installed}: {needs} needs torch >= 2.0 (SDPA)")
+            if _major(saved) > _major(transformers.__version__):
+                raise incompatible(
+                    f"{installed} is too old for {needs}; install transformers >= {saved}"
                 )
             hub = bool(located.hub_id and self.allow_download)
             source = located.hub_id if hub else str(located.path)
@@ -328,18 +346,12 @@ class CrossEncoderReranker:
             try:
                 config = transformers.AutoConfig.from_pretrained(source, **where)
             except (KeyError, ValueError) as exc:  # how transformers says "unknown model_type"
-                raise ModelIncompatible(
-                    f"{installed} cannot read {needs}: {exc}", model=self.model
-                ) from exc
+                raise incompatible(f"{installed} cannot read {needs}: {exc}") from exc
             if config.num_labels != 1:
-                raise ModelIncompatible(
-                    f"{self.model} has {config.num_labels} labels; a reranker needs exactly 1",
-                    model=self.model,
-                )
+                raise incompatible(f"{needs} has {config.num_labels} labels; a reranker needs 1")
             # transformers 4.56 renamed torch_dtype to dtype (the old name warns in 5.x).
-            dtype_kw = (
-                "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-            )
+            new_api = tuple(map(_major, transformers.__version__.split(".")[:2])) >= (4, 56)
+            dtype_kw = "dtype" if new_api else "torch_dtype"
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(source, **where)
                 model = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -350,20 +362,19 @@ class CrossEncoderReranker:
                     f"could not load reranker {self.model} from {source}: {exc}", model=self.model
                 ) from exc
             except ValueError as exc:  # e.g. an architecture without SDPA support
-                raise ModelIncompatible(
-                    f"{installed} cannot load {needs}: {exc}", model=self.model
-                ) from exc
+                raise incompatible(f"{installed} cannot load {needs}: {exc}") from exc
             if not tokenizer.is_fast:
-                raise ModelIncompatible(
-                    f"{self.model} has no fast tokenizer; the reranker needs its offset mapping",
-                    model=self.model,
-                )
+                raise incompatible(f"{needs}: no fast tokenizer (needed for offsets)")
             limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
             if 0 < limit < self.max_length:
                 raise ConfigError(
                     f"reranker max_length {self.max_length} exceeds {self.model}'s {limit} tokens",
                     value=self.max_length,
                 )
+            # Our own pair building below; settings left on the shared backend by
+            # tokenizer.json or an earlier __call__ must not truncate or pad for us.
+            tokenizer.backend_tokenizer.no_truncation()
+            tokenizer.backend_tokenizer.no_padding()
             self._read_template(tokenizer)
             self._tokenizer = tokenizer
             self._device = device
@@ -413,7 +424,6 @@ class CrossEncoderReranker:
         )
         query_ids = backend.encode(query, add_special_tokens=False).ids[: max(query_budget, 0)]
         room = self.max_length - n_special - len(query_ids)  # passage-only truncation
-        step = room - room // 4  # windows overlap by a quarter
         head = [t for t, _ in self._prefix] + query_ids + [t for t, _ in self._middle]
         head_types = (
             [k for _, k in self._prefix]
@@ -425,33 +435,25 @@ class CrossEncoderReranker:
         encodings = backend.encode_batch(list(passages), add_special_tokens=False)
         for index, (text, encoding) in enumerate(zip(passages, encodings, strict=True)):
             ids, offsets = encoding.ids, encoding.offsets
-            begin = 0
-            while True:
-                end = min(begin + room, len(ids))
+            for begin, end in _windows(encoding.word_ids, room):
                 window = ids[begin:end]
-                if len(ids) <= room:
-                    start_char, end_char = 0, len(text)
-                else:
-                    start_char, end_char = offsets[begin][0], offsets[end - 1][1]
+                whole = len(window) == len(ids)
                 pairs.append(
                     _Pair(
                         index,
                         head + window + tail,
                         head_types + [self._type_b] * len(window) + tail_types,
-                        start_char,
-                        end_char,
+                        0 if whole else offsets[begin][0],
+                        len(text) if whole else offsets[end - 1][1],
                     )
                 )
-                if end >= len(ids):
-                    break
-                begin += step
         return pairs
 
     def _padded(self, length: int) -> int:
         # Tensor cores want multiples of 8; never past max_length (position limits).
         if not self._device.startswith("cuda"):
             return length
-        return min(-(-length // 8) * 8, max(length, self.max_length))
+        return min(-(-length // 8) * 8, self.max_length)
 
     def _score(self, pairs: Sequence[_Pair]) -> list[float]:
         """Logits of all pairs: longest first, batched by padded tokens, order restored."""

@@ -170,6 +170,8 @@ class SearchRequest:
     fusion: str | None = None  # None: the configured default
     weights: tuple[float, float] | None = None  # (bm25, vector)
     candidates: int | None = None  # per-leg depth; None: the configured default
+    rerank: bool | None = None  # None: on when a reranker is configured
+    rerank_depth: int | None = None  # how many fused hits to rerank; None: configured
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ class SearchResult:
     skipped: dict[str, str] = field(default_factory=dict)
     fusion: str | None = None
     reranked: bool = False
+    rerank_window: int = 0  # how many of the top hits the reranker ordered
+    cached_scores: int = 0  # how many rerank scores came from the cache
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view of the whole result."""
@@ -193,6 +197,8 @@ class SearchResult:
             "mode": self.mode,
             "fusion": self.fusion,
             "reranked": self.reranked,
+            "rerank_window": self.rerank_window,
+            "cached_scores": self.cached_scores,
             "degraded": list(self.degraded),
             "skipped": dict(self.skipped),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},

@@ -111,10 +111,11 @@ def build_tiny_reranker(
 
     ``vocab_size`` is the trained tokenizer's; ``model_vocab_size`` (default: the
     same) may be larger, e.g. 250002 to give a benchmark model XLM-R's embedding
-    table. ``init_range`` is the weights' standard deviation: XLM-R's 0.02 makes a
-    tiny random model give nearly the same logit to every input, so tests that
-    compare windows or orders use a larger one. ``texts`` replaces the default training lines (the benchmark trains on
-    its own corpus so that token counts come closer to real ones).
+    table. ``init_range`` is the weights' standard deviation; XLM-R's own 0.02
+    makes a small random model give nearly the same logit to every input, which
+    would leave tests that compare orders, windows or precisions nothing to see.
+    ``texts`` replaces the default training lines (the benchmark trains on its
+    own corpus so that token counts come closer to real ones).
     """
     import torch
     from transformers import (
@@ -126,9 +127,7 @@ def build_tiny_reranker(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     backend = train_tokenizer(training_lines(seed) if texts is None else texts, vocab_size)
-    tokenizer = XLMRobertaTokenizerFast(
-        tokenizer_object=backend, model_max_length=max_position - 2
-    )
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=backend, model_max_length=max_position - 2)
     tokenizer.save_pretrained(path)
 
     torch.manual_seed(seed)
