@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/sieve demo
+	@echo "starting the Sieve API with the sample corpus (search page and /docs on the address below)"
+	$(VENV)/bin/sieve serve --demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check search workers api tests bench

@@ -48,9 +48,9 @@ class Context:
     def engine(self) -> Any:
         """The engine, built on first use (importing it pulls in torch)."""
         if self._engine is None:
-            from search.engine import SearchEngine
+            from api.factory import make_engine
 
-            self._engine = SearchEngine(self.settings)
+            self._engine = make_engine(self.settings)
         return self._engine
 
 
@@ -130,6 +130,8 @@ def index_cmd(ctx: Context, paths: tuple[str, ...]) -> None:
 @click.option("--top-k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None)
 @click.option("--filter", "filters", multiple=True, help="key=value metadata filter (repeatable).")
+@click.option("--rerank/--no-rerank", default=None, help="Default: on when a reranker is set up.")
+@click.option("--rerank-depth", type=click.IntRange(1, 500), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def search_cmd(
@@ -139,6 +141,8 @@ def search_cmd(
     top_k: int,
     fusion: str | None,
     filters: tuple[str, ...],
+    rerank: bool | None,
+    rerank_depth: int | None,
     as_json: bool,
 ) -> None:
     """Search the collection."""
@@ -156,6 +160,8 @@ def search_cmd(
         fusion=fusion,
         filters=flat or None,
         collection=ctx.settings.collection,
+        rerank=rerank,
+        rerank_depth=rerank_depth,
     )
     result = ctx.engine.search(request)
     if as_json:
@@ -171,13 +177,14 @@ def print_result(result: SearchResult, width: int = 100) -> None:
         notes.append(f"degraded: {', '.join(result.degraded)}")
     notes.extend(f"skipped {leg}: {why}" for leg, why in result.skipped.items())
     timing = " ".join(f"{k}={v:.1f}ms" for k, v in result.timings_ms.items())
-    click.echo(f"{result.mode} {result.query!r}  [{timing}]")
+    reranked = f" reranked top {result.rerank_window}" if result.reranked else ""
+    click.echo(f"{result.mode}{reranked} {result.query!r}  [{timing}]")
     for note in notes:
         click.echo(f"  note: {note}")
     for hit in result.hits:
         legs = " ".join(
             f"{name}#{leg.rank}" if leg else f"{name}#-"
-            for name, leg in (("bm25", hit.bm25), ("vec", hit.vector))
+            for name, leg in (("bm25", hit.bm25), ("vec", hit.vector), ("fused", hit.fused))
         )
         click.echo(f"{hit.rank:>3}. {hit.doc_id}  score={hit.score:.4f}  ({legs})  {hit.title}")
         passage = " ".join(hit.text.split())
@@ -292,3 +299,14 @@ def demo_cmd(ctx: Context, sample: Path) -> None:
     for query in queries[:3] + queries[-2:]:
         click.echo()
         print_result(ctx.engine.search(SearchRequest(query=query, top_k=3)))
+
+
+def _register() -> None:
+    from api.cli_rerank import compare_cmd, rerank_cmd, worker_cmd
+    from api.cli_serve import serve_cmd
+
+    for command in (worker_cmd, rerank_cmd, compare_cmd, serve_cmd):
+        main.add_command(command)
+
+
+_register()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -21,7 +22,12 @@ KEYWORD_BACKENDS = ("tantivy", "elasticsearch")
 VECTOR_BACKENDS = ("qdrant-edge", "qdrant")
 FUSION_METHODS = ("rrf", "weighted_rrf", "minmax", "zscore", "dbsf")
 RERANK_BACKENDS = ("auto", "local", "celery", "none")
+API_ROLES = ("search", "admin")
 PREFIX = "SIEVE_"
+# Collection names become directory and index names: keep them plain.
+COLLECTION_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Flask-Limiter notation: "600/minute", "10 per second", several joined by ";".
+_RATE_ITEM = re.compile(r"\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,22 @@ class Settings:
     broker_visibility_timeout_s: int = 300
     task_max_deliveries: int = 3
 
+    # HTTP API (api/, docs/api.md). Keys: "key:role[:collection|collection],...";
+    # none configured means an open API that `sieve serve` binds to 127.0.0.1 only.
+    api_keys: str = field(default="", repr=False)  # secrets stay out of logged reprs
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_batch_docs: int = 1000
+    max_rerank_docs: int = 1000
+    rate_limit: str = "600/minute"  # per key (or per IP when open); "" turns it off
+    cors_origins: tuple[str, ...] = ()
+    # Signs pagination cursors; empty: a random secret per process, so cursors do
+    # not survive a restart and gunicorn workers must share one (`sieve serve` does).
+    cursor_secret: str = field(default="", repr=False)
+    host: str = "0.0.0.0"
+    port: int = 8000
+    workers: int = 2  # forced to 1 with the embedded backends (one process owns an index)
+    threads: int = 8
+
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,6 +173,31 @@ class Settings:
                 "SIEVE_VECTOR_BACKEND=qdrant needs exactly one of SIEVE_QDRANT_URL "
                 "(a server) or SIEVE_QDRANT_PATH (qdrant-client local mode)"
             )
+        self._check_api()
+
+    def _check_api(self) -> None:
+        """The HTTP API's settings; see docs/api.md."""
+        parse_api_keys(self.api_keys)
+        for name in ("max_body_bytes", "max_batch_docs", "max_rerank_docs", "workers", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SIEVE_{name.upper()} must be >= 1", value=getattr(self, name))
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("SIEVE_PORT must be from 0 to 65535", value=self.port)
+        if self.rate_limit and not all(
+            _RATE_ITEM.fullmatch(item) for item in self.rate_limit.split(";")
+        ):
+            raise ConfigError(
+                f"SIEVE_RATE_LIMIT={self.rate_limit!r} is not valid: use e.g. '600/minute' "
+                "or '10/second;600/hour' (empty turns rate limiting off)",
+                value=self.rate_limit,
+            )
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"SIEVE_CORS_ORIGINS entry {origin!r} is not an origin: use "
+                    "scheme://host[:port] without a path, e.g. https://app.example.com, or *",
+                    value=origin,
+                )
 
     @property
     def registry(self) -> str:
@@ -177,6 +224,38 @@ class Settings:
                 values[f.name] = _parse(key, env[key], hints[f.name])
         extra = {k: v for k, v in env.items() if k.startswith(PREFIX) and k not in known}
         return cls(**values, extra=extra)
+
+
+def parse_api_keys(raw: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """``SIEVE_API_KEYS`` as ``(key, role, collections)``; no collections means all.
+
+    Format: comma-separated ``key:role[:collection|collection...]``, e.g.
+    ``s3cret:admin,pub123:search:docs|faq``. Raises ``ConfigError`` naming the
+    entry's position (never the key itself: error messages end up in logs).
+    """
+    out: list[tuple[str, str, tuple[str, ...]]] = []
+    seen: set[str] = set()
+    for number, entry in enumerate((e.strip() for e in raw.split(",")), start=1):
+        if not entry:
+            continue
+        parts = entry.split(":")
+        where = f"SIEVE_API_KEYS entry {number}"
+        if len(parts) not in (2, 3) or not parts[0].strip():
+            raise ConfigError(f"{where} is not key:role[:collection|collection...]")
+        key, role = parts[0].strip(), parts[1].strip()
+        if role not in API_ROLES:
+            raise ConfigError(f"{where}: role {role!r} is not one of {', '.join(API_ROLES)}")
+        collections: tuple[str, ...] = ()
+        if len(parts) == 3:
+            collections = tuple(c.strip() for c in parts[2].split("|"))
+            bad = [c for c in collections if not re.fullmatch(COLLECTION_PATTERN, c)]
+            if bad or not collections:
+                raise ConfigError(f"{where}: invalid collection name(s) {bad!r}")
+        if key in seen:
+            raise ConfigError(f"{where}: the same key is listed twice")
+        seen.add(key)
+        out.append((key, role, collections))
+    return out
 
 
 def _one_of(name: str, value: str, options: tuple[str, ...]) -> None:

@@ -9,27 +9,32 @@ Elasticsearch, Qdrant Edge or a Qdrant server, SQLite or PostgreSQL).
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from search.config import Settings
+from search.cache import CachingReranker, make_store
+from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder
-from search.errors import InvalidRequest
+from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
 from search.registry import Registry
+from search.rerank import CrossEncoderReranker, Reranker
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 
-COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
+DEFAULT_COLLECTION = "default"
 
 
 def check_collection(name: str) -> str:
     """Collection names become directory and index names: keep them plain."""
-    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+    # fullmatch: "$" alone would accept a trailing newline.
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
         raise InvalidRequest(
             f"invalid collection name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit",
@@ -49,11 +54,50 @@ class Collection:
     indexer: Indexer
 
 
+def build_reranker(settings: Settings, remote: Reranker | None = None) -> Reranker | None:
+    """The reranker the settings ask for, behind the pair-score cache, or None.
+
+    ``auto`` means in-process when the model is found locally, else no
+    reranking; ``local`` always means in-process (a missing model then shows
+    as ``rerank`` in ``degraded``); ``celery`` needs ``remote``, built by the
+    edge that owns the Celery app, because the engine never imports Celery.
+    """
+    backend = settings.rerank_backend
+    inner: Reranker
+    if backend == "none":
+        return None
+    if backend == "celery":
+        if remote is None:
+            raise ConfigError(
+                "SIEVE_RERANK_BACKEND=celery: the caller must pass the Celery reranker"
+            )
+        inner = remote
+    else:
+        local = CrossEncoderReranker.from_settings(settings)
+        if backend == "auto" and not local.available():
+            return None
+        inner = local
+    return CachingReranker(inner, make_store(settings), settings.cache_ttl_s)
+
+
+class FromSettings:
+    """Marker default: build the reranker from ``Settings`` (``None`` means no reranker)."""
+
+
+FROM_SETTINGS = FromSettings()
+
+
 class SearchEngine:
     """Hybrid search over named collections, configured by one ``Settings``."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        reranker: Reranker | None | FromSettings = FROM_SETTINGS,
+    ) -> None:
         self.settings = settings
+        self.reranker = build_reranker(settings) if isinstance(reranker, FromSettings) else reranker
         self.registry = Registry(settings.registry)
         self.embedder = embedder or Embedder(
             settings.embed_model,
@@ -81,7 +125,12 @@ class SearchEngine:
                     keyword=keyword,
                     vector=vector,
                     pipeline=Pipeline(
-                        self.settings, keyword, vector, self.embedder, executor=self._executor
+                        self.settings,
+                        keyword,
+                        vector,
+                        self.embedder,
+                        executor=self._executor,
+                        reranker=self.reranker,
                     ),
                     indexer=Indexer(
                         self.settings, self.registry, keyword, vector, self.embedder, name
@@ -102,10 +151,10 @@ class SearchEngine:
         batch_size: int = 64,
         on_progress: ProgressCallback | None = None,
     ) -> IndexReport:
-        """Index (insert, update, or skip unchanged) documents."""
-        return self.collection(collection).indexer.index(
-            docs, batch_size=batch_size, on_progress=on_progress
-        )
+        """Index (insert, update, or skip unchanged) documents; records the collection."""
+        col = self.collection(collection)
+        self.registry.add_collection(col.name)
+        return col.indexer.index(docs, batch_size=batch_size, on_progress=on_progress)
 
     def delete(self, doc_ids: Sequence[str], collection: str | None = None) -> list[str]:
         """Delete documents from the registry and both indexes; returns the known ids."""
@@ -124,6 +173,68 @@ class SearchEngine:
         out["vector_chunks"] = col.vector.count()
         out["embed_model"] = self.embedder.model_name
         return out
+
+    # -- collections and documents (the admin API) ----------------------------
+
+    def has_collection(self, name: str) -> bool:
+        """Whether ``name`` exists: ``default`` always does, others once created or indexed."""
+        if name in (DEFAULT_COLLECTION, self.settings.collection):
+            return True
+        return self.registry.has_collection(check_collection(name))
+
+    def collections(self) -> list[dict[str, object]]:
+        """Every collection with its registry counts, sorted by name (``default`` included)."""
+        builtin = {DEFAULT_COLLECTION, self.settings.collection}
+        names = sorted({*builtin, *self.registry.collection_names()})
+        out: list[dict[str, object]] = []
+        for name in names:
+            counts = self.registry.stats(name)
+            out.append({"name": name, "documents": counts["documents"], "chunks": counts["chunks"]})
+        return out
+
+    def create_collection(self, name: str) -> None:
+        """Record a new, empty collection; ``Conflict`` if one of that name exists."""
+        check_collection(name)
+        if self.has_collection(name) or not self.registry.add_collection(name):
+            raise Conflict(f"collection {name!r} already exists", collection=name)
+
+    def drop_collection(self, name: str) -> int:
+        """Delete a collection everywhere; returns how many documents it held.
+
+        Indexes first, registry last (as ``delete``): if an index cannot be
+        cleared the registry still knows the documents and the drop can be
+        retried. ``default`` is emptied but keeps existing.
+        """
+        if not self.has_collection(name):
+            raise NotFound(f"collection {name!r} not found", collection=name)
+        col = self.collection(name)
+        with self._lock:
+            self._collections.pop(name, None)
+        col.keyword.clear()
+        col.vector.clear()
+        col.keyword.close()
+        col.vector.close()
+        # The embedded backends keep their files here; the server backends have none.
+        shutil.rmtree(self.settings.data_dir / "collections" / name, ignore_errors=True)
+        return self.registry.drop_collection(name)
+
+    def get_document(self, collection: str, doc_id: str) -> dict[str, object]:
+        """A document as the registry holds it, with its indexing state; ``NotFound`` if absent."""
+        row = self.registry.get(check_collection(collection), doc_id)
+        if row is None:
+            raise NotFound(f"document {doc_id!r} not found", doc_id=doc_id)
+        return {
+            "id": row.doc_id,
+            "title": row.title,
+            "text": row.text,
+            "metadata": dict(row.meta or {}),
+            "content_type": row.content_type,
+            "version": row.version,
+            "status": row.status,
+            "chunks": row.chunks,
+            "error": row.error,
+            "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        }
 
     def close(self) -> None:
         """Close every opened index and the registry."""

@@ -44,6 +44,12 @@ class NotFound(SieveError):
     code = "not_found"
 
 
+class Conflict(SieveError):
+    """The thing to create already exists (a collection of that name)."""
+
+    code = "conflict"
+
+
 class ConfigError(SieveError):
     """A setting is missing or has a value the engine cannot use."""
 

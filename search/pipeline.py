@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -121,11 +122,24 @@ class Pipeline:
             )
             want_vector = False
 
-        jobs: dict[str, Future[LegResult]] = {}
+        calls: dict[str, Callable[[], LegResult]] = {}
         if want_bm25:
-            jobs["bm25"] = self._executor.submit(self._bm25, tokens, depth, request)
+            calls["bm25"] = lambda: self._bm25(tokens, depth, request)
         if want_vector:
-            jobs["vector"] = self._executor.submit(self._vector, request.query, depth, request)
+            calls["vector"] = lambda: self._vector(request.query, depth, request)
+        jobs: dict[str, Future[LegResult]] = {}
+        if len(calls) == 1:
+            # One leg: run it here. A thread hop costs more than the BM25 search
+            # itself, and with no other leg to fall back on a deadline buys nothing
+            # (each backend client has its own timeout).
+            ((name, call),) = calls.items()
+            jobs[name] = Future()
+            try:
+                jobs[name].set_result(call())
+            except Exception as exc:  # noqa: BLE001 - reported below like a pooled leg
+                jobs[name].set_exception(exc)
+        else:
+            jobs = {name: self._executor.submit(call) for name, call in calls.items()}
 
         legs: dict[str, LegResult] = {}
         degraded: list[str] = []

@@ -70,6 +70,15 @@ class DocumentRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class CollectionRow(Base):
+    """A collection that exists explicitly (created through the API or by indexing)."""
+
+    __tablename__ = "collections"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 @dataclass(frozen=True)
 class Staged:
     """A document recorded in the registry and what indexing it needs."""
@@ -276,6 +285,48 @@ class Registry:
         """Names of collections that have at least one document."""
         with self._session() as session:
             return list(session.scalars(select(DocumentRow.collection).distinct()))
+
+    def add_collection(self, name: str) -> bool:
+        """Record a collection; False when it was already recorded."""
+        with self._session() as session, session.begin():
+            if session.get(CollectionRow, name) is not None:
+                return False
+            session.add(CollectionRow(name=name, created_at=_now()))
+        return True
+
+    def collection_names(self) -> list[str]:
+        """Every known collection, sorted: recorded ones and any that hold documents.
+
+        Documents indexed before the collections table existed still count, so
+        an upgrade loses nothing.
+        """
+        with self._session() as session:
+            recorded = set(session.scalars(select(CollectionRow.name)))
+            recorded.update(session.scalars(select(DocumentRow.collection).distinct()))
+        return sorted(recorded)
+
+    def has_collection(self, name: str) -> bool:
+        """Whether the collection is recorded or holds documents."""
+        with self._session() as session:
+            if session.get(CollectionRow, name) is not None:
+                return True
+            stmt = select(DocumentRow.doc_id).where(DocumentRow.collection == name).limit(1)
+            return session.scalar(stmt) is not None
+
+    def drop_collection(self, name: str) -> int:
+        """Forget a collection and its documents; returns how many documents it had."""
+        with self._session() as session, session.begin():
+            result = session.execute(delete(DocumentRow).where(DocumentRow.collection == name))
+            session.execute(delete(CollectionRow).where(CollectionRow.name == name))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def ping(self) -> None:
+        """One round trip to the database; raises ``BackendUnavailable`` when it fails."""
+        try:
+            with self._session() as session:
+                session.execute(select(1))
+        except SQLAlchemyError as exc:
+            raise BackendUnavailable(f"registry unreachable: {exc}", backend="registry") from exc
 
     def close(self) -> None:
         """Dispose of pooled connections."""

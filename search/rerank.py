@@ -56,6 +56,10 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 # Files whose change changes the scores: weights, config and tokenizer.
 FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".json")
 _SAMPLE_BYTES = 1 << 20
+_FP16_ON_CPU = (
+    "float16 is only used on CUDA (CPU kernels for it are slow or missing); "
+    "on CPU set SIEVE_RERANK_DTYPE to float32 or bfloat16"
+)
 
 
 @dataclass(frozen=True)
@@ -269,10 +273,23 @@ class CrossEncoderReranker:
         # "model": tokenising plus the forward passes, i.e. all the work done here.
         return RerankBatch(scores, timings_ms={"model": (time.perf_counter() - started) * 1e3})
 
-    def _locate(self) -> _Located:
+    def available(self) -> bool:
+        """Whether the model is on this machine (a folder or the Hugging Face cache).
+
+        Never downloads and loads nothing: ``rerank_backend=auto`` uses it to
+        decide between in-process reranking and none.
+        """
+        try:
+            self._locate(download=False)
+        except ModelNotFound:
+            return False
+        return True
+
+    def _locate(self, *, download: bool | None = None) -> _Located:
         """Find the model's folder offline, or its config on the hub if downloads are allowed."""
         if self._located is not None:
             return self._located
+        download = self.allow_download if download is None else download
         looked: list[str] = []
         name = Path(self.model).expanduser()
         for folder in (
@@ -292,7 +309,7 @@ class CrossEncoderReranker:
         revision = self.revision or None
         try:
             found = try_to_load_from_cache(self.model, "config.json", revision=revision)
-            if not isinstance(found, str) and self.allow_download:
+            if not isinstance(found, str) and download:
                 looked.append("the Hugging Face hub")
                 found = hf_hub_download(self.model, "config.json", revision=revision)
         except (OSError, ValueError, EntryNotFoundError) as exc:  # bad id, offline, no repo
@@ -510,9 +527,3 @@ class CrossEncoderReranker:
         inputs = {k: v.to(self._device, non_blocking=True) for k, v in inputs.items()}
         logits = self._model(**inputs).logits
         return [float(x) for x in logits[:, 0].float().cpu().tolist()]
-
-
-_FP16_ON_CPU = (
-    "float16 is only used on CUDA (CPU kernels for it are slow or missing); "
-    "on CPU set SIEVE_RERANK_DTYPE to float32 or bfloat16"
-)

@@ -14,8 +14,12 @@ import json
 import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "sample" / "corpus.jsonl"
 
@@ -57,10 +61,10 @@ def training_lines(seed: int = 0, n_generated: int = 400) -> Iterator[str]:
             yield " ".join(words).capitalize() + "."
 
 
-def train_tokenizer(lines: Iterable[str], vocab_size: int) -> object:
+def train_tokenizer(lines: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train a SentencePiece-style Unigram tokenizer laid out like XLM-R's.
 
-    Returns a ``tokenizers.Tokenizer``. No normaliser: transformers rebuilds an
+    No normaliser: transformers rebuilds an
     ``XLMRobertaTokenizer`` from the vocabulary on load and keeps only a
     ``Precompiled`` normaliser, so any other one would be lost on the way back.
     """
@@ -118,16 +122,17 @@ def build_tiny_reranker(
     own corpus so that token counts come closer to real ones).
     """
     import torch
-    from transformers import (
-        XLMRobertaConfig,
-        XLMRobertaForSequenceClassification,
-        XLMRobertaTokenizerFast,
-    )
+    import transformers
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    # transformers 4 has a SentencePiece XLMRobertaTokenizer and a tokenizers-backed
+    # XLMRobertaTokenizerFast; in 5 the first is tokenizers-backed and the second an alias.
+    fast_class = getattr(transformers, "XLMRobertaTokenizerFast", transformers.XLMRobertaTokenizer)
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     backend = train_tokenizer(training_lines(seed) if texts is None else texts, vocab_size)
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=backend, model_max_length=max_position - 2)
+    tokenizer = fast_class(tokenizer_object=backend, model_max_length=max_position - 2)
     tokenizer.save_pretrained(path)
 
     torch.manual_seed(seed)
@@ -142,9 +147,9 @@ def build_tiny_reranker(
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
-        num_labels=1,
         initializer_range=init_range,
     )
+    config.num_labels = 1  # one logit: the relevance score
     model = XLMRobertaForSequenceClassification(config).eval()
     model.save_pretrained(path)
     return path

@@ -6,6 +6,8 @@ import json
 import math
 import random
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -35,7 +37,8 @@ PASSAGES = [
     "Let the skillet cool, rinse it under hot water and dry it over low heat.",
     "Lightning: get indoors and stay away from windows.",
 ]
-SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "corpus.jsonl"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "sample" / "corpus.jsonl"
 
 
 def long_text() -> str:
@@ -80,6 +83,19 @@ def test_construction_is_cheap_and_loads_nothing():
     reranker = CrossEncoderReranker("no/such-model", models_dir=Path("/nonexistent"))
     assert reranker._model is None and reranker._tokenizer is None
     assert isinstance(reranker, Reranker)
+
+
+def test_import_and_construction_import_neither_torch_nor_transformers():
+    # Only a fresh interpreter can show what an import pulls in; this one has
+    # torch loaded already.
+    code = (
+        "import sys; from search.rerank import CrossEncoderReranker as C; C(); C().model_key; "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_loads_from_models_dir_and_scores(reranker):
@@ -268,6 +284,13 @@ def test_missing_model_names_the_paths_and_the_id(tmp_path):
     with pytest.raises(BackendUnavailable) as unavailable:
         reranker.rerank("q", ["p"])
     assert isinstance(unavailable.value.__cause__, ModelNotFound)
+
+
+def test_available_says_whether_the_model_is_here_without_loading(tiny_reranker_dir, tmp_path):
+    here = make(tiny_reranker_dir)
+    assert here.available() and here._model is None
+    missing = CrossEncoderReranker("acme/missing", models_dir=tmp_path, allow_download=True)
+    assert not missing.available()  # downloads allowed, but available() never downloads
 
 
 def edited_copy(source: Path, target: Path, **changes) -> Path:

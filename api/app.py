@@ -1,0 +1,135 @@
+"""The Flask application factory.
+
+``create_app(settings, engine)`` wires the pieces in the order requests meet
+them: metrics (time everything), CORS (answer preflights before anything
+asks for credentials), rate limiting, authentication, then the blueprints.
+Errors of every kind are turned into JSON in ``api.errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from api import auth
+from api.auth import KeyRing, presented_key
+from api.errors import register_error_handlers
+from api.jobs import ThreadJobQueue
+from api.metrics import Metrics
+from api.paging import CursorSigner
+from api.routes import admin, ops, search
+from api.state import EXTENSION, Services
+from search.config import Settings
+from search.engine import SearchEngine
+
+log = logging.getLogger(__name__)
+
+CORS_HEADERS = "Authorization, Content-Type, X-API-Key"
+CORS_EXPOSE = "Location, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+# Probes and scrapes must keep working while a client is being throttled.
+UNLIMITED = {"ops.healthz", "ops.readyz", "ops.metrics", "static"}
+
+
+def create_app(settings: Settings | None = None, engine: SearchEngine | None = None) -> Flask:
+    """A configured app; the engine is built from ``settings`` when not given."""
+    settings = Settings.from_env() if settings is None else settings
+    if engine is None:
+        from api.factory import make_engine
+
+        engine = make_engine(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
+
+    keys = KeyRing(settings.api_keys)
+    jobs = ThreadJobQueue(engine)
+    metrics = Metrics(lambda: _cache_stats(engine), jobs.depth)
+    app.extensions[EXTENSION] = Services(
+        settings, engine, keys, jobs, metrics, CursorSigner(settings.cursor_secret)
+    )
+
+    metrics.install(app)
+    _install_cors(app, settings.cors_origins)
+    if settings.rate_limit:
+        _install_rate_limit(app, settings, keys)
+    auth.install(app, keys)
+    register_error_handlers(app)
+    for blueprint in (search.bp, admin.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    if keys.open:
+        log.warning("no SIEVE_API_KEYS: the API is open to anyone who can reach it")
+    return app
+
+
+def _cache_stats(engine: SearchEngine) -> dict[str, int]:
+    store = getattr(engine.reranker, "store", None)
+    stats = getattr(store, "stats", None)
+    return stats() if callable(stats) else {}
+
+
+def _install_cors(app: Flask, origins: tuple[str, ...]) -> None:
+    """CORS headers for the listed origins only; nothing at all when none are listed."""
+    if not origins:
+        return
+    allowed = set(origins)
+
+    def allowed_origin() -> str | None:
+        origin = request.headers.get("Origin")
+        if origin and ("*" in allowed or origin in allowed):
+            return origin
+        return None
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        origin = allowed_origin()
+        if request.method != "OPTIONS" or origin is None or request.endpoint is None:
+            return None
+        if "Access-Control-Request-Method" not in request.headers:
+            return None
+        response = Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        origin = allowed_origin()
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+        response.vary.add("Origin")
+        return response
+
+
+def _install_rate_limit(app: Flask, settings: Settings, keys: KeyRing) -> None:
+    """``SIEVE_RATE_LIMIT`` per known key (per client address otherwise), in Redis if set."""
+
+    def bucket() -> str:
+        key = presented_key()
+        # Unknown keys share their address's bucket: inventing keys buys no quota.
+        if key is not None and keys.authenticate(key) is not None:
+            return "key:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+        return "ip:" + (get_remote_address() or "unknown")
+
+    Limiter(
+        bucket,
+        app=app,
+        application_limits=[settings.rate_limit],
+        application_limits_exempt_when=lambda: (
+            request.method == "OPTIONS" or request.endpoint in UNLIMITED
+        ),
+        storage_uri=settings.cache_url or "memory://",
+        storage_options={"socket_timeout": 1, "socket_connect_timeout": 1}
+        if settings.cache_url
+        else {},
+        headers_enabled=True,
+        retry_after="delta-seconds",
+        key_prefix="sieve-rate",
+        # A Redis outage must not take the API down with it: requests pass unthrottled.
+        swallow_errors=True,
+    )

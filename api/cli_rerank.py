@@ -1,0 +1,151 @@
+"""Reranking commands: ``sieve worker``, ``sieve rerank``, ``sieve compare``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from search.errors import BackendUnavailable
+from search.types import Hit, SearchRequest, SearchResult
+
+BAR_WIDTH = 20
+
+
+def bar(value: float, top: float, width: int = BAR_WIDTH) -> str:
+    """A text bar of ``value`` relative to ``top`` (at least one block when positive)."""
+    if top <= 0 or value <= 0:
+        return " " * width
+    filled = max(1, round(width * min(value, top) / top))
+    return "█" * filled + "·" * (width - filled)
+
+
+@click.command("worker")
+@click.option("--queues", default="rerank", show_default=True, help="Comma-separated queues.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Worker processes: one per GPU for the rerank queue.",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_obj
+def worker_cmd(ctx: Any, queues: str, concurrency: int, loglevel: str) -> None:
+    """Start a Celery worker (GPU workers: one per GPU, CUDA_VISIBLE_DEVICES set)."""
+    from workers.app import make_celery
+
+    if not ctx.settings.broker_url:
+        raise click.UsageError("set SIEVE_BROKER_URL (e.g. redis://localhost:6379/0) first")
+    app = make_celery(ctx.settings)
+    app.worker_main(
+        [
+            "worker",
+            f"--queues={queues}",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            "--prefetch-multiplier=1",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@click.command("rerank")
+@click.argument("query")
+@click.argument("docs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def rerank_cmd(ctx: Any, query: str, docs: tuple[str, ...], as_json: bool) -> None:
+    """Score DOCS (texts) against QUERY with the configured cross-encoder."""
+    from api.factory import remote_reranker
+    from search.rerank import CrossEncoderReranker
+
+    if not query.strip():
+        raise click.UsageError("the query is empty")
+    reranker = remote_reranker(ctx.settings) or CrossEncoderReranker.from_settings(ctx.settings)
+    batch = reranker.rerank(query, list(docs))
+    order = sorted(range(len(docs)), key=lambda i: -batch.scores[i].logit)
+    if as_json:
+        rows = [
+            {"index": i, "logit": batch.scores[i].logit, "score": batch.scores[i].score}
+            for i in order
+        ]
+        click.echo(json.dumps({"model": reranker.model_key, "results": rows}))
+        return
+    click.echo(f"model {reranker.model_key}  [{_timings(batch.timings_ms)}]")
+    for rank, i in enumerate(order, start=1):
+        s = batch.scores[i]
+        text = " ".join(docs[i].split())
+        click.echo(
+            f"{rank:>3}. {bar(s.score, 1.0)} {s.score:.3f} (logit {s.logit:+.2f})  {text[:70]}"
+        )
+
+
+def _timings(timings: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.1f}ms" for k, v in timings.items())
+
+
+def retrieval_rank(hit: Hit) -> int:
+    """Where the hit stood before reranking (fused rank, or its only leg's rank)."""
+    leg = hit.fused or hit.bm25 or hit.vector
+    return leg.rank if leg else hit.rank
+
+
+def render_compare(result: SearchResult, top_k: int) -> list[str]:
+    """Two columns: retrieval order and reranked order, with bars and movement."""
+    before = sorted(result.hits, key=retrieval_rank)[:top_k]
+    after = result.hits[:top_k]
+    top_before = max((h.fused.score if h.fused else h.score for h in before), default=1.0)
+    lines = [f"query: {result.query!r}  [{_timings(result.timings_ms)}]"]
+    if result.degraded:
+        lines.append(f"degraded: {', '.join(result.degraded)}")
+    for leg, why in result.skipped.items():
+        lines.append(f"skipped {leg}: {why}")
+    head = f"{'retrieval order (' + (result.fusion or result.mode) + ')':<48}  reranked"
+    lines.append(head if result.reranked else head + " (not reranked)")
+    for i in range(max(len(before), len(after))):
+        left = right = ""
+        if i < len(before):
+            h = before[i]
+            value = h.fused.score if h.fused else h.score
+            left = f"{i + 1:>2}. {bar(value, top_before, 10)} {h.doc_id[:30]:<30}"
+        if i < len(after):
+            h = after[i]
+            moved = retrieval_rank(h) - h.rank
+            arrow = f"↑{moved}" if moved > 0 else f"↓{-moved}" if moved < 0 else "="
+            score = h.rerank_score if h.rerank_score is not None else 0.0
+            right = f"{h.rank:>2}. {bar(score, 1.0, 10)} {score:.3f} {arrow:>3} {h.doc_id[:30]}"
+        lines.append(f"{left:<48}  {right}")
+    return lines
+
+
+@click.command("compare")
+@click.argument("query")
+@click.option("--top-k", type=click.IntRange(1, 50), default=10, show_default=True)
+@click.option("--depth", type=click.IntRange(1, 500), default=None, help="Rerank depth.")
+@click.pass_obj
+def compare_cmd(ctx: Any, query: str, top_k: int, depth: int | None) -> None:
+    """Retrieval order next to the reranked order, with score bars and timings."""
+    engine = ctx.engine
+    if engine.reranker is None:
+        raise BackendUnavailable(
+            "no reranker is available: put the model in SIEVE_RERANK_MODELS_DIR "
+            f"({ctx.settings.rerank_models_dir}) or set SIEVE_RERANK_MODEL",
+            backend="rerank",
+        )
+    result = engine.search(
+        SearchRequest(
+            query=query,
+            top_k=top_k,
+            rerank=True,
+            rerank_depth=depth,
+            collection=ctx.settings.collection,
+        )
+    )
+    for line in render_compare(result, top_k):
+        click.echo(line)
+    if not result.reranked:
+        sys.exit(1)

@@ -1,0 +1,141 @@
+"""``sieve serve``: the HTTP API under gunicorn, gthread workers.
+
+The app (and with it every model) is built in each worker after the fork,
+never in the master: torch's thread pools do not survive a fork. ``--demo``
+indexes the sample corpus first, in a separate ``sieve index`` process for
+the same reason, and because the embedded indexes admit one owner at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from search.config import Settings, parse_api_keys
+
+log = logging.getLogger("sieve.serve")
+
+WORKER_TIMEOUT_S = 120  # a cold first query loads the embedding and rerank models
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """Where and how gunicorn runs, and what to tell the operator."""
+
+    host: str
+    port: int
+    workers: int
+    threads: int
+    notes: tuple[str, ...]
+
+
+def serve_plan(settings: Settings) -> ServePlan:
+    """Bind address and worker count from the settings, with the reasons for any change."""
+    notes: list[str] = []
+    host = settings.host
+    if not parse_api_keys(settings.api_keys):
+        host = "127.0.0.1"
+        notes.append(
+            "no SIEVE_API_KEYS: the API is open, so it is bound to 127.0.0.1 only "
+            "(set SIEVE_API_KEYS to serve other hosts)"
+        )
+    embedded = [
+        name
+        for name, on in (
+            ("tantivy", settings.keyword_backend == "tantivy"),
+            ("Qdrant Edge", settings.vector_backend == "qdrant-edge"),
+        )
+        if on
+    ]
+    workers = settings.workers
+    if embedded and workers > 1:
+        notes.append(
+            f"running 1 worker process instead of {workers}: the embedded "
+            f"{' and '.join(embedded)} index lets one process own its folder; "
+            f"concurrency comes from {settings.threads} threads"
+        )
+        workers = 1
+    return ServePlan(host, settings.port, workers, settings.threads, tuple(notes))
+
+
+class SieveApplication(BaseApplication):
+    """gunicorn running ``create_app(settings)`` in each worker."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Apply ``options`` to gunicorn's configuration."""
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Build the app (called in the worker, after the fork)."""
+        from api.app import create_app
+
+        return create_app(self.settings)
+
+
+def _index_demo(settings: Settings) -> None:
+    from api.cli import SAMPLE_DIR
+
+    paths = [str(p) for p in (SAMPLE_DIR / "corpus.jsonl", SAMPLE_DIR / "docs") if p.exists()]
+    command = [sys.executable, "-m", "api", "--data-dir", str(settings.data_dir)]
+    command += ["--collection", settings.collection, "index", *paths]
+    click.echo(f"indexing the sample corpus into {settings.data_dir} ...")
+    # Exit 1 only means some sample line was skipped; the rest is indexed.
+    if subprocess.run(command, check=False).returncode not in (0, 1):
+        raise click.ClickException("indexing the sample corpus failed (see above)")
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Overrides SIEVE_HOST (ignored without API keys).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Overrides SIEVE_PORT.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Overrides SIEVE_WORKERS.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Overrides SIEVE_THREADS.")
+@click.option("--demo", is_flag=True, help="Index the sample corpus before serving.")
+@click.pass_obj
+def serve_cmd(
+    ctx: Any,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    threads: int | None,
+    demo: bool,
+) -> None:
+    """Serve the HTTP API (search, admin, metrics, /docs) with gunicorn."""
+    given = {"host": host, "port": port, "workers": workers, "threads": threads}
+    settings: Settings = ctx.settings.with_overrides(
+        **{k: v for k, v in given.items() if v is not None}
+    )
+    if not settings.cursor_secret:
+        # Every worker must accept the cursors any other worker signed.
+        settings = settings.with_overrides(cursor_secret=secrets.token_urlsafe(32))
+    plan = serve_plan(settings)
+    for note in plan.notes:
+        log.warning("%s", note)
+    if demo:
+        _index_demo(settings)
+    shown = "localhost" if plan.host in ("0.0.0.0", "::") else plan.host
+    click.echo(f"Sieve API on http://{shown}:{plan.port}  (docs: /docs, bound to {plan.host})")
+    options = {
+        "bind": f"[{plan.host}]:{plan.port}" if ":" in plan.host else f"{plan.host}:{plan.port}",
+        "workers": plan.workers,
+        "worker_class": "gthread",
+        "threads": plan.threads,
+        "timeout": WORKER_TIMEOUT_S,
+        "graceful_timeout": 30,
+        "preload_app": False,  # models load after the fork, in each worker
+        "errorlog": "-",
+        "loglevel": "info",
+    }
+    SieveApplication(settings, options).run()

@@ -1,0 +1,160 @@
+"""Collections, documents, uploads and indexing tasks (role ``admin``; stats: ``search``).
+
+Writes are queued (202 with a task id, ``api.jobs``); reads and deletes are
+answered at once. Every collection in a path goes through
+``auth.check_collection``: out of scope and absent look the same (404).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from api.auth import check_collection, principal, requires, visible
+from api.errors import ApiError
+from api.jobs import IndexJob
+from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
+from api.state import json_body, services
+from api.uploads import Upload, count_documents, upload_name
+from search.types import Document
+
+bp = Blueprint("admin", __name__)
+
+
+def _collection(name: str) -> str:
+    return check_collection(name, services().engine.has_collection)
+
+
+def _accepted(job: IndexJob) -> Response:
+    task_id = services().jobs.submit(job)
+    response = jsonify({"task_id": task_id})
+    response.status_code = 202
+    response.headers["Location"] = url_for("admin.get_task", task_id=task_id)
+    return response
+
+
+def _check_batch(count: int) -> None:
+    limit = services().settings.max_batch_docs
+    if count > limit:
+        raise ApiError(
+            413,
+            f"{count} documents; at most {limit} per request (SIEVE_MAX_BATCH_DOCS)",
+            limit=limit,
+        )
+
+
+def _document(doc_id: str, fields: DocumentFields) -> Document:
+    return Document(
+        id=doc_id,
+        text=fields.text,
+        title=fields.title,
+        metadata=fields.metadata,
+        source="api",
+        content_type=fields.content_type,
+    )
+
+
+@bp.get("/v1/collections")
+@requires("admin")
+def list_collections() -> Response:
+    """Collections the caller may see, with document and chunk counts."""
+    rows = services().engine.collections()
+    names = set(visible(str(row["name"]) for row in rows))
+    return jsonify({"collections": [row for row in rows if row["name"] in names]})
+
+
+@bp.post("/v1/collections")
+@requires("admin")
+def create_collection() -> Response:
+    """Create an empty collection (409 if it exists)."""
+    body = json_body(CollectionBody)
+    if not principal().may_use(body.name):
+        raise ApiError(404, f"collection {body.name!r} not found", collection=body.name)
+    services().engine.create_collection(body.name)
+    response = jsonify({"name": body.name})
+    response.status_code = 201
+    return response
+
+
+@bp.delete("/v1/collections/<c>")
+@requires("admin")
+def drop_collection(c: str) -> Response:
+    """Delete a collection, its documents and both indexes' data."""
+    documents = services().engine.drop_collection(_collection(c))
+    return jsonify({"deleted": c, "documents": documents})
+
+
+@bp.get("/v1/collections/<c>/stats")
+@requires("search")
+def collection_stats(c: str) -> Response:
+    """Registry and index counts."""
+    return jsonify(services().engine.stats(_collection(c)))
+
+
+@bp.post("/v1/collections/<c>/documents")
+@requires("admin")
+def add_documents(c: str) -> Response:
+    """Queue a batch of documents for indexing."""
+    name = _collection(c)
+    body = json_body(DocumentsBody)
+    _check_batch(len(body.documents))
+    documents = tuple(_document(doc.id, doc) for doc in body.documents)
+    return _accepted(IndexJob(name, documents=documents))
+
+
+@bp.put("/v1/collections/<c>/documents/<path:doc_id>")
+@requires("admin")
+def put_document(c: str, doc_id: str) -> Response:
+    """Queue one document (insert or replace) for indexing."""
+    name = _collection(c)
+    body = json_body(DocumentFields)
+    return _accepted(IndexJob(name, documents=(_document(doc_id, body),)))
+
+
+@bp.post("/v1/collections/<c>/documents:upload")
+@requires("admin")
+def upload_documents(c: str) -> Response:
+    """Queue uploaded files (multipart field ``file``, repeatable) for indexing."""
+    name = _collection(c)
+    files = request.files.getlist("file")
+    if not files:
+        raise ApiError(422, "no file: send multipart/form-data with one or more 'file' fields")
+    uploads = tuple(Upload(upload_name(f.filename), f.read()) for f in files)
+    _check_batch(sum(count_documents(upload) for upload in uploads))
+    return _accepted(IndexJob(name, files=uploads))
+
+
+@bp.get("/v1/collections/<c>/documents/<path:doc_id>")
+@requires("admin")
+def get_document(c: str, doc_id: str) -> Response:
+    """A document as stored, with its indexing status."""
+    return jsonify(services().engine.get_document(_collection(c), doc_id))
+
+
+@bp.delete("/v1/collections/<c>/documents/<path:doc_id>")
+@requires("admin")
+def delete_document(c: str, doc_id: str) -> Response:
+    """Delete one document (404 if unknown)."""
+    name = _collection(c)
+    engine = services().engine
+    engine.get_document(name, doc_id)  # NotFound (404) before anything is touched
+    return jsonify({"deleted": engine.delete([doc_id], name)})
+
+
+@bp.post("/v1/collections/<c>/documents:delete")
+@requires("admin")
+def delete_documents(c: str) -> Response:
+    """Delete documents by id; an empty list is a 422 and deletes nothing."""
+    name = _collection(c)
+    body = json_body(DeleteBody)
+    deleted = services().engine.delete(body.ids, name)
+    return jsonify({"deleted": deleted, "not_found": sorted(set(body.ids) - set(deleted))})
+
+
+@bp.get("/v1/tasks/<task_id>")
+@requires("admin")
+def get_task(task_id: str) -> Response:
+    """Progress of an indexing task (404 when unknown, forgotten, or out of scope)."""
+    task = services().jobs.get(task_id)
+    if task is None or not principal().may_use(task["collection"]):
+        raise ApiError(404, f"task {task_id!r} not found")
+    return jsonify(task)

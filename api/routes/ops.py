@@ -1,0 +1,147 @@
+"""Operations endpoints (public): health, readiness, metrics, OpenAPI, docs, pages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+
+from api.auth import public
+from api.docs_page import DOCS_HTML
+from api.errors import ApiError
+from api.openapi import build_openapi
+from api.state import services
+from search.engine import SearchEngine
+from search.keyword import KeywordIndex
+from search.vector import VectorIndex
+
+bp = Blueprint("ops", __name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# Backends whose failure leaves nothing to answer with; the reranker and the
+# cache only degrade results (fused order, recomputed scores), so they are
+# reported but do not make the service unready.
+REQUIRED = ("registry", "keyword", "vector")
+
+
+def _probe(check: Callable[[], str]) -> str:
+    try:
+        result = check()
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure, it never raises
+        return f"error: {type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+def _cache_state(engine: SearchEngine) -> str:
+    if engine.reranker is None:
+        return "absent"
+    url = engine.settings.cache_url
+    if not url:
+        return "lru"
+    import redis
+
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=engine.settings.cache_timeout_s,
+        socket_connect_timeout=engine.settings.cache_timeout_s,
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def _reranker_state(engine: SearchEngine) -> str:
+    reranker = engine.reranker
+    if reranker is None:
+        return "absent"
+    # CachingReranker wraps the model; ask the model itself whether it can load.
+    available = getattr(getattr(reranker, "inner", reranker), "available", None)
+    if callable(available) and not available():
+        return "error: model not found"
+    return "ok"
+
+
+def readiness(engine: SearchEngine) -> dict[str, str]:
+    """Each backend's state: "ok", or why not."""
+
+    def count(index: KeywordIndex | VectorIndex) -> str:
+        index.count()
+        return "ok"
+
+    def registry() -> str:
+        engine.registry.ping()
+        return "ok"
+
+    return {
+        "registry": _probe(registry),
+        "keyword": _probe(lambda: count(engine.collection().keyword)),
+        "vector": _probe(lambda: count(engine.collection().vector)),
+        "reranker": _probe(lambda: _reranker_state(engine)),
+        "cache": _probe(lambda: _cache_state(engine)),
+    }
+
+
+@bp.get("/healthz")
+@public
+def healthz() -> Response:
+    """200 while the process runs."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+@public
+def readyz() -> Response:
+    """200 when the registry and both indexes answer, else 503."""
+    backends = readiness(services().engine)
+    ready = all(backends[name] == "ok" for name in REQUIRED)
+    response = jsonify({"ready": ready, "backends": backends})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@bp.get("/metrics")
+@public
+def metrics() -> Response:
+    """Prometheus text exposition."""
+    return services().metrics.render()
+
+
+@bp.get("/openapi.json")
+@public
+def openapi() -> Response:
+    """The OpenAPI 3.1 document, built once per app."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    document = app.extensions.get("sieve_openapi")
+    if document is None:
+        document = app.extensions["sieve_openapi"] = build_openapi()
+    return jsonify(document)
+
+
+@bp.get("/docs")
+@public
+def docs() -> Response:
+    """A self-contained page that renders /openapi.json (no CDN)."""
+    return Response(DOCS_HTML, content_type="text/html; charset=utf-8")
+
+
+def _page(name: str) -> Response:
+    if not (STATIC_DIR / name).is_file():
+        raise ApiError(404, f"page {name} is not installed")
+    return send_from_directory(STATIC_DIR, name)
+
+
+@bp.get("/")
+@public
+def search_page() -> Response:
+    """The search page (``api/static/index.html``)."""
+    return _page("index.html")
+
+
+@bp.get("/admin")
+@public
+def admin_page() -> Response:
+    """The admin page (``api/static/admin.html``)."""
+    return _page("admin.html")

@@ -1,0 +1,132 @@
+"""Search, LLM context and rerank endpoints (role ``search``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from api.auth import check_collection, requires
+from api.errors import ApiError
+from api.paging import PagePlan, next_cursor, plan_page
+from api.schemas import ContextBody, RerankBody, SearchBody
+from api.snippets import snippet
+from api.state import Services, json_body, services
+from search.context import pack_context
+from search.types import SearchRequest, SearchResult
+
+bp = Blueprint("search", __name__)
+
+
+@bp.post("/v1/search")
+@requires("search")
+def search() -> Response:
+    """Hybrid search, one page of one fixed window (see ``api.paging``)."""
+    body = json_body(SearchBody)
+    svc = services()
+    check_collection(body.collection, svc.engine.has_collection)
+    plan = plan_page(body, svc.settings, svc.cursors, svc.engine.reranker is not None)
+    result = svc.engine.search(
+        SearchRequest(
+            query=body.query,
+            mode=plan.mode,  # type: ignore[arg-type]  # from the schema or a signed cursor
+            top_k=plan.window,
+            filters=body.filters,
+            collection=body.collection,
+            fusion=plan.fusion,
+            weights=body.weights,
+            # The whole window is retrieved (and reranked) for every page alike,
+            # which is what keeps page N + 1 a continuation of page N.
+            candidates=None if plan.rerank else plan.window,
+            rerank=plan.rerank,
+            rerank_depth=plan.window if plan.rerank else None,
+        )
+    )
+    svc.metrics.observe_result(result)
+    return jsonify(_page(body, plan, result, svc))
+
+
+def _page(body: SearchBody, plan: PagePlan, result: SearchResult, svc: Services) -> dict[str, Any]:
+    hits = result.hits[plan.offset : plan.offset + plan.top_k]
+    return {
+        "query": result.query,
+        "mode": result.mode,
+        "fusion": result.fusion,
+        "reranked": result.reranked,
+        "rerank_window": result.rerank_window,
+        "page": plan.page,
+        "top_k": plan.top_k,
+        "next_cursor": next_cursor(plan, body, svc.cursors, len(result.hits)),
+        "total_window": len(result.hits),
+        "degraded": list(result.degraded),
+        "skipped": dict(result.skipped),
+        "cached_scores": result.cached_scores,
+        "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
+        "hits": [dict(hit.to_dict(), snippet=snippet(hit.text, body.query)) for hit in hits],
+    }
+
+
+@bp.post("/v1/context")
+@requires("search")
+def context() -> Response:
+    """Search, then pack the hits into cited context within a token budget."""
+    body = json_body(ContextBody)
+    svc = services()
+    check_collection(body.collection, svc.engine.has_collection)
+    result = svc.engine.search(
+        SearchRequest(
+            query=body.query, top_k=body.top_k, filters=body.filters, collection=body.collection
+        )
+    )
+    svc.metrics.observe_result(result)
+    started = time.perf_counter()
+    packed = pack_context(body.query, result.hits, body.max_tokens, format=body.format)
+    timings = dict(result.timings_ms, pack=(time.perf_counter() - started) * 1000)
+    out = packed.to_dict()
+    out["degraded"] = list(result.degraded)
+    out["timings_ms"] = {k: round(v, 3) for k, v in timings.items()}
+    return jsonify(out)
+
+
+@bp.post("/v1/rerank")
+@bp.post("/v2/rerank", endpoint="rerank_v2")
+@bp.post("/rerank", endpoint="rerank_root")
+@requires("search")
+def rerank() -> Response:
+    """Score documents against a query with the configured cross-encoder."""
+    body = json_body(RerankBody)
+    svc = services()
+    reranker = svc.engine.reranker
+    if reranker is None:
+        raise ApiError(
+            503,
+            "no reranker is configured: put the model in SIEVE_RERANK_MODELS_DIR or set "
+            "SIEVE_RERANK_MODEL (and SIEVE_RERANK_BACKEND to local or celery)",
+            backend="rerank",
+        )
+    limit = svc.settings.max_rerank_docs
+    if len(body.documents) > limit:
+        raise ApiError(
+            413,
+            f"{len(body.documents)} documents; at most {limit} per request (SIEVE_MAX_RERANK_DOCS)",
+            limit=limit,
+        )
+    texts = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
+    batch = reranker.rerank(body.query, texts)
+    order = sorted(range(len(texts)), key=lambda i: (-batch.scores[i].logit, i))
+    results = []
+    for i in order[: body.top_n or len(order)]:
+        item: dict[str, Any] = {"index": i, "relevance_score": batch.scores[i].score}
+        if body.return_documents:
+            item["document"] = {"text": texts[i]}
+        results.append(item)
+    return jsonify(
+        {
+            "id": str(uuid.uuid4()),
+            "model": body.model or reranker.model_key,
+            "results": results,
+            "meta": {"billed_units": {"search_units": 1}},
+        }
+    )

@@ -1,0 +1,345 @@
+"""Pydantic models of the HTTP API: request validation and the OpenAPI document.
+
+Requests are parsed with ``model_validate_json`` in strict mode: ``"top_k": "5"``
+is a 422, not a quiet 5, and an unknown field is a 422 (``extra="forbid"``).
+Response models are documentation (``api/openapi.py``): views build plain
+dicts, and the schemathesis test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from search.config import COLLECTION_PATTERN
+
+MAX_QUERY_CHARS = 2048
+MAX_TOP_K = 100
+MAX_WINDOW = 1000  # deepest page end ever served (offset + top_k)
+
+CollectionName = Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)]
+Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+MetaValue = str | int | bool | list[str] | list[int]
+Filters = Annotated[dict[str, MetaValue], Field(max_length=32)]
+Mode = Literal["bm25", "vector", "hybrid"]
+Fusion = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf"]
+ContentType = Literal["text", "markdown", "html"]
+
+
+class Strict(BaseModel):
+    """Base of request models: unknown fields and type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Out(BaseModel):
+    """Base of response models (documentation only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests -------------------------------------------------------------
+
+
+class SearchBody(Strict):
+    """``POST /v1/search``."""
+
+    query: Query
+    collection: CollectionName = "default"
+    mode: Mode = "hybrid"
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
+    filters: Filters | None = None
+    fusion: Fusion | None = None
+    weights: tuple[Weight, Weight] | None = None
+    rerank: bool | None = None
+    rerank_depth: int | None = Field(None, ge=1, le=500)
+    cursor: str | None = Field(None, min_length=1, max_length=4096)
+    page: int | None = Field(None, ge=1, le=MAX_WINDOW)
+
+    @model_validator(mode="after")
+    def _page_or_cursor(self) -> SearchBody:
+        if self.page is not None and self.cursor is not None:
+            raise ValueError("give page or cursor, not both")
+        return self
+
+
+class ContextBody(Strict):
+    """``POST /v1/context``."""
+
+    query: Query
+    collection: CollectionName = "default"
+    max_tokens: int = Field(1500, ge=32, le=100_000)
+    top_k: int = Field(20, ge=1, le=MAX_TOP_K)
+    filters: Filters | None = None
+    format: Literal["markdown", "text"] = "markdown"
+
+
+class RerankDocument(Strict):
+    """A document to rerank, as an object."""
+
+    text: str
+
+
+class RerankBody(Strict):
+    """``POST /v1/rerank`` (Cohere / Jina / TEI shaped)."""
+
+    model: str | None = Field(None, max_length=256)
+    query: Query
+    documents: list[str | RerankDocument] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+
+
+class CollectionBody(Strict):
+    """``POST /v1/collections``."""
+
+    name: CollectionName
+
+
+class DocumentFields(Strict):
+    """A document's content (``PUT .../documents/{id}``)."""
+
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    content_type: ContentType = "text"
+
+
+class DocumentBody(DocumentFields):
+    """One document of a batch."""
+
+    id: DocId
+
+
+class DocumentsBody(Strict):
+    """``POST /v1/collections/{c}/documents``."""
+
+    documents: list[DocumentBody] = Field(min_length=1)
+
+
+class DeleteBody(Strict):
+    """``POST /v1/collections/{c}/documents:delete``; an empty list deletes nothing (422)."""
+
+    ids: list[DocId] = Field(min_length=1)
+
+
+# -- responses ------------------------------------------------------------
+
+
+class LegOut(Out):
+    """A hit's place in one stage."""
+
+    score: float
+    rank: int
+
+
+class RerankOut(Out):
+    """A hit's cross-encoder verdict."""
+
+    logit: float
+    score: float | None
+
+
+class HitOut(Out):
+    """One search hit with every stage's provenance."""
+
+    doc_id: str
+    title: str
+    text: str
+    snippet: str
+    chunk_id: str
+    offsets: list[int]
+    score: float
+    rank: int
+    metadata: dict[str, Any]
+    bm25: LegOut | None
+    vector: LegOut | None
+    fused: LegOut | None
+    rerank: RerankOut | None
+
+
+class SearchOut(Out):
+    """``POST /v1/search`` answer."""
+
+    query: str
+    mode: Mode
+    fusion: str | None
+    reranked: bool
+    rerank_window: int
+    page: int
+    top_k: int
+    next_cursor: str | None
+    total_window: int
+    degraded: list[str]
+    skipped: dict[str, str]
+    cached_scores: int
+    timings_ms: dict[str, float]
+    hits: list[HitOut]
+
+
+class ContextChunkOut(Out):
+    """A cited span of a document."""
+
+    citation: str
+    chunk_ids: list[str]
+    offsets: list[int]
+    text: str
+    tokens: int
+    score: float
+    truncated: bool
+
+
+class ContextDocumentOut(Out):
+    """A cited document."""
+
+    doc_id: str
+    title: str
+    citation: int
+    chunks: list[ContextChunkOut]
+
+
+class ContextOut(Out):
+    """``POST /v1/context`` answer."""
+
+    query: str
+    max_tokens: int
+    used_tokens: int
+    documents: list[ContextDocumentOut]
+    text: str
+    format: str
+    degraded: list[str]
+    timings_ms: dict[str, float]
+
+
+class RerankResultOut(Out):
+    """One reranked document."""
+
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankOutMeta(Out):
+    """Cohere-style usage block."""
+
+    billed_units: dict[str, int]
+
+
+class RerankOutBody(Out):
+    """``POST /v1/rerank`` answer."""
+
+    id: str
+    model: str
+    results: list[RerankResultOut]
+    meta: RerankOutMeta
+
+
+class CollectionOut(Out):
+    """A collection with its registry counts."""
+
+    name: str
+    documents: int
+    chunks: int
+
+
+class CollectionsOut(Out):
+    """``GET /v1/collections`` answer."""
+
+    collections: list[CollectionOut]
+
+
+class CreatedOut(Out):
+    """``POST /v1/collections`` answer."""
+
+    name: str
+
+
+class DroppedOut(Out):
+    """``DELETE /v1/collections/{c}`` answer."""
+
+    deleted: str
+    documents: int
+
+
+class StatsOut(BaseModel):
+    """``GET /v1/collections/{c}/stats``: registry counts and each index's (open-ended)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    collection: str
+    documents: int
+    chunks: int
+
+
+class TaskAcceptedOut(Out):
+    """202 answer of the indexing endpoints."""
+
+    task_id: str
+
+
+class TaskOut(Out):
+    """``GET /v1/tasks/{id}`` answer."""
+
+    id: str
+    collection: str
+    state: Literal["queued", "running", "done", "failed"]
+    total: int
+    processed: int
+    indexed: int
+    unchanged: int
+    failed: dict[str, str]
+    errors: list[str]
+    created_at: float
+    finished_at: float | None
+
+
+class DocumentOut(Out):
+    """``GET /v1/collections/{c}/documents/{id}`` answer."""
+
+    id: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    content_type: str
+    version: int
+    status: str
+    chunks: int
+    error: str | None
+    updated_at: str | None
+
+
+class DeletedOut(Out):
+    """Delete answers; ``not_found`` only for the batch delete."""
+
+    deleted: list[str]
+    not_found: list[str] = Field(default_factory=list)
+
+
+class HealthOut(Out):
+    """``GET /healthz`` answer."""
+
+    status: str
+
+
+class ReadyOut(Out):
+    """``GET /readyz`` answer."""
+
+    ready: bool
+    backends: dict[str, str]
+
+
+class ErrorBody(Out):
+    """The error object."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorOut(Out):
+    """Every error answer."""
+
+    error: ErrorBody

@@ -1,0 +1,118 @@
+"""Uploaded files as documents: .jsonl, .txt, .md, .html and .pdf.
+
+Text files and JSONL go through ``search.ingest`` (the same rules as
+``sieve index``); PDF text is extracted with pypdf. As in ``search.ingest``,
+a bad file or line is yielded as a ``LoadError`` next to the good documents,
+so one malformed line never stops the rest of an upload.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from search.errors import InvalidRequest, LoadError
+from search.ingest import JSONL_SUFFIXES, TEXT_SUFFIXES, iter_file, parse_record
+from search.types import Document
+
+PDF_SUFFIX = ".pdf"
+SUPPORTED = tuple(sorted([*TEXT_SUFFIXES, *JSONL_SUFFIXES, PDF_SUFFIX]))
+
+Loaded = Document | LoadError
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its base name (the document id of a one-document file) and bytes."""
+
+    name: str
+    data: bytes
+
+
+def upload_name(filename: str | None) -> str:
+    """The base name of an uploaded file, checked; ``InvalidRequest`` when unusable."""
+    # Browsers send a base name, but some clients send a whole path (either style).
+    name = PureWindowsPath(PurePosixPath(filename or "").name).name.strip()
+    if not name or name in (".", ".."):
+        raise InvalidRequest("every uploaded file needs a file name", filename=filename or "")
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise InvalidRequest(
+            f"{name}: unsupported file type; upload one of {', '.join(SUPPORTED)}", filename=name
+        )
+    return name
+
+
+def count_documents(upload: Upload) -> int:
+    """How many documents the file holds at most (non-empty lines of JSONL, else one)."""
+    if Path(upload.name).suffix.lower() in JSONL_SUFFIXES:
+        return sum(1 for line in upload.data.splitlines() if line.strip())
+    return 1
+
+
+def load_upload(upload: Upload) -> Iterator[Loaded]:
+    """The documents of one uploaded file, with a ``LoadError`` for each bad part."""
+    suffix = Path(upload.name).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        yield from _jsonl(upload)
+    elif suffix == PDF_SUFFIX:
+        yield _pdf(upload)
+    else:
+        yield from _text(upload)
+
+
+def _jsonl(upload: Upload) -> Iterator[Loaded]:
+    name = Path(upload.name)
+    for lineno, raw in enumerate(upload.data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield LoadError(f"{name}:{lineno}: not UTF-8: {exc}", path=str(name), line=lineno)
+            continue
+        yield parse_record(line, name, lineno)
+
+
+def _text(upload: Upload) -> Iterator[Loaded]:
+    # Through a temporary file so that titles, content types and errors follow
+    # exactly the rules of search.ingest (what `sieve index` does with files).
+    with tempfile.TemporaryDirectory(prefix="sieve-upload-") as folder:
+        path = Path(folder) / upload.name
+        path.write_bytes(upload.data)
+        for item in iter_file(path, doc_id=upload.name):
+            if isinstance(item, Document):
+                yield replace(item, source=upload.name)
+            else:
+                message = str(item).replace(str(path), upload.name)
+                yield LoadError(message, path=upload.name, line=item.line)
+
+
+def _pdf(upload: Upload) -> Loaded:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(upload.data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = (reader.metadata.title if reader.metadata else None) or ""
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
+        return LoadError(
+            f"{upload.name}: not a readable PDF: {type(exc).__name__}: {exc}", path=upload.name
+        )
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        return LoadError(
+            f"{upload.name}: no extractable text (a scanned PDF needs OCR first)",
+            path=upload.name,
+        )
+    return Document(
+        id=upload.name,
+        text=text,
+        title=str(title).strip(),
+        metadata={"source_type": "pdf", "pages": len(pages)},
+        source=upload.name,
+        content_type="text",
+    )

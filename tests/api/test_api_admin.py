@@ -1,0 +1,207 @@
+"""Collections, documents, uploads and tasks, each test in its own collection."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from api_testkit import error_code, tiny_pdf, wait_task
+
+pytestmark = pytest.mark.integration
+
+DOCS = [
+    {"id": "kettle", "title": "Descaling", "text": "Vinegar removes limescale from a kettle."},
+    {"id": "tyre", "text": "Pump a bicycle tyre to the pressure printed on its side."},
+    {
+        "id": "fern",
+        "text": "<p>Ferns like <b>shade</b> and damp soil.</p>",
+        "content_type": "html",
+        "metadata": {"topic": "garden"},
+    },
+]
+
+
+def add(client, collection, documents):
+    response = client.post(f"/v1/collections/{collection}/documents", json={"documents": documents})
+    assert response.status_code == 202, response.json
+    assert response.headers["Location"] == f"/v1/tasks/{response.json['task_id']}"
+    return wait_task(client, response.json["task_id"])
+
+
+def stats(client, collection):
+    response = client.get(f"/v1/collections/{collection}/stats")
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_collection_lifecycle(client):
+    name = "life-cycle-1"
+    assert client.post("/v1/collections", json={"name": name}).json == {"name": name}
+    again = client.post("/v1/collections", json={"name": name})
+    assert again.status_code == 409 and error_code(again) == "conflict"
+    listed = {c["name"]: c for c in client.get("/v1/collections").json["collections"]}
+    assert listed[name] == {"name": name, "documents": 0, "chunks": 0}
+    assert listed["default"]["documents"] > 40
+    add(client, name, DOCS[:1])
+    dropped = client.delete(f"/v1/collections/{name}")
+    assert dropped.status_code == 200 and dropped.json == {"deleted": name, "documents": 1}
+    assert client.get(f"/v1/collections/{name}/stats").status_code == 404
+    assert client.delete(f"/v1/collections/{name}").status_code == 404
+    search = client.post("/v1/search", json={"query": "kettle", "collection": name})
+    assert search.status_code == 404
+
+
+@pytest.mark.parametrize("body", [{"name": "Bad!"}, {"name": ""}, {"name": 5}, {}, {"n": "x"}])
+def test_invalid_collection_bodies_are_422(client, body):
+    response = client.post("/v1/collections", json=body)
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+
+
+def test_documents_are_indexed_by_a_task_and_searchable(client, collection):
+    task = add(client, collection, DOCS)
+    assert task["state"] == "done" and task["collection"] == collection
+    assert (task["total"], task["processed"], task["indexed"]) == (3, 3, 3)
+    assert task["failed"] == {} and task["errors"] == [] and task["finished_at"]
+    doc = client.get(f"/v1/collections/{collection}/documents/fern").json
+    assert doc["status"] == "indexed" and doc["chunks"] == 1 and doc["version"] == 1
+    assert doc["metadata"] == {"topic": "garden"} and doc["content_type"] == "html"
+    found = client.post(
+        "/v1/search", json={"query": "limescale", "collection": collection, "mode": "bm25"}
+    ).json
+    assert [h["doc_id"] for h in found["hits"]] == ["kettle"]
+    counts = stats(client, collection)
+    assert counts["documents"] == 3 and counts["keyword_chunks"] == counts["vector_chunks"] == 3
+    # Same content again: unchanged; new content through PUT: version 2.
+    assert add(client, collection, DOCS[:1])["unchanged"] == 1
+    put = client.put(f"/v1/collections/{collection}/documents/kettle", json={"text": "Citric acid."})
+    assert put.status_code == 202
+    assert wait_task(client, put.json["task_id"])["indexed"] == 1
+    assert client.get(f"/v1/collections/{collection}/documents/kettle").json["version"] == 2
+
+
+def test_a_document_that_cannot_be_indexed_is_reported_in_its_task(client, collection):
+    task = add(client, collection, [{"id": "empty", "text": "   "}, DOCS[1]])
+    assert task["state"] == "done" and task["indexed"] == 1 and "empty" in task["failed"]
+    doc = client.get(f"/v1/collections/{collection}/documents/empty").json
+    assert doc["status"] == "failed" and doc["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"documents": []},
+        {"documents": [{"id": "a"}]},
+        {"documents": [{"id": "", "text": "x"}]},
+        {"documents": [{"id": "a", "text": 5}]},
+        {"documents": [{"id": "a", "text": "x", "content_type": "pdf"}]},
+        {"documents": [{"id": "a", "text": "x", "extra": 1}]},
+        {"docs": []},
+    ],
+)
+def test_invalid_document_batches_are_422(client, collection, body):
+    response = client.post(f"/v1/collections/{collection}/documents", json=body)
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+
+
+def test_batches_above_the_limit_are_413(make_app, collection):
+    limited = make_app(max_batch_docs=2).test_client()
+    response = limited.post(f"/v1/collections/{collection}/documents", json={"documents": DOCS})
+    assert response.status_code == 413 and error_code(response) == "payload_too_large"
+    lines = b"\n".join(json.dumps(d).encode() for d in DOCS)
+    upload = limited.post(
+        f"/v1/collections/{collection}/documents:upload",
+        data={"file": (io.BytesIO(lines), "three.jsonl")},
+        content_type="multipart/form-data",
+    )
+    assert upload.status_code == 413
+
+
+def test_deletes(client, collection):
+    add(client, collection, DOCS)
+    before = stats(client, collection)
+    for body in ({"ids": []}, {"ids": [""]}, {}, {"ids": "kettle"}):
+        response = client.post(f"/v1/collections/{collection}/documents:delete", json=body)
+        assert response.status_code == 422 and error_code(response) == "invalid_request"
+    assert stats(client, collection) == before  # nothing was deleted
+    batch = client.post(
+        f"/v1/collections/{collection}/documents:delete", json={"ids": ["kettle", "ghost"]}
+    )
+    assert batch.json == {"deleted": ["kettle"], "not_found": ["ghost"]}
+    unknown = client.delete(f"/v1/collections/{collection}/documents/ghost")
+    assert unknown.status_code == 404 and error_code(unknown) == "not_found"
+    one = client.delete(f"/v1/collections/{collection}/documents/tyre")
+    assert one.status_code == 200 and one.json == {"deleted": ["tyre"]}
+    assert client.get(f"/v1/collections/{collection}/documents/tyre").status_code == 404
+    after = stats(client, collection)
+    assert after["documents"] == 1 and after["keyword_chunks"] == after["vector_chunks"] == 1
+
+
+def test_upload_of_every_file_type_with_a_malformed_jsonl_line(client, collection):
+    jsonl = (
+        b'{"_id": "j1", "title": "Tea", "text": "Store green tea in a dark tin."}\n'
+        b'{"_id": "j2", "text": \n'  # malformed
+        b'{"_id": "j3", "text": "Brew oolong at 90 degrees."}\n'
+    )
+    files = [
+        (io.BytesIO(b"Plain notes about compost heaps."), "notes.txt"),
+        (io.BytesIO(b"# Router guide\n\nRestart the router first."), "guide.md"),
+        (
+            io.BytesIO(b"<html><head><title>Kettle page</title></head><body>Boil</body></html>"),
+            "page.html",
+        ),
+        (io.BytesIO(tiny_pdf("Solar panels convert sunlight", "Solar paper")), "paper.pdf"),
+        (io.BytesIO(jsonl), "tea.jsonl"),
+    ]
+    response = client.post(
+        f"/v1/collections/{collection}/documents:upload",
+        data={"file": files},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    task = wait_task(client, response.json["task_id"])
+    assert task["state"] == "done" and task["indexed"] == 6 and task["total"] == 6
+    assert len(task["errors"]) == 1 and task["errors"][0].startswith("tea.jsonl:2:")
+    docs = {
+        doc_id: client.get(f"/v1/collections/{collection}/documents/{doc_id}").json
+        for doc_id in ("notes.txt", "guide.md", "page.html", "paper.pdf", "j1", "j3")
+    }
+    assert all(doc["status"] == "indexed" for doc in docs.values()), docs
+    assert docs["guide.md"]["title"] == "Router guide"
+    assert docs["page.html"]["title"] == "Kettle page"
+    assert docs["paper.pdf"]["title"] == "Solar paper"
+    assert "Solar panels" in docs["paper.pdf"]["text"]
+    found = client.post(
+        "/v1/search", json={"query": "sunlight", "collection": collection, "mode": "bm25"}
+    ).json
+    assert found["hits"][0]["doc_id"] == "paper.pdf"
+
+
+def test_bad_uploads_are_422(client, collection):
+    url = f"/v1/collections/{collection}/documents:upload"
+    exe = client.post(
+        url, data={"file": (io.BytesIO(b"MZ"), "tool.exe")}, content_type="multipart/form-data"
+    )
+    assert exe.status_code == 422 and "unsupported" in exe.json["error"]["message"]
+    none = client.post(url, data={"other": "x"}, content_type="multipart/form-data")
+    assert none.status_code == 422
+    broken = client.post(
+        url, data={"file": (io.BytesIO(b"%PDF-1.4 junk"), "x.pdf")}, content_type="multipart/form-data"
+    )
+    task = wait_task(client, broken.json["task_id"])
+    assert task["state"] == "done" and task["indexed"] == 0 and "x.pdf" in task["errors"][0]
+
+
+def test_unknown_things_are_404(client, collection):
+    assert client.get("/v1/tasks/no-such-task").status_code == 404
+    assert client.get(f"/v1/collections/{collection}/documents/nope").status_code == 404
+    response = client.post("/v1/collections/ghost-coll/documents", json={"documents": DOCS})
+    assert response.status_code == 404 and error_code(response) == "not_found"
+    assert client.get("/v1/collections/ghost-coll/stats").status_code == 404
+
+
+def test_document_ids_may_hold_slashes(client, collection):
+    add(client, collection, [{"id": "guides/bikes/tyre.md", "text": "Tyre levers help."}])
+    doc = client.get(f"/v1/collections/{collection}/documents/guides/bikes/tyre.md")
+    assert doc.status_code == 200 and doc.json["id"] == "guides/bikes/tyre.md"

@@ -1,0 +1,222 @@
+"""Health, readiness, metrics, OpenAPI, docs, CORS, rate limits, errors and `sieve serve`."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from api.app import create_app
+from api.cli_serve import serve_plan
+from api_testkit import DEAD_URL, api_settings, error_code
+from search.config import Settings
+from search.engine import SearchEngine
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json == {
+        "ready": True,
+        "backends": {
+            "registry": "ok",
+            "keyword": "ok",
+            "vector": "ok",
+            "reranker": "ok",
+            "cache": "lru",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def dead_vector_app(engine, tmp_path_factory):
+    """An app whose vector backend is a Qdrant server that is not there, and no reranker."""
+    settings = api_settings(
+        tmp_path_factory.mktemp("dead"),
+        vector_backend="qdrant",
+        qdrant_url=DEAD_URL,
+        qdrant_timeout_s=1.0,
+    )
+    dead = SearchEngine(settings, embedder=engine.embedder, reranker=None)
+    yield create_app(settings, dead)
+    dead.close()
+
+
+def test_readyz_is_503_when_a_backend_is_down(dead_vector_app):
+    response = dead_vector_app.test_client().get("/readyz")
+    assert response.status_code == 503
+    body = response.json
+    assert body["ready"] is False and body["backends"]["vector"].startswith("error")
+    assert body["backends"]["keyword"] == "ok" and body["backends"]["reranker"] == "absent"
+
+
+def test_a_down_vector_leg_degrades_and_is_counted(dead_vector_app):
+    client = dead_vector_app.test_client()
+    response = client.post("/v1/search", json={"query": "storm safety", "mode": "hybrid"})
+    assert response.status_code == 200 and response.json["degraded"] == ["vector"]
+    assert 'sieve_degraded_total{stage="vector"} 1.0' in client.get("/metrics").text
+    only_vector = client.post("/v1/search", json={"query": "storm", "mode": "vector"})
+    assert only_vector.status_code == 503 and error_code(only_vector) == "backend_unavailable"
+
+
+def test_rerank_without_a_reranker_is_503(dead_vector_app):
+    response = dead_vector_app.test_client().post(
+        "/v1/rerank", json={"query": "q", "documents": ["a"]}
+    )
+    assert response.status_code == 503 and error_code(response) == "backend_unavailable"
+    assert "no reranker" in response.json["error"]["message"]
+
+
+def test_metrics_name_every_series(make_app):
+    client = make_app().test_client()
+    client.post("/v1/search", json={"query": "how to stop a nosebleed"})
+    client.post("/v1/search", json={"query": "how to stop a nosebleed"})  # cached rerank scores
+    client.get("/healthz")
+    text = client.get("/metrics").text
+    for name in (
+        'sieve_requests_total{endpoint="/v1/search",method="POST",status="200"} 2.0',
+        'sieve_request_seconds_bucket{endpoint="/v1/search"',
+        'sieve_stage_seconds_bucket{le="0.005",stage="bm25"}',
+        'sieve_stage_seconds_count{stage="rerank"}',
+        "sieve_cache_hits_total",
+        "sieve_cache_misses_total",
+        'sieve_degraded_total{stage="rerank"} 0.0',
+        'sieve_queue_depth{queue="index"} 0.0',
+    ):
+        assert name in text, name
+    hits = float(re.search(r"^sieve_cache_hits_total (\S+)$", text, re.M).group(1))
+    assert hits > 0
+
+
+def test_openapi_documents_exactly_the_routes(app, client):
+    doc = client.get("/openapi.json").json
+    assert doc["openapi"] == "3.1.0"
+    documented = {(path, method) for path, item in doc["paths"].items() for method in item}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        served |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == served
+    search = doc["paths"]["/v1/search"]["post"]
+    ref = search["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = doc["components"]["schemas"][ref.split("/")[-1]]
+    assert schema["additionalProperties"] is False and schema["properties"]["top_k"]["maximum"]
+
+
+def test_docs_page_renders_the_document_without_a_cdn(client):
+    response = client.get("/docs")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert "/openapi.json" in response.text
+    assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?:", response.text)
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    missing = client.get("/v1/nothing")
+    assert missing.status_code == 404 and error_code(missing) == "not_found"
+    wrong = client.get("/v1/search")
+    assert wrong.status_code == 405 and error_code(wrong) == "invalid_request"
+    assert "POST" in wrong.headers["Allow"]
+
+
+def test_cors_is_off_by_default_and_on_for_listed_origins(client, make_app):
+    origin = {"Origin": "https://app.example"}
+    assert "Access-Control-Allow-Origin" not in client.get("/healthz", headers=origin).headers
+    listed = make_app(cors_origins=("https://app.example",), api_keys="k:admin").test_client()
+    response = listed.get("/healthz", headers=origin)
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Origin" in response.headers["Vary"]
+    other = listed.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = listed.options(
+        "/v1/search",
+        headers={**origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"},
+    )  # fmt: skip
+    assert preflight.status_code == 204  # answered before authentication
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+def test_rate_limit_is_429_with_retry_after_per_key(make_app):
+    client = make_app(rate_limit="3/minute", api_keys="one:admin,two:admin").test_client()
+    one, two = {"X-API-Key": "one"}, {"X-API-Key": "two"}
+    assert [client.get("/v1/collections", headers=one).status_code for _ in range(3)] == [200] * 3
+    limited = client.get("/v1/collections", headers=one)
+    assert limited.status_code == 429 and error_code(limited) == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+    assert client.get("/v1/collections", headers=two).status_code == 200  # its own bucket
+    assert client.get("/healthz").status_code == 200  # probes are never limited
+
+
+def test_rate_limit_is_shared_through_redis(make_app, redis_server):
+    first = make_app(rate_limit="2/minute", cache_url=redis_server.url).test_client()
+    second = make_app(rate_limit="2/minute", cache_url=redis_server.url).test_client()
+    assert first.get("/v1/collections").status_code == 200
+    assert second.get("/v1/collections").status_code == 200
+    assert first.get("/v1/collections").status_code == 429  # the two "workers" share a count
+
+
+def test_serve_plan_binds_localhost_without_keys_and_one_embedded_worker():
+    open_plan = serve_plan(Settings(host="0.0.0.0", workers=4))
+    assert open_plan.host == "127.0.0.1" and open_plan.workers == 1
+    assert any("127.0.0.1" in note for note in open_plan.notes)
+    assert any("1 worker" in note for note in open_plan.notes)
+    keyed = serve_plan(
+        Settings(
+            api_keys="k:admin",
+            host="0.0.0.0",
+            workers=3,
+            keyword_backend="elasticsearch",
+            es_url="http://es:9200",
+            vector_backend="qdrant",
+            qdrant_url="http://qdrant:6333",
+        )
+    )
+    assert (keyed.host, keyed.workers, keyed.notes) == ("0.0.0.0", 3, ())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sieve_serve_runs_gunicorn_on_localhost(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "SIEVE_DATA_DIR": str(tmp_path), "SIEVE_RERANK_BACKEND": "none"}
+    env.pop("SIEVE_API_KEYS", None)
+    command = [sys.executable, "-m", "api", "serve", "--port", str(port), "--workers", "3"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "sieve serve did not start"
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "bound to 127.0.0.1" in output and "API is open" in output
+    assert "running 1 worker process instead of 3" in output
+    assert "gthread" in output

@@ -1,0 +1,236 @@
+"""Celery rerank workers for real: a worker process, a Redis broker, the tiny model.
+
+One worker (prefork, one pool process) serves the module; tests that need a
+different worker (a poison task, a missing model) start their own. Everything
+lives in Redis database ``DB`` under unique queue names, so nothing here sees
+another module's messages. Tests run in file order: the slow ones (a killed
+worker, a missed deadline) leave the shared worker busy for a while, so they
+come after the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+import pytest
+import redis
+from support.celery_worker import REPO, CeleryWorker
+from support.redis_server import RedisServer
+
+from search.errors import BackendUnavailable
+from search.rerank import CrossEncoderReranker
+from workers.app import make_celery
+from workers.client import CeleryReranker
+from workers.delivery import DEAD_LETTER_KEY, DELIVERIES_KEY, DeadLettered, deliveries
+
+pytestmark = pytest.mark.integration
+
+DB = 7  # this module's own Redis database: its queues, counters and dead letters
+LOADED = r"reranker \S+ loaded in"
+KILLED = "exited with 'signal 9 (SIGKILL)'"  # the worker's line for a lost pool process
+CRASH_TASK = "sieve.test.crash"  # support/crash_app.py (not imported: it reads the env)
+QUERY = "how do I keep rice from sticking to the pan"
+PASSAGES = [
+    "Rinse the rice until the water runs clear, then cook it in a heavy pan.",
+    "Tomato plants need full sun and compost worked into the soil.",
+    "保存茶叶要避光、防潮、密封。",
+    "Check the tyre pressure before a long bike ride.",
+    # Longer than the model's window: scored by its best window, with offsets.
+    " ".join(["Heat the skillet slowly and never rush the water."] * 90),
+]
+
+
+def long_passages(n: int, seed: int = 0) -> list[str]:
+    """``n`` passages of ~450 words: each fills the 512-token window (~2.5 ms of CPU each with the tiny model)."""
+    words = "the water heat cook rice pan skillet knife garden soil plant tomato compost".split()
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(450)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def worker(celery_worker, tiny_reranker_dir) -> CeleryWorker:
+    started = celery_worker(db=DB, env={"SIEVE_RERANK_MODEL": str(tiny_reranker_dir)})
+    started.wait_for_log(LOADED, timeout_s=120)  # loaded in the pool process, after the fork
+    return started
+
+
+@pytest.fixture(scope="module")
+def broker(worker) -> redis.Redis:
+    return redis.Redis.from_url(worker.settings.broker_url, socket_timeout=5)
+
+
+def client(worker: CeleryWorker, timeout_s: float) -> CeleryReranker:
+    return CeleryReranker(worker.settings.with_overrides(rerank_timeout_s=timeout_s))
+
+
+def test_round_trip_matches_the_in_process_reranker(worker):
+    remote = client(worker, timeout_s=30)
+    local = CrossEncoderReranker.from_settings(worker.settings)
+    assert remote.model_key.endswith("@default:512")  # the settings' guess until a worker answers
+
+    got = remote.rerank(QUERY, PASSAGES)
+    want = local.rerank(QUERY, PASSAGES)
+
+    assert np.allclose([s.logit for s in got.scores], [s.logit for s in want.scores], atol=1e-5)
+    assert [(s.start, s.end) for s in got.scores] == [(s.start, s.end) for s in want.scores]
+    assert got.scores[-1].start > 0 or got.scores[-1].end < len(PASSAGES[-1])  # a window
+    assert all(math.isclose(s.score, 1 / (1 + math.exp(-s.logit))) for s in got.scores)
+    assert remote.model_key == local.model_key  # learned from the worker's reply
+    timings = got.timings_ms
+    assert timings["model"] > 0 and timings["queue"] >= 0
+    assert timings["roundtrip"] >= timings["model"] + timings["queue"] - 1e-6
+
+    started = time.perf_counter()
+    assert remote.rerank(QUERY, []).scores == []  # no round trip for nothing
+    assert time.perf_counter() - started < 0.01
+
+
+def test_concurrent_callers_each_get_their_own_scores(worker):
+    remote = client(worker, timeout_s=30)
+    queries = [f"{QUERY} {i}" for i in range(6)]
+    with ThreadPoolExecutor(3) as pool:  # Celery keeps a result consumer per thread
+        batches = list(pool.map(lambda q: remote.rerank(q, PASSAGES), queries))
+    local = CrossEncoderReranker.from_settings(worker.settings)
+    for query, batch in zip(queries, batches, strict=True):
+        want = [s.logit for s in local.rerank(query, PASSAGES).scores]
+        assert np.allclose([s.logit for s in batch.scores], want, atol=1e-5)
+
+
+def test_a_model_swap_degrades_one_call_then_follows_the_workers(worker):
+    remote = client(worker, timeout_s=30)
+    remote.rerank(QUERY, PASSAGES)
+    learned = remote.model_key
+    # As if the workers had served another model until now (no second model needed).
+    remote._reported_key = "old/reranker@abc:512"
+    with pytest.raises(BackendUnavailable) as info:
+        remote.rerank(QUERY, PASSAGES)  # the caller keyed this call on the old model
+    assert info.value.data["reason"] == "model changed"
+    assert remote.model_key == learned
+    assert len(remote.rerank(QUERY, PASSAGES).scores) == len(PASSAGES)
+
+
+def test_a_task_whose_worker_is_killed_is_redelivered_and_completes(worker, broker):
+    passages = long_passages(400)
+    before = set(broker.scan_iter(f"{DELIVERIES_KEY}*"))
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(client(worker, timeout_s=90).rerank, QUERY, passages)
+        deadline = time.monotonic() + 30
+        # The counter appears just before the body starts (seconds of work).
+        while not (new := set(broker.scan_iter(f"{DELIVERIES_KEY}*")) - before):
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.005)
+        task_id = new.pop().decode().removeprefix(DELIVERIES_KEY)
+        [child] = worker.pool_pids()
+        psutil.Process(child).kill()  # SIGKILL mid-task, as the OOM killer would
+        batch = call.result(timeout=120)
+
+    assert len(batch.scores) == len(passages)  # not lost: the client got its answer
+    assert deliveries(broker, task_id) == 2
+    # Only the second run finished (the line is logged just after the result is stored).
+    worker.wait_for_log(re.escape(f"{task_id}] succeeded"), timeout_s=10)
+    assert worker.log().count(f"{task_id}] succeeded") == 1
+    assert child not in worker.pool_pids() and worker.alive
+
+
+def test_a_task_that_kills_every_worker_is_dead_lettered(celery_worker, broker):
+    # 2, not the default 3, to save time: Celery's prefork pool notices a process
+    # that killed itself on receipt of a job only at its 5 s pool check.
+    limit = 2
+    crasher = celery_worker(
+        db=DB,
+        app="support.crash_app",
+        # Not the queue it consumes: this worker never loads the reranker model.
+        env={"SIEVE_TASK_MAX_DELIVERIES": str(limit), "SIEVE_RERANK_QUEUE": "rerank-unused"},
+    )
+    app = make_celery(crasher.settings)
+    result = app.send_task(CRASH_TASK, queue=crasher.queue)
+
+    error = result.get(timeout=60, propagate=False)
+
+    assert isinstance(error, DeadLettered), error
+    # The body ran on deliveries 1..limit, each killing its process; delivery
+    # limit + 1 ran nothing, was recorded and failed; the message is gone.
+    assert crasher.log().count(KILLED) == limit, crasher.tail()
+    assert deliveries(broker, result.id) == limit + 1
+    records = [json.loads(r) for r in broker.lrange(DEAD_LETTER_KEY, 0, -1)]
+    [record] = [r for r in records if r["task_id"] == result.id]
+    assert record["name"] == CRASH_TASK and record["deliveries"] == limit + 1
+    time.sleep(1.0)  # were the message redelivered, another SIGKILL would show by now
+    assert crasher.log().count(KILLED) == limit
+    assert crasher.alive and len(crasher.wait_for_pool(1)) == 1
+    active = app.control.inspect(destination=[crasher.hostname], timeout=5).active()
+    assert active == {crasher.hostname: []}  # alive, answering, and running nothing
+
+
+def test_a_missed_deadline_raises_promptly(worker):
+    late = client(worker, timeout_s=0.05)
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailable) as info:
+        late.rerank(QUERY, long_passages(200, seed=1))
+    elapsed = time.perf_counter() - started
+    assert info.value.data["reason"] == "deadline"
+    assert info.value.backend == "rerank"
+    assert elapsed < 0.05 + 0.25, elapsed
+
+
+def test_a_missing_model_fails_tasks_not_the_worker(celery_worker):
+    broken = celery_worker(db=DB, env={"SIEVE_RERANK_MODEL": "no-such/reranker"})
+    broken.wait_for_log("reranker not loaded", timeout_s=120)
+    with pytest.raises(BackendUnavailable) as info:
+        client(broken, timeout_s=30).rerank(QUERY, PASSAGES)
+    # ModelNotFound's own message, rebuilt on this side of the JSON boundary.
+    assert info.value.data["error"] == "ModelNotFound"
+    assert "no-such/reranker" in info.value.data["reason"]
+    assert broken.alive
+
+
+def test_no_worker_or_no_broker_is_unavailable_not_a_hang(worker):
+    server = RedisServer()  # its own: stopping the shared one would disturb the module's worker
+    try:
+        server.start()
+        settings = worker.settings.with_overrides(
+            broker_url=server.url, rerank_timeout_s=0.5, rerank_queue="rerank-nobody"
+        )
+        reranker = CeleryReranker(settings)
+
+        def attempt() -> tuple[str, float]:
+            started = time.perf_counter()
+            with pytest.raises(BackendUnavailable) as info:
+                reranker.rerank(QUERY, PASSAGES)
+            return info.value.data["reason"], time.perf_counter() - started
+
+        reason, elapsed = attempt()  # a broker, but no worker on the queue
+        assert reason == "deadline" and elapsed < 0.5 + 0.25
+        server.stop()
+        reason, elapsed = attempt()
+        assert reason == "broker" and elapsed < 1.5, elapsed
+        server.start()
+        reason, elapsed = attempt()  # recovered: back to waiting for a worker
+        assert reason == "deadline" and elapsed < 0.5 + 0.25
+    finally:
+        server.cleanup()
+
+
+def test_importing_the_worker_modules_loads_no_model():
+    code = (
+        "import sys, workers.app, workers.tasks, workers.client, workers.delivery\n"
+        "app = workers.app.app\n"  # the lazy app of `celery -A workers.app`, from the env
+        "assert 'sieve.rerank' in app.tasks\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    env = {"SIEVE_BROKER_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+

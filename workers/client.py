@@ -1,0 +1,186 @@
+"""``CeleryReranker``: the ``Reranker`` that sends work to GPU workers on the rerank queue.
+
+Every call has a deadline (``rerank_timeout_s``): the task is sent with that
+expiry, and the client waits that long for the result. Whatever goes wrong (a
+late worker, no worker, a broker that is down, a task that failed) is raised as
+``BackendUnavailable(backend="rerank", reason=...)`` and the pipeline degrades to
+the fused order. The wait ends within ~50 ms of the deadline (a Redis that hangs
+rather than refuses can hold a call up to ``workers.app.SOCKET_TIMEOUT_S``).
+
+``model_key`` (what the pair-score cache files scores under) starts as the
+settings' ``model@revision:max_length`` (``default`` for an unset revision) and
+becomes the key the workers report (the weights' fingerprint when no revision is
+pinned). The cache reads the key *before* calling ``rerank`` and files the
+scores under it, so:
+
+- calls made before any worker answered are returned as they are: their scores
+  go under the settings' key, which names the configured model (exactly the
+  workers' key when ``SIEVE_RERANK_REVISION`` is pinned, as it should be in
+  production), and the first reply's key is adopted;
+- a later reply whose key differs from the one this client reported when the
+  call began (the workers got another model, or a rollout is half done) is not
+  returned: the call raises ``BackendUnavailable(reason="model changed")`` so
+  that no score is filed under the wrong model, and the client follows the new
+  key from the next call on. A model swap costs one degraded query per client,
+  and a mixed fleet degrades (visibly) rather than mixing scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from celery.exceptions import TaskRevokedError
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.exceptions import OperationalError
+
+from search.cache import sigmoid
+from search.config import Settings
+from search.errors import BackendUnavailable, InvalidRequest
+from search.types import RerankBatch, RerankScore
+from workers.app import check_broker_url, make_celery
+from workers.tasks import RERANK_TASK
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger(__name__)
+
+# The broker or the result store is unreachable (kombu wraps most of redis-py's).
+_BROKER_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class CeleryReranker:
+    """Scores pairs on the Celery workers that serve ``settings.rerank_queue``.
+
+    Construction is free; the Celery app (no connection yet) is made on first
+    use unless one is given. Thread-safe: Celery keeps one result consumer per
+    thread, and the producer pool is shared.
+    """
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        if app is None:
+            check_broker_url(settings.broker_url)  # fail here, not on the first query
+        self.settings = settings
+        self._app = app
+        self._app_lock = threading.Lock()
+        self._reported_key: str | None = None
+
+    @property
+    def model_key(self) -> str:
+        """The workers' model key once one answered, else the settings' (see the module doc)."""
+        if self._reported_key is not None:
+            return self._reported_key
+        s = self.settings
+        return f"{s.rerank_model}@{s.rerank_revision or 'default'}:{s.rerank_max_length}"
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app this client sends with (made from the settings on first use)."""
+        if self._app is None:
+            with self._app_lock:
+                if self._app is None:
+                    self._app = make_celery(self.settings)
+        return self._app
+
+    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+        """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
+
+        ``timings_ms``: ``queue`` (sent until a worker started it), ``model`` (the
+        worker's tokenising and forward passes), ``roundtrip`` (the whole call).
+        """
+        if isinstance(passages, str) or not all(isinstance(p, str) for p in passages):
+            raise InvalidRequest("passages must be a sequence of strings")
+        if not passages:
+            return RerankBatch([])
+        timeout_s = self.settings.rerank_timeout_s
+        # None while no worker has answered: then the caller used the settings' key.
+        reported_at_start = self._reported_key
+        sent_at, started = time.time(), time.perf_counter()
+        try:
+            result = self.app.send_task(
+                RERANK_TASK,
+                args=(query, list(passages)),
+                queue=self.settings.rerank_queue,
+                # A message still queued at the deadline is dropped by the worker:
+                # nobody waits for its answer any more. (Expiry is wall-clock time:
+                # client and worker clocks must agree to well under the deadline.)
+                expires=timeout_s,
+            )
+            # Pub/sub: a result wakes this at once; the deadline is honoured to
+            # within workers.results.MAX_SLICE_S.
+            value = result.get(timeout=timeout_s, propagate=False)
+        except CeleryTimeoutError as exc:
+            _give_up(result)
+            raise BackendUnavailable(
+                f"no rerank result within {timeout_s}s", backend="rerank", reason="deadline",
+                timeout_s=timeout_s,
+            ) from exc
+        except _BROKER_ERRORS as exc:
+            raise BackendUnavailable(
+                f"rerank broker unreachable: {exc}", backend="rerank", reason="broker"
+            ) from exc
+        roundtrip_ms = (time.perf_counter() - started) * 1e3
+        if not result.successful():
+            # ``value`` is the task's exception, rebuilt from its JSON form. A
+            # revoked task expired in the queue: the deadline passed on the way.
+            reason = (
+                "deadline"
+                if isinstance(value, TaskRevokedError)
+                else str(value) or type(value).__name__
+            )
+            raise BackendUnavailable(
+                f"rerank task failed: {reason}", backend="rerank", reason=reason,
+                error=type(value).__name__, state=result.state,
+            )
+        return self._batch(value, len(passages), reported_at_start, sent_at, roundtrip_ms)
+
+    def _batch(
+        self,
+        value: Any,
+        expected: int,
+        reported_at_start: str | None,
+        sent_at: float,
+        roundtrip_ms: float,
+    ) -> RerankBatch:
+        try:
+            rows = [(float(x), int(a), int(b)) for x, a, b in value["scores"]]
+            model_ms = float(value["model_ms"])
+            worker_key = str(value["model_key"])
+            started_at = float(value["started_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackendUnavailable(
+                f"malformed rerank result: {exc}", backend="rerank", reason="malformed"
+            ) from exc
+        if len(rows) != expected:
+            raise BackendUnavailable(
+                f"worker returned {len(rows)} scores for {expected} passages",
+                backend="rerank", reason="malformed",
+            )
+        self._reported_key = worker_key
+        if reported_at_start is not None and worker_key != reported_at_start:
+            log.warning("rerank model changed: %s -> %s", reported_at_start, worker_key)
+            raise BackendUnavailable(
+                f"rerank workers now serve {worker_key}, not {reported_at_start}",
+                backend="rerank", reason="model changed",
+            )
+        # Wall clocks of two hosts: clamp, so skew cannot give a negative wait or
+        # one longer than the part of the round trip the model did not use.
+        queue_ms = min(max((started_at - sent_at) * 1e3, 0.0), max(roundtrip_ms - model_ms, 0.0))
+        return RerankBatch(
+            [RerankScore(logit=x, score=sigmoid(x), start=a, end=b) for x, a, b in rows],
+            timings_ms={"queue": queue_ms, "model": model_ms, "roundtrip": roundtrip_ms},
+        )
+
+
+def _give_up(result: Any) -> None:
+    """Best effort: stop a task nobody waits for, and stop listening for its result."""
+    try:
+        result.revoke()  # skipped if still queued; a running one finishes (no kill)
+        result.forget()
+    except _BROKER_ERRORS as exc:
+        log.debug("could not revoke rerank task %s: %s", result.id, exc)
