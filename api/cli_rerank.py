@@ -94,11 +94,17 @@ def retrieval_rank(hit: Hit) -> int:
     return leg.rank if leg else hit.rank
 
 
+def retrieval_score(hit: Hit) -> float:
+    """The score that ordered the hit before reranking."""
+    leg = hit.fused or hit.bm25 or hit.vector
+    return leg.score if leg else hit.score
+
+
 def render_compare(result: SearchResult, top_k: int) -> list[str]:
     """Two columns: retrieval order and reranked order, with bars and movement."""
     before = sorted(result.hits, key=retrieval_rank)[:top_k]
     after = result.hits[:top_k]
-    top_before = max((h.fused.score if h.fused else h.score for h in before), default=1.0)
+    top_before = max((retrieval_score(h) for h in before), default=1.0)
     lines = [f"query: {result.query!r}  [{_timings(result.timings_ms)}]"]
     if result.degraded:
         lines.append(f"degraded: {', '.join(result.degraded)}")
@@ -110,7 +116,7 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
         left = right = ""
         if i < len(before):
             h = before[i]
-            value = h.fused.score if h.fused else h.score
+            value = retrieval_score(h)
             left = f"{i + 1:>2}. {bar(value, top_before, 10)} {h.doc_id[:30]:<30}"
         if i < len(after):
             h = after[i]

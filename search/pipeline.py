@@ -127,6 +127,13 @@ class Pipeline:
             calls["bm25"] = lambda: self._bm25(tokens, depth, request)
         if want_vector:
             calls["vector"] = lambda: self._vector(request.query, depth, request)
+        if want_vector:
+            # Loading the model is start-up work, not a slow backend: keep it
+            # outside the legs' deadline (a no-op once loaded).
+            self.embedder.warm_up()
+            started_legs = time.perf_counter()
+        else:
+            started_legs = started
         jobs: dict[str, Future[LegResult]] = {}
         if len(calls) == 1:
             # One leg: run it here. A thread hop costs more than the BM25 search
@@ -143,7 +150,7 @@ class Pipeline:
 
         legs: dict[str, LegResult] = {}
         degraded: list[str] = []
-        deadline = started + self.settings.leg_timeout_s
+        deadline = started_legs + self.settings.leg_timeout_s
         for name, job in jobs.items():
             try:
                 legs[name] = job.result(timeout=max(0.0, deadline - time.perf_counter()))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_testkit import SAMPLE, api_settings
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -23,7 +24,6 @@ from search.ingest import iter_paths
 from search.rerank import CrossEncoderReranker
 from search.types import Document
 
-from api_testkit import SAMPLE, api_settings
 
 @pytest.fixture(scope="session")
 def reranker(tiny_reranker_dir: Path) -> CachingReranker:

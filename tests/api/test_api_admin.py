@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-
 from api_testkit import error_code, tiny_pdf, wait_task
 
 pytestmark = pytest.mark.integration
@@ -75,7 +74,9 @@ def test_documents_are_indexed_by_a_task_and_searchable(client, collection):
     assert counts["documents"] == 3 and counts["keyword_chunks"] == counts["vector_chunks"] == 3
     # Same content again: unchanged; new content through PUT: version 2.
     assert add(client, collection, DOCS[:1])["unchanged"] == 1
-    put = client.put(f"/v1/collections/{collection}/documents/kettle", json={"text": "Citric acid."})
+    put = client.put(
+        f"/v1/collections/{collection}/documents/kettle", json={"text": "Citric acid."}
+    )
     assert put.status_code == 202
     assert wait_task(client, put.json["task_id"])["indexed"] == 1
     assert client.get(f"/v1/collections/{collection}/documents/kettle").json["version"] == 2
@@ -187,7 +188,9 @@ def test_bad_uploads_are_422(client, collection):
     none = client.post(url, data={"other": "x"}, content_type="multipart/form-data")
     assert none.status_code == 422
     broken = client.post(
-        url, data={"file": (io.BytesIO(b"%PDF-1.4 junk"), "x.pdf")}, content_type="multipart/form-data"
+        url,
+        data={"file": (io.BytesIO(b"%PDF-1.4 junk"), "x.pdf")},
+        content_type="multipart/form-data",
     )
     task = wait_task(client, broken.json["task_id"])
     assert task["state"] == "done" and task["indexed"] == 0 and "x.pdf" in task["errors"][0]

@@ -4,9 +4,9 @@ to one collection seeing every other collection as 404, through every endpoint."
 from __future__ import annotations
 
 import pytest
+from api_testkit import error_code, wait_task
 
 from api.auth import PUBLIC, ROLE_ATTR
-from api_testkit import error_code, wait_task
 
 pytestmark = pytest.mark.integration
 

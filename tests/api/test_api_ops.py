@@ -11,10 +11,10 @@ import time
 import urllib.request
 
 import pytest
+from api_testkit import DEAD_URL, api_settings, error_code
 
 from api.app import create_app
 from api.cli_serve import serve_plan
-from api_testkit import DEAD_URL, api_settings, error_code
 from search.config import Settings
 from search.engine import SearchEngine
 

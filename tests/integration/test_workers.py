@@ -26,6 +26,7 @@ import redis
 from support.celery_worker import REPO, CeleryWorker
 from support.redis_server import RedisServer
 
+from search.config import Settings
 from search.errors import BackendUnavailable
 from search.rerank import CrossEncoderReranker
 from workers.app import make_celery
@@ -50,7 +51,10 @@ PASSAGES = [
 
 
 def long_passages(n: int, seed: int = 0) -> list[str]:
-    """``n`` passages of ~450 words: each fills the 512-token window (~2.5 ms of CPU each with the tiny model)."""
+    """``n`` passages of ~450 words, each filling the 512-token window.
+
+    The tiny model takes ~2.5 ms of CPU for one: 200 keep a worker busy ~0.5 s.
+    """
     words = "the water heat cook rice pan skillet knife garden soil plant tomato compost".split()
     rng = random.Random(seed)
     return [" ".join(rng.choice(words) for _ in range(450)) for _ in range(n)]
@@ -193,13 +197,11 @@ def test_a_missing_model_fails_tasks_not_the_worker(celery_worker):
     assert broken.alive
 
 
-def test_no_worker_or_no_broker_is_unavailable_not_a_hang(worker):
+def test_no_worker_or_no_broker_is_unavailable_not_a_hang():
     server = RedisServer()  # its own: stopping the shared one would disturb the module's worker
     try:
         server.start()
-        settings = worker.settings.with_overrides(
-            broker_url=server.url, rerank_timeout_s=0.5, rerank_queue="rerank-nobody"
-        )
+        settings = Settings(broker_url=server.url, rerank_timeout_s=0.5, rerank_queue="nobody")
         reranker = CeleryReranker(settings)
 
         def attempt() -> tuple[str, float]:

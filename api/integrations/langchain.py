@@ -1,0 +1,79 @@
+"""LangChain retriever over a Sieve server: ``SieveRetriever``.
+
+::
+
+    from api.integrations.langchain import SieveRetriever
+
+    retriever = SieveRetriever(base_url="http://127.0.0.1:8000", top_k=5)
+    docs = retriever.invoke("how to stop a nosebleed")
+
+Each hit becomes a ``Document`` whose ``page_content`` is the passage and whose
+metadata holds the hit's provenance (doc_id, title, score, rank, chunk_id,
+offsets) over the document's own metadata. Needs ``langchain-core``
+(``pip install sieve-search[langchain]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from api.client import SieveClient
+from api.integrations import hit_metadata, missing_extra
+
+try:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+except ImportError as exc:  # pragma: no cover - exercised with langchain hidden
+    raise ImportError(missing_extra("langchain-core", "langchain")) from exc
+
+__all__ = ["SieveRetriever"]
+
+
+class SieveRetriever(BaseRetriever):
+    """Retrieves passages with ``POST /v1/search`` of a Sieve server.
+
+    ``mode``, ``filters`` and ``rerank`` left as None use the server's defaults
+    (hybrid; no filter; rerank when the server has a reranker). Building one is
+    cheap: the HTTP connection is made on the first query.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    base_url: str
+    api_key: str | None = Field(default=None, repr=False)
+    collection: str = "default"
+    top_k: int = Field(default=10, ge=1, le=100)
+    mode: Literal["bm25", "vector", "hybrid"] | None = None
+    filters: dict[str, Any] | None = None
+    rerank: bool | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+    _client: SieveClient = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Make the (lazy, thread-safe) client once the fields are validated."""
+        super().model_post_init(context)
+        self._client = SieveClient(self.base_url, self.api_key, self.timeout)
+
+    @property
+    def client(self) -> SieveClient:
+        """The ``SieveClient`` this retriever queries with."""
+        return self._client
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        answer = self._client.search(
+            query,
+            collection=self.collection,
+            mode=self.mode,
+            top_k=self.top_k,
+            filters=self.filters,
+            rerank=self.rerank,
+        )
+        return [
+            Document(page_content=hit["text"], metadata=hit_metadata(hit)) for hit in answer["hits"]
+        ]

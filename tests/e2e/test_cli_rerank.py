@@ -1,0 +1,70 @@
+"""``sieve rerank`` and ``sieve compare`` as a user runs them, with the tiny cross-encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sieve(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "api", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sieve {args} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_reranker_dir) -> dict[str, str]:
+    data = tmp_path_factory.mktemp("rerank-cli")
+    return {
+        "SIEVE_DATA_DIR": str(data),
+        "SIEVE_RERANK_BACKEND": "local",
+        "SIEVE_RERANK_MODEL": str(tiny_reranker_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def test_rerank_scores_given_texts(env):
+    docs = ["Pinch the soft part of the nose.", "Stadium seats high up.", "Tilt forward."]
+    out = sieve(env, "rerank", "stop a nosebleed", *docs, "--json").stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert sorted(r["index"] for r in result["results"]) == [0, 1, 2]
+    logits = [r["logit"] for r in result["results"]]
+    assert logits == sorted(logits, reverse=True)
+    assert all(0 < r["score"] < 1 for r in result["results"])
+    text = sieve(env, "rerank", "stop a nosebleed", *docs).stdout
+    assert "model " in text and "logit" in text
+
+
+def test_compare_shows_both_orders_and_timings(env):
+    sieve(env, "index", str(ROOT / "sample" / "corpus.jsonl"))
+    out = sieve(env, "compare", "how do I fix a flat tire on my bike", "--top-k", "5").stdout
+    lines = out.splitlines()
+    assert "retrieval order" in out and "reranked" in out and "not reranked" not in out
+    assert "rerank_model=" in lines[0] and "bm25=" in lines[0]
+    rows = [line for line in lines if "█" in line]
+    assert len(rows) == 5
+    assert all(any(arrow in row for arrow in ("↑", "↓", "=")) for row in rows)
+
+
+def test_rerank_without_a_model_is_one_line_error(env, tmp_path):
+    bad = {**env, "SIEVE_RERANK_MODEL": "absent/model", "SIEVE_RERANK_MODELS_DIR": str(tmp_path)}
+    proc = sieve(bad, "rerank", "query", "doc", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "absent/model" in proc.stderr and str(tmp_path) in proc.stderr

@@ -1,0 +1,310 @@
+"""The web pages in a real browser (Debian's Chromium through Playwright) against the live app.
+
+The server is ``support.live_server``: the sample corpus in ``default``, reranked by the tiny
+cross-encoder, so the compare view has two different orders. Tests that write create their own
+collection from the admin page. Every test also checks that the page logged no console error.
+
+Set ``SIEVE_E2E_SCREENSHOTS=<folder>`` to keep a screenshot of each page there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+TIMEOUT_MS = 15_000
+TASK_TIMEOUT_MS = 60_000
+SCREENSHOTS = os.environ.get("SIEVE_E2E_SCREENSHOTS", "")
+# Chromium logs every 4xx/5xx answer to fetch() as a console error; only the test that
+# provokes an API error expects these.
+FAILED_RESOURCE = re.compile(r"^Failed to load resource: the server responded with a status of 4")
+
+
+@pytest.fixture(scope="session")  # before live_server: a missing browser fails fast
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
+            "(`make test` installs it; by hand: apt-get install -y chromium)",
+            pytrace=False,
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(
+            "the python package playwright is missing: pip install -e '.[dev]'", pytrace=False
+        )
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """Console errors and uncaught exceptions of the test's page, filled as they happen."""
+    return []
+
+
+@pytest.fixture
+def page(browser, live_server, console_errors) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    tab.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+    yield tab
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    if SCREENSHOTS:
+        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+
+
+def search(page, query: str, *, mode: str = "hybrid", rerank: bool = True, collection: str = ""):
+    """Open the search page, fill the form, press Enter, wait for the answer; the hits."""
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    if collection:
+        option = page.locator(f'[data-testid=collection-select] option[value="{collection}"]')
+        expect(option).to_have_count(1)
+        page.get_by_test_id("collection-select").select_option(collection)
+    page.get_by_test_id("mode").select_option(mode)
+    page.get_by_test_id("rerank").set_checked(rerank)
+    page.get_by_test_id("query").fill(query)
+    page.get_by_test_id("query").press("Enter")
+    expect(page.get_by_test_id("summary")).to_contain_text("in the window")
+    return page.get_by_test_id("hit")
+
+
+def hit_ids(locator) -> list[str]:
+    return [item.get_attribute("data-doc-id") for item in locator.all()]
+
+
+def create_collection(page) -> str:
+    """Create a fresh collection from the admin page (which then selects it)."""
+    from playwright.sync_api import expect
+
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    page.goto("/admin")
+    page.get_by_test_id("new-collection").fill(name)
+    page.get_by_test_id("create-button").click()
+    expect(page.get_by_test_id("status")).to_contain_text(f"Collection {name} created")
+    expect(page.get_by_test_id("collection-select")).to_have_value(name)
+    expect(page.get_by_test_id("stat-documents")).to_have_text("0")
+    return name
+
+
+def wait_task_done(page, documents: int = 1) -> Any:
+    """The newest task card, once its task is done."""
+    from playwright.sync_api import expect
+
+    task = page.get_by_test_id("task").first
+    expect(task.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
+    expect(task.get_by_test_id("task-progress")).to_have_text(f"{documents}/{documents} processed")
+    expect(task.get_by_test_id("task-counts")).to_contain_text(f"indexed {documents} ")
+    return task
+
+
+def test_search_shows_highlighted_hits_with_their_source(page, console_errors):
+    # The key typed into the page is kept for the tab and sent as a bearer token
+    # (the live server is open, so any key passes).
+    page.goto("/")
+    page.get_by_test_id("api-key").fill("e2e-key")
+    page.get_by_test_id("api-key").press("Tab")
+    with page.expect_request("**/v1/search") as sent:
+        hits = search(page, "cast iron pan", mode="bm25")
+    assert sent.value.headers["authorization"] == "Bearer e2e-key"
+    assert page.get_by_test_id("api-key").input_value() == "e2e-key"
+    assert hits.count() >= 2
+    # BM25 only returns passages holding a query term: every snippet marks one.
+    for hit in hits.all():
+        marks = [m.lower() for m in hit.locator("[data-testid=snippet] mark").all_inner_texts()]
+        assert marks and set(marks) <= {"cast", "iron", "pan", "pans"}, marks
+        assert hit.get_by_test_id("doc-id").inner_text()
+        assert hit.get_by_test_id("hit-title").inner_text()
+        assert re.fullmatch(r"#\d+ · [\d.]+", hit.get_by_test_id("prov-bm25").inner_text())
+        assert hit.get_by_test_id("prov-vector").inner_text() == "—"
+    guide = page.locator('[data-testid=hit][data-doc-id="en-cast-iron-buying-guide"]')
+    assert guide.get_by_test_id("hit-title").inner_text() == "Choosing a cast iron pan"
+    assert guide.get_by_test_id("meta-lang").inner_text() == "en"
+    assert guide.get_by_test_id("meta-topic").inner_text() == "home-kitchen"
+    # The snippet is the server's escaped text: nothing but text and <mark> reaches the page.
+    tags = page.eval_on_selector_all(
+        "[data-testid=snippet] *", "nodes => [...new Set(nodes.map(n => n.tagName))]"
+    )
+    assert tags == ["MARK"]
+    assert console_errors == []
+
+
+def test_compare_view_shows_retrieval_and_reranked_orders(page, console_errors):
+    from playwright.sync_api import expect
+
+    hits = search(page, "cast iron pan")
+    results = hit_ids(hits)
+    expect(page.get_by_test_id("summary")).to_contain_text("reranked (top")
+    retrieval_rows = page.get_by_test_id("retrieval-order").get_by_test_id("compare-row")
+    reranked_rows = page.get_by_test_id("reranked-order").get_by_test_id("compare-row")
+    retrieval, reranked = hit_ids(retrieval_rows), hit_ids(reranked_rows)
+    assert reranked == results
+    assert sorted(retrieval) == sorted(reranked) and len(retrieval) == len(results) == 10
+    assert retrieval != reranked, "the tiny reranker should reorder the fused list"
+    for rows in (retrieval_rows, reranked_rows):
+        widths = [
+            float(style.removeprefix("width: ").removesuffix("%"))
+            for style in rows.locator("[data-testid=score-bar]").evaluate_all(
+                "bars => bars.map(b => b.getAttribute('style'))"
+            )
+        ]
+        assert len(widths) == len(results) and max(widths) == 100.0
+        assert all(0 <= w <= 100 for w in widths)
+        moves = rows.get_by_test_id("move").all_inner_texts()
+        assert all(re.fullmatch(r"↑\d+|↓\d+|=", m) for m in moves), moves
+    assert page.get_by_test_id("not-reranked").is_hidden()
+    stages = (
+        page.get_by_test_id("timings")
+        .locator("tbody tr")
+        .evaluate_all("rows => rows.map(r => r.dataset.stage)")
+    )
+    assert {"bm25", "vector", "fusion", "rerank", "total"} <= set(stages), stages
+    screenshot(page, "sieve-search.png")
+
+    page.get_by_test_id("next-page").click()
+    expect(page.get_by_test_id("page-label")).to_have_text("Page 2")
+    assert not set(hit_ids(hits)) & set(results)  # pages are slices of one window
+    page.get_by_test_id("prev-page").click()
+    expect(page.get_by_test_id("page-label")).to_have_text("Page 1")
+    assert hit_ids(hits) == results
+    assert console_errors == []
+
+
+def test_not_reranked_and_degraded_notices(page, console_errors):
+    from playwright.sync_api import expect
+
+    search(page, "cast iron pan", rerank=False)
+    notice = page.get_by_test_id("not-reranked")
+    expect(notice).to_contain_text("Not reranked: reranking was turned off")
+    expect(page.get_by_test_id("summary")).to_contain_text("not reranked")
+    assert page.get_by_test_id("reranked-order").get_by_test_id("compare-row").count() == 0
+    assert page.get_by_test_id("retrieval-order").get_by_test_id("compare-row").count() == 10
+
+    # A server whose vector leg and reranker failed: the answer is rewritten on its way to the
+    # page, so this checks what the page makes of "degraded" alone.
+    def degrade(route):
+        answer = route.fetch().json()
+        answer.update(reranked=False, rerank_window=0, degraded=["vector", "rerank"])
+        for hit in answer["hits"]:
+            hit.update(vector=None, rerank=None)
+        route.fulfill(json=answer)
+
+    page.route("**/v1/search", degrade)
+    search(page, "cast iron pan")
+    degraded = page.get_by_test_id("degraded")
+    expect(degraded).to_have_count(2)
+    expect(degraded.first).to_contain_text("vector")
+    expect(notice).to_contain_text("the reranker failed or answered too late")
+    assert console_errors == []
+
+
+def test_upload_files_then_find_them(page, console_errors, tmp_path):
+    from playwright.sync_api import expect
+
+    collection = create_collection(page)
+    note = tmp_path / "quokka-notes.md"
+    note.write_text(
+        "# Quokka field notes\n\nThe quokka naps under saltbush and forages for "
+        "zephyrwort leaves at dusk.\n",
+        encoding="utf-8",
+    )
+    batch = tmp_path / "more.jsonl"
+    good = {"_id": "wombat", "title": "Wombat burrows", "text": "Wombats dig deep burrows."}
+    batch.write_text(json.dumps(good) + "\n{not json\n", encoding="utf-8")
+    page.get_by_test_id("files").set_input_files([str(note), str(batch)])
+    page.get_by_test_id("upload-button").click()
+    task = wait_task_done(page, documents=2)
+    # The malformed line is reported against its file and line; the rest is indexed.
+    expect(task.get_by_test_id("task-counts")).to_contain_text("1 file error")
+    expect(task.get_by_test_id("task-error")).to_contain_text("more.jsonl:2")
+    expect(page.get_by_test_id("stat-documents")).to_have_text("2")
+    expect(page.get_by_test_id("collection-select")).to_contain_text(f"{collection} (2 documents)")
+    screenshot(page, "sieve-admin.png")
+
+    hits = search(page, "zephyrwort", mode="bm25", collection=collection)
+    assert hit_ids(hits) == ["quokka-notes.md"]
+    hit = hits.first
+    assert hit.get_by_test_id("hit-title").inner_text() == "Quokka field notes"
+    assert hit.locator("[data-testid=snippet] mark").all_inner_texts() == ["zephyrwort"]
+    assert console_errors == []
+
+
+def test_paste_a_document_find_it_then_delete_it(page, console_errors):
+    from playwright.sync_api import expect
+
+    collection = create_collection(page)
+    page.get_by_test_id("doc-id").fill("faq/teapot")
+    page.get_by_test_id("doc-title").fill("Descaling a teapot")
+    page.get_by_test_id("content-type").select_option("markdown")
+    page.get_by_test_id("doc-text").fill("Soak the **teapot** in citric brindlewash overnight.")
+    page.get_by_test_id("doc-metadata").fill(json.dumps({"lang": "en", "topic": "faq"}))
+    page.get_by_test_id("paste-button").click()
+    wait_task_done(page)
+
+    hits = search(page, "brindlewash", mode="bm25", collection=collection)
+    assert hit_ids(hits) == ["faq/teapot"]
+    assert hits.first.get_by_test_id("meta-topic").inner_text() == "faq"
+
+    page.goto("/admin")
+    page.get_by_test_id("collection-select").select_option(collection)
+    page.get_by_test_id("delete-id").fill("faq/teapot")
+    page.get_by_test_id("delete-button").click()
+    confirm = page.get_by_test_id("confirm-delete")
+    expect(confirm).to_contain_text("faq/teapot")
+    page.get_by_test_id("confirm-no").click()
+    expect(confirm).to_be_hidden()
+    page.get_by_test_id("delete-button").click()
+    page.get_by_test_id("confirm-yes").click()
+    expect(page.get_by_test_id("status")).to_have_text(f"Deleted faq/teapot from {collection}.")
+    expect(page.get_by_test_id("stat-documents")).to_have_text("0")
+    expect(search(page, "brindlewash", mode="bm25", collection=collection)).to_have_count(0)
+    assert console_errors == []
+
+
+def test_api_errors_appear_in_the_alert_region(page, console_errors):
+    from playwright.sync_api import expect
+
+    page.goto("/admin")
+    expect(page.get_by_test_id("alert")).to_be_empty()
+    alert = page.get_by_role("alert")  # hidden while empty, so found only once it speaks
+    page.get_by_test_id("new-collection").fill("Not A Name!")
+    page.get_by_test_id("create-button").click()
+    expect(alert).to_contain_text("String should match pattern")
+    expect(alert).to_contain_text("HTTP 422, invalid_request")
+
+    page.get_by_test_id("delete-id").fill("no-such-document")
+    page.get_by_test_id("delete-button").click()
+    page.get_by_test_id("confirm-yes").click()
+    expect(alert).to_contain_text("document 'no-such-document' not found (HTTP 404, not_found)")
+    assert console_errors and all(FAILED_RESOURCE.match(e) for e in console_errors), console_errors
