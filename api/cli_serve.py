@@ -74,9 +74,10 @@ class SieveApplication(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        """Apply ``options`` to gunicorn's configuration."""
+        """Apply ``options`` to gunicorn's configuration (those this version knows)."""
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         """Build the app (called in the worker, after the fork)."""
@@ -137,5 +138,8 @@ def serve_cmd(
         "preload_app": False,  # models load after the fork, in each worker
         "errorlog": "-",
         "loglevel": "info",
+        # gunicorn >= 25.1 opens a control socket under $HOME: one per user, so two
+        # instances would fight over it, and nothing here uses it.
+        "control_socket_disable": True,
     }
     SieveApplication(settings, options).run()

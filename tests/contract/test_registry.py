@@ -1,15 +1,60 @@
+"""The registry contract, on SQLite (always) and PostgreSQL (the server on this machine).
+
+The same SQLAlchemy code serves both; PostgreSQL tests create their own
+database and drop it afterwards. ``SIEVE_TEST_PG_URL`` names the server's
+admin URL (default: the local server, user postgres).
+"""
+
+import os
+import uuid
+
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from search.registry import Registry, content_hash
 from search.types import Document
 
-pytestmark = pytest.mark.unit
+PG_ADMIN = os.environ.get(
+    "SIEVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
-@pytest.fixture
-def registry(tmp_path):
-    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+@pytest.fixture(scope="module")
+def pg_database():
+    """A fresh PostgreSQL database for this module, dropped at the end."""
+    admin = create_engine(
+        PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    name = f"sieve_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN} is not reachable (set SIEVE_TEST_PG_URL): {exc}")
+    yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.unit),
+        pytest.param("postgresql", marks=pytest.mark.integration),
+    ]
+)
+def registry(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+    reg = Registry(url)
     yield reg
+    if request.param == "postgresql":
+        with reg.engine.begin() as conn:
+            conn.execute(text("DELETE FROM documents"))
     reg.close()
 
 
@@ -87,11 +132,13 @@ def test_iter_documents_round_trips_everything(registry):
     assert all(v == 1 for _, v in back)
 
 
+@pytest.mark.unit
 def test_content_hash_depends_on_content_only():
     assert content_hash(doc()) == content_hash(doc(source="elsewhere"))
     assert content_hash(doc()) != content_hash(doc(content_type="html"))
 
 
+@pytest.mark.unit
 def test_registry_persists_across_instances(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     first = Registry(url)
