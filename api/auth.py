@@ -6,7 +6,7 @@ Every view declares what it needs with ``@requires("search")``,
 are compared by their SHA-256, never stored or logged in clear.
 
 A key scoped to some collections must not learn whether any other collection
-exists, so ``check_collection`` answers 404 for "out of scope" and "absent"
+exists, so ``scoped_collection`` answers 404 for "out of scope" and "absent"
 alike, with the same message.
 """
 
@@ -100,7 +100,7 @@ def principal() -> Principal:
     return found
 
 
-def check_collection(name: str, exists: Callable[[str], bool]) -> str:
+def scoped_collection(name: str, exists: Callable[[str], bool]) -> str:
     """``name`` if the caller may see it and it exists, else a 404 that does not say which."""
     if not principal().may_use(name) or not exists(name):
         raise ApiError(404, f"collection {name!r} not found", collection=name)

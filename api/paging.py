@@ -18,11 +18,12 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from api.errors import ApiError
 from api.schemas import MAX_WINDOW, SearchBody
 from search.config import Settings
+from search.types import MODES, Mode
 
 CURSOR_VERSION = 1
 
@@ -77,7 +78,7 @@ class PagePlan:
     offset: int
     top_k: int
     window: int
-    mode: str
+    mode: Mode
     fusion: str
     rerank: bool
 
@@ -137,11 +138,13 @@ def _from_cursor(body: SearchBody, cursor: dict[str, Any]) -> PagePlan:
                 "or keep it the same while paging",
             )
     try:
+        if cursor["mode"] not in MODES:
+            raise ValueError(cursor["mode"])
         return PagePlan(
             offset=int(cursor["offset"]),
             top_k=body.top_k,
             window=int(cursor["window"]),
-            mode=str(cursor["mode"]),
+            mode=cast(Mode, cursor["mode"]),
             fusion=str(cursor["fusion"]),
             rerank=bool(cursor["rerank"]),
         )

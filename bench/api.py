@@ -135,6 +135,14 @@ def bodies(queries: list[str], rerank: bool) -> list[dict[str, Any]]:
 # -- the server side --------------------------------------------------------------
 
 
+T0 = time.perf_counter()
+
+
+def note(message: str) -> None:
+    """Progress on stderr, with the seconds since start."""
+    print(f"[{time.perf_counter() - T0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -210,6 +218,7 @@ def bench_http(
     server = Server(settings, args.threads, log_path)
     try:
         server.wait_ready()
+        note(f"server up on {server.url}")
         top = max(args.clients)
         pool = [
             httpx.Client(
@@ -242,10 +251,11 @@ def bench_http(
                 warm = len(encoded) if rerank else min(len(encoded), 2 * top)
                 run_load(min(8, top), warm, post)
                 run_load(top, top, post)
+                note(f"warmed: {warm} requests, rerank {rerank}")
                 for clients in args.clients:
                     result = run_load(clients, args.requests, post)
                     rows.append(summarise("http", rerank, clients, result))
-                    print(f"  {rows[-1]}", file=sys.stderr)
+                    note(str(rows[-1]))
         finally:
             for client in pool:
                 client.close()
@@ -296,10 +306,11 @@ def bench_in_process(settings: Settings, queries: list[str], args: argparse.Name
             top = max(args.clients)
             warm = len(requests) if rerank else min(len(requests), 2 * top)
             run_load(min(8, top), warm, search)
+            note(f"warmed: {warm} searches, rerank {rerank}")
             for clients in args.clients:
                 result = run_load(clients, args.requests, search)
                 rows.append(summarise("in-process", rerank, clients, result))
-                print(f"  {rows[-1]}", file=sys.stderr)
+                note(str(rows[-1]))
     return rows
 
 
@@ -359,13 +370,14 @@ def main() -> None:
     if args.data_dir is not None:
         settings = settings.with_overrides(data_dir=args.data_dir.resolve())
     dataset = Dataset.open(args.data, "test")
-    print(f"index: {settings.data_dir / 'eval' / dataset.name} ...", file=sys.stderr)
+    note(f"index: {settings.data_dir / 'eval' / dataset.name}")
     eval_settings = prepare_index(settings, dataset)
     queries = list(dataset.queries(only=set(dataset.qrels())).values())
 
     with tempfile.TemporaryDirectory(prefix="sieve-bench-api-") as tmp:
         scratch = Path(tmp)
         model = reranker_folder(args.reranker, scratch)
+        note(f"reranker: {model}")
         bench_settings = eval_settings.with_overrides(
             data_dir=eval_settings.data_dir.resolve(),
             rerank_backend="local",
@@ -374,10 +386,10 @@ def main() -> None:
             cache_url="",
             rate_limit="",
         )
-        print(f"HTTP: gunicorn gthread, {args.threads} threads ...", file=sys.stderr)
+        note(f"HTTP: gunicorn gthread, {args.threads} threads")
         rows = bench_http(bench_settings, queries, args, scratch / "server.log")
         # Only now: the server owned the index folder until it stopped.
-        print("in-process ...", file=sys.stderr)
+        note("in-process")
         rows += bench_in_process(bench_settings, queries, args)
 
     added = overheads(rows)

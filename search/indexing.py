@@ -145,35 +145,74 @@ class Indexer:
             self._write(todo, report)
         return report
 
-    def _write(self, todo: list[Prepared], report: IndexReport) -> None:
+    def _write(
+        self,
+        todo: list[Prepared],
+        report: IndexReport,
+        backends: Sequence[str] = ("keyword", "vector"),
+    ) -> None:
         try:
-            self._write_many(todo)
+            self._write_many(todo, backends)
         except Exception as exc:  # noqa: BLE001 - isolate the failing document below
             if len(todo) == 1:
                 self._fail(report, todo[0].staged, f"{type(exc).__name__}: {exc}")
                 return
             log.warning("batch write failed (%s); retrying document by document", exc)
             for item in todo:
-                self._write([item], report)
+                self._write([item], report, backends)
             return
         for item in todo:
             self.registry.mark_indexed(
                 self.collection,
                 item.staged.document.id,
                 item.staged.version,
-                ("keyword", "vector"),
+                backends,
                 len(item.chunks),
             )
             report.indexed += 1
             report.chunks += len(item.chunks)
 
-    def _write_many(self, todo: list[Prepared]) -> None:
+    def _write_many(self, todo: list[Prepared], backends: Sequence[str]) -> None:
         chunks = [c for item in todo for c in item.chunks]
-        tokens = [t for item in todo for t in item.tokens]
-        inputs = [s for item in todo for s in item.embed_inputs]
-        vectors = self.embedder.embed(inputs)
-        self.keyword.upsert(chunks, tokens)
-        self.vector.upsert(chunks, [list(map(float, v)) for v in vectors])
+        if "keyword" in backends:
+            self.keyword.upsert(chunks, [t for item in todo for t in item.tokens])
+        if "vector" in backends:
+            vectors = self.embedder.embed([s for item in todo for s in item.embed_inputs])
+            self.vector.upsert(chunks, [list(map(float, v)) for v in vectors])
+
+    def rewrite(
+        self,
+        items: Iterable[tuple[Document, int]],
+        backends: Sequence[str],
+        *,
+        batch_size: int = 64,
+        on_progress: ProgressCallback | None = None,
+    ) -> IndexReport:
+        """Write registry documents (at their recorded version) into some backends.
+
+        Used by repairs and rebuilds: the registry is not restaged, so versions
+        stay as recorded and nothing counts as a change.
+        """
+        report = IndexReport()
+        started = time.perf_counter()
+        iterator = iter(items)
+        while batch := list(islice(iterator, batch_size)):
+            todo: list[Prepared] = []
+            for doc, version in batch:
+                staged = Staged(doc, version, needs_indexing=True)
+                try:
+                    todo.append(prepare(staged, self.settings))
+                except SieveError as exc:
+                    self._fail(report, staged, str(exc))
+            if todo:
+                self._write(todo, report, backends)
+            if on_progress is not None:
+                on_progress(len(batch))
+        optimize = getattr(self.vector, "optimize", None)
+        if callable(optimize) and "vector" in backends and report.indexed:
+            optimize()
+        report.seconds = time.perf_counter() - started
+        return report
 
     def _fail(self, report: IndexReport, item: Staged, error: str) -> None:
         doc_id = item.document.id

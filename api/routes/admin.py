@@ -2,14 +2,14 @@
 
 Writes are queued (202 with a task id, ``api.jobs``); reads and deletes are
 answered at once. Every collection in a path goes through
-``auth.check_collection``: out of scope and absent look the same (404).
+``auth.scoped_collection``: out of scope and absent look the same (404).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.auth import check_collection, principal, requires, visible
+from api.auth import principal, requires, scoped_collection, visible
 from api.errors import ApiError
 from api.jobs import IndexJob
 from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
@@ -21,7 +21,7 @@ bp = Blueprint("admin", __name__)
 
 
 def _collection(name: str) -> str:
-    return check_collection(name, services().engine.has_collection)
+    return scoped_collection(name, services().engine.has_collection)
 
 
 def _accepted(job: IndexJob) -> Response:

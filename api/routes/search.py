@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from api.auth import check_collection, requires
+from api.auth import requires, scoped_collection
 from api.errors import ApiError
 from api.paging import PagePlan, next_cursor, plan_page
 from api.schemas import ContextBody, RerankBody, SearchBody
@@ -26,12 +26,12 @@ def search() -> Response:
     """Hybrid search, one page of one fixed window (see ``api.paging``)."""
     body = json_body(SearchBody)
     svc = services()
-    check_collection(body.collection, svc.engine.has_collection)
+    scoped_collection(body.collection, svc.engine.has_collection)
     plan = plan_page(body, svc.settings, svc.cursors, svc.engine.reranker is not None)
     result = svc.engine.search(
         SearchRequest(
             query=body.query,
-            mode=plan.mode,  # type: ignore[arg-type]  # from the schema or a signed cursor
+            mode=plan.mode,
             top_k=plan.window,
             filters=body.filters,
             collection=body.collection,
@@ -74,7 +74,7 @@ def context() -> Response:
     """Search, then pack the hits into cited context within a token budget."""
     body = json_body(ContextBody)
     svc = services()
-    check_collection(body.collection, svc.engine.has_collection)
+    scoped_collection(body.collection, svc.engine.has_collection)
     result = svc.engine.search(
         SearchRequest(
             query=body.query, top_k=body.top_k, filters=body.filters, collection=body.collection

@@ -1,0 +1,56 @@
+"""Operations commands: ``sieve reconcile`` and ``sieve reindex``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+@click.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Report differences without repairing them.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def reconcile_cmd(ctx: Any, dry_run: bool, as_json: bool) -> None:
+    """Compare the registry with both indexes and repair any difference."""
+    from search.reconcile import reconcile
+
+    indexer = ctx.engine.collection(ctx.settings.collection).indexer
+    report = reconcile(indexer, repair=not dry_run)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(f"collection {report.collection}: {report.total} difference(s)")
+        for name, diff in report.differences.items():
+            click.echo(
+                f"  {name:>7}: missing {len(diff.missing)}, stale {len(diff.stale)}, "
+                f"orphans {len(diff.orphans)}"
+            )
+        if report.total:
+            click.echo("repaired" if report.repaired else "not repaired (dry run or failures)")
+    if report.failed:
+        for doc_id, error in sorted(report.failed.items()):
+            click.echo(f"failed: {doc_id}: {error}", err=True)
+        sys.exit(1)
+
+
+@click.command("reindex")
+@click.option(
+    "--index",
+    "target",
+    type=click.Choice(["keyword", "vector", "all"]),
+    default="all",
+    show_default=True,
+)
+@click.pass_obj
+def reindex_cmd(ctx: Any, target: str) -> None:
+    """Rebuild an index from the registry alone."""
+    from api.cli import progress
+    from search.reconcile import rebuild
+
+    indexer = ctx.engine.collection(ctx.settings.collection).indexer
+    with progress(None, f"reindexing {target}") as bar:
+        count = rebuild(indexer, target, on_progress=bar.update)
+    click.echo(f"rebuilt {target} from the registry: {count} document(s)")
