@@ -114,6 +114,12 @@ class Settings:
     task_time_limit_s: int = 60
     broker_visibility_timeout_s: int = 300
     task_max_deliveries: int = 3
+    # Indexing jobs (workers/indexing.py): their queue, how often a job retries a
+    # backend that is down (exponential backoff), and the periodic reconcile
+    # (celery beat; 0 turns it off).
+    index_queue: str = "index"
+    index_max_retries: int = 10
+    reconcile_interval_s: int = 600
 
     # HTTP API (api/, docs/api.md). Keys: "key:role[:collection|collection],...";
     # none configured means an open API that `sieve serve` binds to 127.0.0.1 only.
@@ -152,6 +158,11 @@ class Settings:
             raise ConfigError(
                 "need SIEVE_TASK_SOFT_TIME_LIMIT_S < SIEVE_TASK_TIME_LIMIT_S < "
                 "SIEVE_BROKER_VISIBILITY_TIMEOUT_S, or a running task is redelivered"
+            )
+        if self.index_max_retries < 0 or self.reconcile_interval_s < 0:
+            raise ConfigError(
+                "SIEVE_INDEX_MAX_RETRIES and SIEVE_RECONCILE_INTERVAL_S must be >= 0 "
+                "(an interval of 0 turns the periodic reconcile off)"
             )
         if self.rerank_backend == "celery" and not self.broker_url:
             raise ConfigError("SIEVE_RERANK_BACKEND=celery needs SIEVE_BROKER_URL")

@@ -262,6 +262,8 @@ class Pipeline:
             }
             for name, leg in legs.items()
         }
+        if not legs:
+            return []  # every leg was skipped on purpose; ``skipped`` says why
         if len(legs) == 1:
             (name,) = legs
             order = [(c.doc_id, c.score) for c in legs[name].hits]

@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+import schemathesis
 from api_testkit import DEAD_URL, api_settings, error_code
 
 from api.app import create_app
@@ -118,6 +119,10 @@ def test_openapi_documents_exactly_the_routes(app, client):
     ref = search["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = doc["components"]["schemas"][ref.split("/")[-1]]
     assert schema["additionalProperties"] is False and schema["properties"]["top_k"]["maximum"]
+    # Against the OpenAPI 3.1 meta-schema (a broken document raises).
+    loaded = schemathesis.openapi.from_dict(doc)
+    loaded.validate()
+    assert list(loaded.iter_schema_warnings()) == []
 
 
 def test_docs_page_renders_the_document_without_a_cdn(client):
@@ -224,3 +229,35 @@ def test_sieve_serve_runs_gunicorn_on_localhost(tmp_path):
     assert "bound to 127.0.0.1" in output and "API is open" in output
     assert "running 1 worker process instead of 3" in output
     assert "gthread" in output
+
+
+def test_pages_and_static_files_are_public(make_app):
+    client = make_app(api_keys="k:admin").test_client()
+    for path in ("/", "/admin", "/static/style.css"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+    assert "text/html" in client.get("/").content_type
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"api_keys": "s3cret"},
+        {"api_keys": "s3cret:root"},
+        {"api_keys": "s3cret:search:Bad Name"},
+        {"api_keys": "s3cret:admin,s3cret:search"},
+        {"rate_limit": "lots"},
+        {"cors_origins": ("app.example.com",)},
+        {"cors_origins": ("https://app.example.com/path",)},
+        {"max_body_bytes": 0},
+        {"threads": 0},
+        {"port": 70000},
+    ],
+)
+def test_bad_api_settings_fail_at_startup_with_a_reason(changes):
+    from search.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        Settings(**changes)
+    message = str(caught.value)
+    assert "SIEVE_" in message and "s3cret" not in message  # names the setting, not the key

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from api_testkit import api_settings
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -22,7 +22,6 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from api.app import create_app
 from api.openapi import OPERATIONS
 from search.engine import SearchEngine
-from search.text import analyze
 from search.types import Document
 
 pytestmark = pytest.mark.integration
@@ -58,12 +57,6 @@ def test_generated_requests_never_fail_on_the_server(fuzz_schema, op, mode):
         suppress_health_check=list(HealthCheck),
     )
     def check(case):
-        # Known engine bug, pinned by test_api_search.py::test_a_query_without_bm25_terms...:
-        # when every retrieval leg is skipped, search/pipeline.py raises KeyError (a 500).
-        body = case.body if isinstance(case.body, dict) else {}
-        query = body.get("query")
-        assume(not (op.path in ("/v1/search", "/v1/context") and isinstance(query, str)
-                    and not analyze(query)))  # fmt: skip
         response = case.call()
         checks = [not_a_server_error]
         if mode is GenerationMode.POSITIVE:
