@@ -302,11 +302,20 @@ def demo_cmd(ctx: Context, sample: Path) -> None:
 
 
 def _register() -> None:
-    from api.cli_ops import reconcile_cmd, reindex_cmd
+    from api.cli_ops import init_cmd, reconcile_cmd, reindex_cmd
     from api.cli_rerank import compare_cmd, rerank_cmd, worker_cmd
     from api.cli_serve import serve_cmd
 
-    for command in (worker_cmd, rerank_cmd, compare_cmd, serve_cmd, reconcile_cmd, reindex_cmd):
+    commands = (
+        worker_cmd,
+        rerank_cmd,
+        compare_cmd,
+        serve_cmd,
+        reconcile_cmd,
+        reindex_cmd,
+        init_cmd,
+    )
+    for command in commands:
         main.add_command(command)
 
 

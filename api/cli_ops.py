@@ -54,3 +54,23 @@ def reindex_cmd(ctx: Any, target: str) -> None:
     with progress(None, f"reindexing {target}") as bar:
         count = rebuild(indexer, target, on_progress=bar.update)
     click.echo(f"rebuilt {target} from the registry: {count} document(s)")
+
+
+@click.command("init")
+@click.pass_obj
+def init_cmd(ctx: Any) -> None:
+    """Create what the backends need (idempotent): registry tables, BM25 index, vector collection.
+
+    The distributed deployment runs this once (the ``migrate`` service) before the API and
+    workers start: it puts the Elasticsearch index template and index, creates the Qdrant
+    collection with the embedder's dimension, and the registry tables in PostgreSQL.
+    """
+    engine = ctx.engine
+    collections = engine.registry.collections()  # creates the tables on first use
+    col = engine.collection(ctx.settings.collection)
+    keyword, vector = col.keyword.count(), col.vector.count()
+    click.echo(
+        f"registry ready ({len(collections)} collection(s) with documents); "
+        f"{col.keyword.name} index of {col.name!r} ready ({keyword} chunks); "
+        f"{col.vector.name} collection ready ({vector} points, dim {engine.embedder.dim})"
+    )

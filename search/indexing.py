@@ -5,6 +5,14 @@ that can fail on one document (cleaning, chunking, embedding) happens before
 any index write, so a failed document keeps its previous version searchable.
 A batch write that fails is retried document by document, so one poison
 document cannot take its batch down with it.
+
+Out-of-order writes never overwrite a newer version: right before a batch is
+written, the registry's current version of each of its documents is read
+again, and a document whose registry version is not the one about to be
+written (a newer one was staged meanwhile, or the document was deleted) is
+skipped. The indexes guard the same way on their side (external versions in
+Elasticsearch, a version check in both Qdrants) for the moment between this
+check and the write.
 """
 
 from __future__ import annotations
@@ -15,11 +23,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from search.config import Settings
 from search.embed import Embedder
-from search.errors import IndexingError, SieveError
+from search.errors import BackendUnavailable, IndexingError, SieveError
 from search.keyword.base import KeywordIndex
-from search.registry import Registry, Staged
+from search.registry import BACKENDS, DocumentRow, Registry, Staged, row_document
 from search.text import analyze, clean_text, make_chunks
 from search.types import Chunk, Document
 from search.vector.base import VectorIndex
@@ -27,6 +38,8 @@ from search.vector.base import VectorIndex
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
+# Ids per registry query (an IN list): far below every database's parameter limit.
+_ID_BATCH = 500
 
 
 @dataclass
@@ -35,16 +48,23 @@ class IndexReport:
 
     indexed: int = 0
     unchanged: int = 0
+    # Not written, rightly: already in both indexes at the registry's version,
+    # superseded by a newer version, or no longer in the registry.
+    skipped: int = 0
     chunks: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    # Ids asked for (``index_registered``) that the registry does not hold.
+    missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def merge(self, other: IndexReport) -> None:
         """Add another report's counts to this one."""
         self.indexed += other.indexed
         self.unchanged += other.unchanged
+        self.skipped += other.skipped
         self.chunks += other.chunks
         self.failed.update(other.failed)
+        self.missing.extend(other.missing)
 
 
 @dataclass(frozen=True)
@@ -149,18 +169,38 @@ class Indexer:
         self,
         todo: list[Prepared],
         report: IndexReport,
-        backends: Sequence[str] = ("keyword", "vector"),
+        backends: Sequence[str] = BACKENDS,
+        *,
+        raise_unavailable: bool = False,
     ) -> None:
+        """Write prepared documents and acknowledge them in the registry.
+
+        ``raise_unavailable``: a ``BackendUnavailable`` propagates (the caller
+        retries the job later; batches written so far stay acknowledged)
+        instead of being recorded as each document's failure.
+        """
+        todo = self._still_current(todo, report)
+        if not todo:
+            return
         try:
             self._write_many(todo, backends)
-        except Exception as exc:  # noqa: BLE001 - isolate the failing document below
+        except Exception as exc:  # isolate the failing document below
+            if raise_unavailable and isinstance(exc, BackendUnavailable):
+                # An engine that is down fails every document alike: splitting
+                # the batch would only wait out its timeout once per document.
+                raise
             if len(todo) == 1:
                 self._fail(report, todo[0].staged, f"{type(exc).__name__}: {exc}")
                 return
             log.warning("batch write failed (%s); retrying document by document", exc)
             for item in todo:
-                self._write([item], report, backends)
+                self._write([item], report, backends, raise_unavailable=raise_unavailable)
             return
+        self._acknowledge(todo, report, backends)
+
+    def _acknowledge(
+        self, todo: list[Prepared], report: IndexReport, backends: Sequence[str]
+    ) -> None:
         for item in todo:
             self.registry.mark_indexed(
                 self.collection,
@@ -171,6 +211,30 @@ class Indexer:
             )
             report.indexed += 1
             report.chunks += len(item.chunks)
+
+    def _still_current(self, todo: list[Prepared], report: IndexReport) -> list[Prepared]:
+        """Drop documents whose registry version is no longer the one being written.
+
+        Read right before the write: a newer version staged since this job
+        began has its own job, and writing the older one now would overwrite
+        it (or resurrect a deleted document).
+        """
+        ids = [item.staged.document.id for item in todo]
+        current = current_versions(self.registry, self.collection, ids)
+        keep: list[Prepared] = []
+        for item in todo:
+            doc_id, version = item.staged.document.id, item.staged.version
+            if current.get(doc_id) != version:
+                log.info(
+                    "document %r version %d not written: the registry now holds %s",
+                    doc_id,
+                    version,
+                    current.get(doc_id, "no such document"),
+                )
+                report.skipped += 1
+                continue
+            keep.append(item)
+        return keep
 
     def _write_many(self, todo: list[Prepared], backends: Sequence[str]) -> None:
         chunks = [c for item in todo for c in item.chunks]
@@ -187,11 +251,17 @@ class Indexer:
         *,
         batch_size: int = 64,
         on_progress: ProgressCallback | None = None,
+        raise_unavailable: bool = False,
+        optimize: bool = True,
     ) -> IndexReport:
         """Write registry documents (at their recorded version) into some backends.
 
-        Used by repairs and rebuilds: the registry is not restaged, so versions
-        stay as recorded and nothing counts as a change.
+        Used by repairs, rebuilds and indexing jobs: the registry is not
+        restaged, so versions stay as recorded and nothing counts as a change.
+        ``raise_unavailable``: let ``BackendUnavailable`` propagate instead of
+        marking documents failed (the caller retries later). ``optimize``: build
+        the vector index's HNSW graph at the end (bulk loads; small jobs leave
+        it to the index's own backlog rule).
         """
         report = IndexReport()
         started = time.perf_counter()
@@ -205,12 +275,64 @@ class Indexer:
                 except SieveError as exc:
                     self._fail(report, staged, str(exc))
             if todo:
-                self._write(todo, report, backends)
+                self._write(todo, report, backends, raise_unavailable=raise_unavailable)
             if on_progress is not None:
                 on_progress(len(batch))
-        optimize = getattr(self.vector, "optimize", None)
-        if callable(optimize) and "vector" in backends and report.indexed:
-            optimize()
+        build = getattr(self.vector, "optimize", None)
+        if optimize and callable(build) and "vector" in backends and report.indexed:
+            build()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def index_registered(
+        self,
+        doc_ids: Sequence[str],
+        *,
+        batch_size: int = 64,
+        raise_unavailable: bool = False,
+    ) -> IndexReport:
+        """Index documents the registry already holds, each at its recorded version.
+
+        The consumer of the outbox: an upload stages documents in the registry
+        and hands their ids to a job that calls this. Idempotent: a document
+        already in both indexes at its registry version is skipped, and one
+        written again gets the same chunk ids, so a replayed or duplicated job
+        changes nothing. Ids the registry does not hold are reported in
+        ``missing`` (and counted as skipped). Each batch is acknowledged in the
+        registry as soon as it is written, so a job killed midway redoes only
+        the batch it was on.
+        """
+        report = IndexReport()
+        started = time.perf_counter()
+        ids = list(dict.fromkeys(doc_ids))
+        rows = registered_rows(self.registry, self.collection, ids)
+        todo: list[tuple[Document, int]] = []
+        for doc_id in ids:
+            row = rows.get(doc_id)
+            if row is None:
+                report.missing.append(doc_id)
+                report.skipped += 1
+            elif row.keyword_version == row.version == row.vector_version:
+                report.skipped += 1
+            else:
+                todo.append((row_document(row), row.version))
+        if report.missing:
+            log.warning(
+                "%d documents are not in the registry of %r (deleted, or never staged): %s",
+                len(report.missing),
+                self.collection,
+                report.missing[:10],
+            )
+        if todo:
+            report.merge(
+                self.rewrite(
+                    todo,
+                    BACKENDS,
+                    batch_size=batch_size,
+                    raise_unavailable=raise_unavailable,
+                    optimize=False,
+                )
+            )
         report.seconds = time.perf_counter() - started
         return report
 
@@ -236,3 +358,32 @@ class Indexer:
         self.vector.delete_documents(ids)
         self.registry.delete(self.collection, ids)
         return sorted(known)
+
+
+def current_versions(registry: Registry, collection: str, doc_ids: Sequence[str]) -> dict[str, int]:
+    """The registry's current version of each of ``doc_ids`` it holds (one query per 500)."""
+    out: dict[str, int] = {}
+    # Reads only (doc_id, version): ``Registry.get`` would load every text too.
+    with Session(registry.engine) as session:
+        for start in range(0, len(doc_ids), _ID_BATCH):
+            stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
+                DocumentRow.collection == collection,
+                DocumentRow.doc_id.in_(list(doc_ids[start : start + _ID_BATCH])),
+            )
+            out.update((doc_id, version) for doc_id, version in session.execute(stmt))
+    return out
+
+
+def registered_rows(
+    registry: Registry, collection: str, doc_ids: Sequence[str]
+) -> dict[str, DocumentRow]:
+    """The registry rows of ``doc_ids`` (absent ids left out), one query per 500 ids."""
+    out: dict[str, DocumentRow] = {}
+    with Session(registry.engine, expire_on_commit=False) as session:
+        for start in range(0, len(doc_ids), _ID_BATCH):
+            stmt = select(DocumentRow).where(
+                DocumentRow.collection == collection,
+                DocumentRow.doc_id.in_(list(doc_ids[start : start + _ID_BATCH])),
+            )
+            out.update((row.doc_id, row) for row in session.scalars(stmt))
+    return out

@@ -4,6 +4,13 @@ Documents are indexed with the same pre-analysed tokens as the tantivy leg
 (``sieve_tokens``: whitespace split, no filters) and BM25 k1=1.2, b=0.75, so
 with one shard both engines rank alike. Every transport or API failure becomes
 ``BackendUnavailable(backend="elasticsearch")`` with a one-line message.
+
+Chunks are written with external versioning (``version`` = the document's
+registry version), so Elasticsearch itself refuses to replace a chunk with an
+older version of its document: a late, out-of-order write cannot undo a newer
+one. A deleted chunk's version is remembered for ``index.gc_deletes`` (60 s by
+default) and refuses a rewrite at the same or a lower version meanwhile; that
+case is reported as ``BackendUnavailable`` (retry later), never ignored.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ _SOURCE_FIELDS = ("chunk_id", "doc_id", "text", "title", "start", "end", "ordina
 # Elasticsearch rejects a ``terms`` query longer than index.max_terms_count (65,536).
 _TERMS_BATCH = 10_000
 _BULK_CHUNK = 500
+_MGET_BATCH = 1_000
+_VERSION_CONFLICT = 409
 # Backoff of documents rejected with 429 (queue full): 0.5 s, 1 s, 2 s, ... 30 s.
 _INITIAL_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
@@ -254,16 +263,23 @@ class ElasticsearchKeywordIndex:
     # -- writes ------------------------------------------------------------
 
     def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> None:
-        """Replace every chunk of the batch's documents, then refresh."""
+        """Replace every chunk of the batch's documents, then refresh.
+
+        The chunks are indexed first (external versions: an older version never
+        replaces a newer one), then the documents' chunks of older versions are
+        deleted (those beyond the new chunk count; the overwritten ones changed
+        since the delete's snapshot and are skipped as conflicts). Nothing is
+        visible before the final refresh, so searches never see a mix.
+        """
         if len(chunks) != len(tokens):
             raise ValueError(f"{len(chunks)} chunks but {len(tokens)} token lists")
         if not chunks:
             return
         client = self._es()
-        # Old chunks beyond the new chunk count would survive an overwrite by
-        # _id, so the batch's documents are emptied first.
-        self._delete_where_doc_in(client, [chunk.doc_id for chunk in chunks])
+        versions = {chunk.doc_id: chunk.version for chunk in chunks}
+        doc_of = {chunk.id: chunk.doc_id for chunk in chunks}
         failed: list[str] = []
+        conflicts: dict[str, str] = {}  # chunk id -> document id
         with self._errors("bulk index"):
             for ok, item in streaming_bulk(
                 client,
@@ -276,9 +292,19 @@ class ElasticsearchKeywordIndex:
                 max_backoff=_MAX_BACKOFF_S,
                 yield_ok=False,
             ):
-                if not ok:
+                if ok:
+                    continue
+                _, info = next(iter(item.items()))
+                if info.get("status") == _VERSION_CONFLICT and info.get("_id") in doc_of:
+                    conflicts[info["_id"]] = doc_of[info["_id"]]
+                else:
                     failed.append(_bulk_failure(item))
-        self._refresh(client)
+        try:
+            self._delete_older(client, versions)
+            if conflicts:
+                self._settle_conflicts(client, conflicts, versions)
+        finally:
+            self._refresh(client)
         if failed:
             raise BackendUnavailable(
                 f"elasticsearch rejected {len(failed)} of {len(chunks)} chunks"
@@ -286,6 +312,75 @@ class ElasticsearchKeywordIndex:
                 backend="elasticsearch",
                 index=self.index_name,
                 failed=failed[:10],
+            )
+
+    def _delete_older(self, client: Elasticsearch, versions: dict[str, int]) -> None:
+        """Delete each document's chunks whose version is below ``versions[doc_id]``."""
+        by_version: dict[int, list[str]] = {}
+        for doc_id, version in versions.items():
+            by_version.setdefault(version, []).append(doc_id)
+        for version, doc_ids in sorted(by_version.items()):
+            for start in range(0, len(doc_ids), _TERMS_BATCH):
+                batch = doc_ids[start : start + _TERMS_BATCH]
+                query = {
+                    "bool": {
+                        "filter": [
+                            {"terms": {"doc_id": batch}},
+                            {"range": {"version": {"lt": version}}},
+                        ]
+                    }
+                }
+                with self._errors("delete_by_query"):
+                    resp = client.delete_by_query(
+                        index=self.index_name,
+                        query=query,
+                        # A chunk this write just overwrote is still seen at its
+                        # old version by the query; its delete then conflicts
+                        # (it changed since the snapshot) and is skipped: right.
+                        conflicts="proceed",
+                        refresh=False,
+                    )
+                self._check_by_query(resp.body, "delete_by_query")
+
+    def _settle_conflicts(
+        self, client: Elasticsearch, conflicts: dict[str, str], versions: dict[str, int]
+    ) -> None:
+        """Sort out chunks that Elasticsearch refused (409) as not newer than what it holds.
+
+        A realtime multi-get reads what each refused chunk holds now. The same
+        version: a replay, nothing to do. A newer version: that document was
+        superseded while this write ran, so chunks this write added beyond the
+        newer version's chunk count are strays, deleted here. Nothing as new:
+        the refusal came from a deleted chunk's remembered version
+        (``index.gc_deletes``), so this write did not land: raised, to be retried.
+        """
+        newest: dict[str, int] = {}
+        lost: list[str] = []
+        ids = list(conflicts)
+        for start in range(0, len(ids), _MGET_BATCH):
+            with self._errors("mget"):
+                resp = client.mget(
+                    index=self.index_name, ids=ids[start : start + _MGET_BATCH], source=False
+                )
+            for doc in resp["docs"]:
+                doc_id = conflicts[doc["_id"]]
+                held = int(doc.get("_version", 0)) if doc.get("found") else 0
+                if held < versions[doc_id]:
+                    lost.append(doc["_id"])
+                elif held > versions[doc_id]:
+                    newest[doc_id] = max(held, newest.get(doc_id, 0))
+        if newest:
+            # The strays were written by this call and are not visible to a query yet.
+            self._refresh(client)
+            self._delete_older(client, newest)
+        if lost:
+            raise BackendUnavailable(
+                f"elasticsearch refused {len(lost)} chunks in {self.index_name}: a recently "
+                "deleted copy still holds an equal or newer version (index.gc_deletes); "
+                "retry later",
+                backend="elasticsearch",
+                index=self.index_name,
+                refused=lost[:10],
             )
 
     def _actions(
@@ -296,6 +391,10 @@ class ElasticsearchKeywordIndex:
                 "_op_type": "index",
                 "_index": self.index_name,
                 "_id": chunk.id,
+                # External versioning: Elasticsearch keeps the chunk only if this
+                # version is above the one it holds (409 otherwise, see upsert).
+                "version": chunk.version,
+                "version_type": "external",
                 "_source": {
                     "chunk_id": chunk.id,
                     "doc_id": chunk.doc_id,
@@ -320,13 +419,17 @@ class ElasticsearchKeywordIndex:
         self._refresh(client)
 
     def clear(self) -> None:
-        """Remove every chunk (the index and its mapping stay)."""
+        """Remove every chunk: the index is deleted, and created again on next use.
+
+        Deleting the index rather than its documents also forgets the deleted
+        chunks' versions, which would refuse a rebuild that writes the same
+        external versions again within ``index.gc_deletes``.
+        """
         client = self._es()
-        with self._errors("delete_by_query"):
-            resp = client.delete_by_query(
-                index=self.index_name, query={"match_all": {}}, conflicts="proceed", refresh=True
-            )
-        self._check_by_query(resp.body, "delete_by_query")
+        with self._lock:
+            self._ready = False
+            with self._errors("delete index"):
+                client.indices.delete(index=self.index_name, ignore_unavailable=True)
 
     # -- reads -------------------------------------------------------------
 

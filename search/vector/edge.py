@@ -20,6 +20,7 @@ How it indexes (measured with qdrant-edge-py 0.9):
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ import qdrant_edge as qe
 from search.errors import BackendUnavailable, ConfigError, SieveError
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
 from search.vector import batched, check_vectors, chunk_payload, scored_chunk
+
+log = logging.getLogger(__name__)
 
 BACKEND = "qdrant-edge"
 # Segments with at least this many vectors get an HNSW graph at ``optimize()``;
@@ -97,27 +100,43 @@ class QdrantEdgeIndex:
         overwritten in place), then the documents' points that are not in this
         batch are pruned: a concurrent search never sees a document vanish, only,
         for an instant, its old surplus chunks.
+
+        A document whose stored points carry a newer version than its chunks
+        here is left alone: an out-of-order (late) write never replaces a newer
+        one, and the pruning only touches points of this version or older.
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         if not chunks:
             return
         values = check_vectors(self.dim, vectors)
-        points = [
-            qe.Point(chunk.id, vector, chunk_payload(chunk))
-            for chunk, vector in zip(chunks, values, strict=True)
-        ]
-        keep: set[qe.PointId] = {chunk.id for chunk in chunks}
-        doc_ids = sorted({chunk.doc_id for chunk in chunks})
         with self._lock, _engine_errors("upsert"):
             shard = self._open()
+            # Checked under the lock: every write to this shard goes through this
+            # object (the WAL lock), so nothing newer can land before ours.
+            newer = self._newer_documents(shard, chunks)
+            if newer:
+                log.info("not writing %d superseded documents: %s", len(newer), sorted(newer)[:10])
+                pairs = [
+                    (c, v) for c, v in zip(chunks, values, strict=True) if c.doc_id not in newer
+                ]
+                if not pairs:
+                    return
+                chunks, values = [c for c, _ in pairs], [v for _, v in pairs]
+            points = [
+                qe.Point(chunk.id, vector, chunk_payload(chunk))
+                for chunk, vector in zip(chunks, values, strict=True)
+            ]
+            keep: set[qe.PointId] = {chunk.id for chunk in chunks}
             for batch in batched(points, _WRITE_BATCH):
                 shard.update(qe.UpdateOperation.upsert_points(list(batch)))
-            for ids in batched(doc_ids, _DELETE_BATCH):
-                stale = qe.Filter(
-                    must=[_doc_condition(ids)], must_not=[qe.HasIdCondition(point_ids=keep)]
-                )
-                shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+            for version, doc_ids in _by_version(chunks).items():
+                for ids in batched(doc_ids, _DELETE_BATCH):
+                    stale = qe.Filter(
+                        must=[_doc_condition(ids), _version_at_most(version)],
+                        must_not=[qe.HasIdCondition(point_ids=keep)],
+                    )
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
             shard.flush()
             self._points = shard.info().points_count
             # Overwritten points leave deleted copies behind: they count as backlog too.
@@ -297,6 +316,24 @@ class QdrantEdgeIndex:
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
         )
 
+    def _newer_documents(self, shard: qe.EdgeShard, chunks: Sequence[Chunk]) -> set[str]:
+        """Documents of ``chunks`` that already have points of a newer version."""
+        newer: set[str] = set()
+        fields = qe.PayloadSelector.Include(["doc_id"])
+        for version, doc_ids in _by_version(chunks).items():
+            for ids in batched(doc_ids, _DELETE_BATCH):
+                found = qe.Filter(must=[_doc_condition(ids), _version_above(version)])
+                offset: Any = None
+                while True:
+                    request = qe.ScrollRequest(
+                        offset=offset, limit=_SCROLL_PAGE, filter=found, with_payload=fields
+                    )
+                    records, offset = shard.scroll(request)
+                    newer.update(str((r.payload or {}).get("doc_id", "")) for r in records)
+                    if offset is None:
+                        break
+        return newer
+
     def _optimize(self, shard: qe.EdgeShard) -> bool:
         changed = shard.optimize()
         shard.flush()
@@ -307,6 +344,22 @@ class QdrantEdgeIndex:
 
 def _doc_condition(doc_ids: Sequence[str]) -> qe.FieldCondition:
     return qe.FieldCondition(key="doc_id", match=qe.MatchAny(any=list(doc_ids)))
+
+
+def _version_above(version: int) -> qe.FieldCondition:
+    return qe.FieldCondition(key="version", range=qe.RangeFloat(gt=version))
+
+
+def _version_at_most(version: int) -> qe.FieldCondition:
+    return qe.FieldCondition(key="version", range=qe.RangeFloat(lte=version))
+
+
+def _by_version(chunks: Sequence[Chunk]) -> dict[int, list[str]]:
+    """Document ids of ``chunks`` grouped by their version (one group, usually)."""
+    groups: dict[int, set[str]] = {}
+    for chunk in chunks:
+        groups.setdefault(chunk.version, set()).add(chunk.doc_id)
+    return {version: sorted(ids) for version, ids in groups.items()}
 
 
 def _facet_filter(filters: Filters | None) -> qe.Filter | None:

@@ -9,6 +9,7 @@ neither is sent to it.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -25,6 +26,8 @@ from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
 from search.vector import batched, check_vectors, chunk_payload, scored_chunk
+
+log = logging.getLogger(__name__)
 
 BACKEND = "qdrant"
 _WRITE_BATCH = 256  # points per request: a 384-d batch is ~0.5 MB of JSON
@@ -70,26 +73,38 @@ class QdrantServerIndex:
         Points are written first (deterministic ids overwrite in place), then the
         documents' points not in this batch are deleted, so a document never
         disappears from searches while it is being replaced.
+
+        A document that already has points of a newer version is left alone,
+        and the pruning only touches points of this version or older, so a late
+        (out-of-order) write does not replace a newer one. Other processes can
+        write to a server between the check and the write; the registry's own
+        check (``search.indexing``) right before it keeps that window small.
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         if not chunks:
             return
         values = check_vectors(self.dim, vectors)
-        points = [
-            models.PointStruct(id=chunk.id, vector=vector, payload=chunk_payload(chunk))
-            for chunk, vector in zip(chunks, values, strict=True)
-        ]
-        keep: list[models.ExtendedPointId] = [chunk.id for chunk in chunks]
-        doc_ids = sorted({chunk.doc_id for chunk in chunks})
         with self._calls("upsert") as client:
+            newer = self._newer_documents(client, chunks)
+            if newer:
+                log.info("not writing %d superseded documents: %s", len(newer), sorted(newer)[:10])
+            points = [
+                models.PointStruct(id=chunk.id, vector=vector, payload=chunk_payload(chunk))
+                for chunk, vector in zip(chunks, values, strict=True)
+                if chunk.doc_id not in newer
+            ]
+            chunks = [chunk for chunk in chunks if chunk.doc_id not in newer]
+            keep: list[models.ExtendedPointId] = [chunk.id for chunk in chunks]
             for batch in batched(points, _WRITE_BATCH):
                 client.upsert(self.collection, points=list(batch), wait=True)
-            for ids in batched(doc_ids, _DELETE_BATCH):
-                stale = models.Filter(
-                    must=[_doc_condition(ids)], must_not=[models.HasIdCondition(has_id=keep)]
-                )
-                client.delete(self.collection, models.FilterSelector(filter=stale), wait=True)
+            for version, doc_ids in _by_version(chunks).items():
+                for ids in batched(doc_ids, _DELETE_BATCH):
+                    stale = models.Filter(
+                        must=[_doc_condition(ids), _version_range(lte=version)],
+                        must_not=[models.HasIdCondition(has_id=keep)],
+                    )
+                    client.delete(self.collection, models.FilterSelector(filter=stale), wait=True)
         self._count = None
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
@@ -182,6 +197,26 @@ class QdrantServerIndex:
             )
         return [scored_chunk(p.id, p.score, p.payload) for p in response.points]
 
+    def _newer_documents(self, client: QdrantClient, chunks: Sequence[Chunk]) -> set[str]:
+        """Documents of ``chunks`` that already have points of a newer version."""
+        newer: set[str] = set()
+        for version, doc_ids in _by_version(chunks).items():
+            for ids in batched(doc_ids, _DELETE_BATCH):
+                found = models.Filter(must=[_doc_condition(ids), _version_range(gt=version)])
+                offset: Any = None
+                while True:
+                    records, offset = client.scroll(
+                        self.collection,
+                        scroll_filter=found,
+                        limit=_SCROLL_PAGE,
+                        offset=offset,
+                        with_payload=["doc_id"],
+                    )
+                    newer.update(str((r.payload or {}).get("doc_id", "")) for r in records)
+                    if offset is None:
+                        break
+        return newer
+
     def _approximate_count(self) -> int:
         cached = self._count
         if cached is not None and time.monotonic() - cached[0] < _COUNT_TTL_S:
@@ -269,6 +304,18 @@ class QdrantServerIndex:
 
 def _doc_condition(doc_ids: Sequence[str]) -> models.FieldCondition:
     return models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids)))
+
+
+def _version_range(*, gt: int | None = None, lte: int | None = None) -> models.FieldCondition:
+    return models.FieldCondition(key="version", range=models.Range(gt=gt, lte=lte))
+
+
+def _by_version(chunks: Sequence[Chunk]) -> dict[int, list[str]]:
+    """Document ids of ``chunks`` grouped by their version (one group, usually)."""
+    groups: dict[int, set[str]] = {}
+    for chunk in chunks:
+        groups.setdefault(chunk.version, set()).add(chunk.doc_id)
+    return {version: sorted(ids) for version, ids in groups.items()}
 
 
 def _facet_filter(filters: Filters | None) -> models.Filter | None:
