@@ -56,9 +56,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from search.evaluate import percentile  # noqa: E402
 from support.celery_worker import CeleryWorker, start_worker  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
+
+from search.evaluate import percentile  # noqa: E402
 
 QUEUE = "rerank"
 STARTUP_TIMEOUT_S = 180.0
@@ -141,8 +142,13 @@ def build_index(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path]:
         note("indexing the sample corpus")
         with (work / "index.log").open("wb") as log:
             done = subprocess.run(
-                command, cwd=ROOT, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-                timeout=600, check=False,
+                command,
+                cwd=ROOT,
+                env=clean_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+                check=False,
             )
         if done.returncode not in (0, 1):  # 1: a sample line was skipped, the rest indexed
             raise SystemExit(f"error: sieve index failed; see {work / 'index.log'}")
@@ -160,8 +166,9 @@ def build_index(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path]:
     return data_dir, settings.collection, dataset.queries_path
 
 
-def api_env(args: argparse.Namespace, data_dir: Path, collection: str, model: Path,
-            broker: str, cache: str) -> dict[str, str]:
+def api_env(
+    args: argparse.Namespace, data_dir: Path, collection: str, model: Path, broker: str, cache: str
+) -> dict[str, str]:
     env = clean_env()
     env.update(
         {
@@ -215,17 +222,13 @@ def warm_up(url: str, collection: str, queries_path: Path) -> None:
 
 
 def document_count(url: str, collection: str) -> int | None:
+    """Documents in the collection's registry (the stats endpoint), or None."""
     try:
-        stats = httpx.get(f"{url}/v1/collections/{collection}/stats", timeout=10.0).json()
+        count = httpx.get(f"{url}/v1/collections/{collection}/stats", timeout=10.0).json()
     except (httpx.HTTPError, ValueError):
         return None
-    for key in ("documents", "registry_documents"):
-        if isinstance(stats.get(key), int):
-            return int(stats[key])
-    registry = stats.get("registry")
-    if isinstance(registry, dict) and isinstance(registry.get("documents"), int):
-        return int(registry["documents"])
-    return None
+    count = count.get("documents") if isinstance(count, dict) else None
+    return count if isinstance(count, int) else None
 
 
 # -- the run --------------------------------------------------------------------------
@@ -259,8 +262,12 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
     handle = api_log.open("wb")
     stack.logs.append(handle)
     api = subprocess.Popen(
-        command, cwd=ROOT, env=api_env(args, data_dir, collection, model, broker.url, cache.url),
-        stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+        command,
+        cwd=ROOT,
+        env=api_env(args, data_dir, collection, model, broker.url, cache.url),
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     stack.processes.append(api)
@@ -292,8 +299,13 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
     handle = locust_log.open("wb")
     stack.logs.append(handle)
     locust = subprocess.Popen(
-        command, cwd=ROOT, env=locust_env, stdin=subprocess.DEVNULL, stdout=handle,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        cwd=ROOT,
+        env=locust_env,
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     stack.processes.append(locust)
     note(f"locust: {args.users} users, {args.duration} s")
@@ -315,8 +327,10 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
     for worker in stack.workers:
         worker.process.wait(timeout=10)
     survivors = [pid for w in stack.workers for pid in w.pool_pids()]
-    note(f"killed {len(stack.workers)} rerank workers at +{kill_time - test_start:.1f} s"
-         + (f" (pool processes left: {survivors})" if survivors else ""))
+    note(
+        f"killed {len(stack.workers)} rerank workers at +{kill_time - test_start:.1f} s"
+        + (f" (pool processes left: {survivors})" if survivors else "")
+    )
 
     try:
         locust.wait(timeout=args.duration + 120)
@@ -431,7 +445,7 @@ def verdict(report: dict[str, Any], max_error_rate: float) -> list[tuple[bool, s
 def table(report: dict[str, Any]) -> str:
     lines = [
         "| phase | endpoint | requests | errors (rate) | req/s | p50 ms | p95 ms | p99 ms "
-        "| degraded \"rerank\" (share) | reranked |",
+        '| degraded "rerank" (share) | reranked |',
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase, data in report["phases"].items():
@@ -458,8 +472,12 @@ def main() -> int:
     parser.add_argument("--spawn-rate", type=float, default=8, help="users started per second")
     parser.add_argument("--threads", type=int, help="gunicorn threads (default: --users)")
     parser.add_argument("--rerank-timeout", type=float, default=1.0, help="SIEVE_RERANK_TIMEOUT_S")
-    parser.add_argument("--fresh-share", type=float, default=0.5,
-                        help="share of queries made unique, so the pair-score cache misses")
+    parser.add_argument(
+        "--fresh-share",
+        type=float,
+        default=0.5,
+        help="share of queries made unique, so the pair-score cache misses",
+    )
     parser.add_argument("--data", type=Path, help="a BEIR data set (e.g. ../shared/data/scifact)")
     parser.add_argument("--data-dir", type=Path, help="where --data's index is built or reused")
     parser.add_argument("--max-error-rate", type=float, default=0.01)
@@ -487,6 +505,9 @@ def main() -> int:
         note("interrupted; stopping everything")
         return 130
     finally:
+        # A second Ctrl-C must not cut the clean-up short (every step in it is bounded).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.close()
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)

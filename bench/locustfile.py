@@ -130,8 +130,9 @@ class SieveUser(HttpUser):
 
     wait_time = between(0.05, 0.2)
 
-    def _call(self, endpoint: str, path: str, body: dict[str, Any], expect: int,
-              fresh: bool | None = None) -> None:
+    def _call(
+        self, endpoint: str, path: str, body: dict[str, Any], expect: int, fresh: bool | None = None
+    ) -> None:
         record: dict[str, Any] = {"endpoint": endpoint, "t0": time.time(), "fresh": fresh}
         started = time.perf_counter()
         with self.client.post(

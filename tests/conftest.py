@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from support.redis_server import redis_server  # noqa: E402, F401
-from support.tiny_models import tiny_reranker_dir  # noqa: E402, F401
-from support.celery_worker import celery_worker  # noqa: E402, F401
-from support.live_server import live_server  # noqa: E402, F401
+from support.celery_worker import celery_worker  # noqa: F401
+from support.live_server import live_server  # noqa: F401
+from support.redis_server import redis_server  # noqa: F401
+from support.tiny_models import tiny_reranker_dir  # noqa: F401
