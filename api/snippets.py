@@ -52,19 +52,40 @@ def _han_spans(run: str, offset: int, terms: Iterable[str]) -> list[tuple[int, i
     return spans
 
 
-def match_spans(text: str, query: str) -> list[tuple[int, int]]:
-    """Character spans of ``text`` that match a query token, sorted and merged."""
-    terms = set(analyze(query))
+@functools.lru_cache(maxsize=4096)
+def _query_terms(query: str) -> tuple[frozenset[str], tuple[str, ...], frozenset[str]]:
+    terms = frozenset(analyze(query))
+    # Stemming only rewrites word endings, so an ASCII word whose first two
+    # letters start no query token cannot match: skip analysing it.
+    prefixes = frozenset(t[:2] for t in terms if t.isascii())
+    return terms, tuple(t for t in terms if _HAN_RE.search(t)), prefixes
+
+
+def match_spans(
+    text: str, query: str, lo: int = 0, hi: int | None = None, *, first_only: bool = False
+) -> list[tuple[int, int]]:
+    """Character spans of ``text[lo:hi]`` that match a query token, sorted and merged.
+
+    ``first_only`` stops at the first matching word: a snippet needs its first
+    match to place the window, and only the window's matches after that, so
+    long passages are not analysed word by word past what is shown.
+    """
+    terms, han_terms, prefixes = _query_terms(query)
     if not terms:
         return []
-    han_terms = [t for t in terms if _HAN_RE.search(t)]
     spans: list[tuple[int, int]] = []
-    for match in _WORD_RE.finditer(text):
+    for match in _WORD_RE.finditer(text, lo, len(text) if hi is None else hi):
         if match.group(1):
             if han_terms:
                 spans += _han_spans(match.group(1), match.start(), han_terms)
-        elif _word_tokens(match.group(2)) & terms:
-            spans.append(match.span())
+        else:
+            word = match.group(2)
+            if word.isascii() and word[:2].lower() not in prefixes:
+                continue
+            if _word_tokens(word) & terms:
+                spans.append(match.span())
+        if first_only and spans:
+            break
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -89,8 +110,9 @@ def _window(text: str, first: int, size: int) -> tuple[int, int]:
 
 def snippet(text: str, query: str, size: int = SNIPPET_CHARS) -> str:
     """The passage around its first match, HTML-escaped, matches wrapped in ``<mark>``."""
-    spans = match_spans(text, query)
-    start, end = _window(text, spans[0][0] if spans else 0, size)
+    first = match_spans(text, query, first_only=True)
+    start, end = _window(text, first[0][0] if first else 0, size)
+    spans = match_spans(text, query, start, end) if first else []
     parts = [ELLIPSIS] if start > 0 else []
     cursor = start
     for lo, hi in spans:

@@ -126,7 +126,10 @@ def _on_quitting(environment: Any, **_: Any) -> None:
 
 
 class SieveUser(HttpUser):
-    """One client of the service: mostly searches, some context, a few writes."""
+    """One client of the service: mostly searches, some context, a few writes.
+
+    (Task methods end in ``_task``: ``User.context()`` is locust's own, called per request.)
+    """
 
     wait_time = between(0.05, 0.2)
 
@@ -143,7 +146,9 @@ class SieveUser(HttpUser):
             record["status"] = response.status_code
             error = None
             answer: Any = None
-            if response.status_code != expect:
+            if response.status_code == 0:  # no answer: refused, reset, timed out
+                error = f"transport: {type(response.error).__name__}: {response.error}"[:200]
+            elif response.status_code != expect:
                 error = f"HTTP {response.status_code}: {(response.text or '')[:200]}"
             else:
                 try:
@@ -157,6 +162,10 @@ class SieveUser(HttpUser):
                     record["degraded"] = answer["degraded"]
                     record["reranked"] = answer.get("reranked")
                     record["cached_scores"] = answer.get("cached_scores")
+                    timings = answer.get("timings_ms") or {}
+                    record["server_ms"] = {
+                        k: timings[k] for k in ("total", "embed", "rerank") if k in timings
+                    }
                     for stage in answer["degraded"]:
                         DEGRADED[(endpoint, stage)] += 1
                     if answer["degraded"]:
@@ -172,19 +181,19 @@ class SieveUser(HttpUser):
         RECORDS.append(record)
 
     @task(6)
-    def search(self) -> None:
+    def search_task(self) -> None:
         query, fresh = _query()
         body = {"query": query, "collection": COLLECTION, "top_k": 10, "rerank": True}
         self._call("search", "/v1/search", body, 200, fresh)
 
     @task(3)
-    def context(self) -> None:
+    def context_task(self) -> None:
         query, fresh = _query()
         body = {"query": query, "collection": COLLECTION, "max_tokens": 800}
         self._call("context", "/v1/context", body, 200, fresh)
 
     @task(1)
-    def index(self) -> None:
+    def index_task(self) -> None:
         n = next(_counter)
         words = [random.choice(_WORDS) for _ in range(random.randint(30, 80))]
         document = {

@@ -123,7 +123,15 @@ def _config(settings: Settings) -> dict[str, Any]:
         "redis_socket_timeout": SOCKET_TIMEOUT_S,
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_S,
         "result_expires": RESULT_EXPIRES_S,
-        "task_routes": {"sieve.rerank": {"queue": settings.rerank_queue}},  # tasks.RERANK_TASK
+        # Names of workers.tasks.RERANK_TASK and workers.indexing.INDEX_TASKS.
+        "task_routes": {
+            "sieve.rerank": {"queue": settings.rerank_queue},
+            "sieve.index_documents": {"queue": settings.index_queue},
+            "sieve.delete_documents": {"queue": settings.index_queue},
+            "sieve.reconcile": {"queue": settings.index_queue},
+        },
+        # `celery -A workers.app beat` sends these; run exactly one beat process.
+        "beat_schedule": _beat_schedule(settings),
         # STARTED is stored when a worker picks a task up: the gap between sending
         # and starting (queue wait) is then visible apart from the run time. The
         # rerank task opts out; its reply carries the start time (workers.tasks).
@@ -137,6 +145,21 @@ def _config(settings: Settings) -> dict[str, Any]:
         # up to a visibility timeout (a lost message is restored only after it).
         "sieve_delivery_ttl_s": settings.broker_visibility_timeout_s
         * (settings.task_max_deliveries + 1),
+    }
+
+
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    """The periodic reconcile of every collection (none when the interval is 0)."""
+    interval = settings.reconcile_interval_s
+    if interval <= 0:
+        return {}
+    return {
+        "sieve-reconcile": {
+            "task": "sieve.reconcile",  # workers.indexing.RECONCILE_TASK
+            "schedule": float(interval),
+            # Runs that pile up while no index worker is up are dropped, not replayed.
+            "options": {"queue": settings.index_queue, "expires": float(interval)},
+        }
     }
 
 

@@ -1,5 +1,8 @@
 """Sieve's Celery tasks: thin adapters around the engine in ``search/``.
 
+The indexing tasks (index, delete, reconcile) live in ``workers.indexing``;
+``register_tasks`` adds them too.
+
 ``sieve.rerank`` scores (query, passage) pairs with the process's
 ``CrossEncoderReranker``. Arguments and result are small JSON: strings in,
 ``{"scores": [[logit, start, end], ...], "model_ms", "model_key", "started_at"}`` out.
@@ -28,6 +31,7 @@ from search.config import Settings
 from search.errors import ConfigError, ModelIncompatible, ModelNotFound, SieveError
 from search.rerank import CrossEncoderReranker
 from workers.delivery import DeadLettered, DeliveryLimitedTask
+from workers.indexing import register_index_tasks
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,11 @@ def _consumes(app: Celery, queue: str) -> bool:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Add ``sieve.rerank`` to ``app`` (``workers.app.make_celery`` calls this)."""
+    """Add Sieve's tasks to ``app`` (``workers.app.make_celery`` calls this).
+
+    ``sieve.rerank`` here; the index, delete and reconcile tasks in ``workers.indexing``.
+    """
+    register_index_tasks(app, settings)
     slot = ModelSlot(app, settings)
     _slots.add(slot)
 

@@ -1,0 +1,311 @@
+"""Indexing jobs on Celery: the ``index`` queue's tasks and the calls that enqueue them.
+
+Tasks take ids and small JSON, never objects, and are thin adapters around
+``search.indexing`` and ``search.reconcile``:
+
+- ``sieve.index_documents(collection, doc_ids)`` indexes documents the registry
+  already holds, each at its recorded version. The registry is the outbox: an
+  upload stages documents (``Registry.stage``) and only then enqueues their ids
+  (``enqueue_index``), so a lost message loses nothing the reconciler cannot
+  find. Idempotent: chunk and point ids are deterministic, a document already
+  in both indexes at its registry version is skipped, and an older version
+  than the registry's is never written. Returns
+  ``{"indexed", "skipped", "failed": {doc_id: error}, "missing", "chunks", "seconds"}``;
+  every failure is also recorded in the registry (status ``failed``, ``error``).
+- ``sieve.delete_documents(collection, doc_ids)`` deletes from both indexes,
+  then from the registry. Returns ``{"deleted": [ids the registry knew]}``.
+- ``sieve.reconcile(collection=None)`` compares registry and indexes and
+  repairs any difference (every collection when ``None``); celery beat sends
+  it every ``reconcile_interval_s`` (``celery -A workers.app beat``).
+
+Retries and the delivery limit. A backend that is down (``BackendUnavailable``
+from Elasticsearch, Qdrant, tantivy or the registry's database) fails the job,
+which Celery retries with exponential backoff and jitter, up to
+``index_max_retries`` times; documents written before the failure stay
+acknowledged and are skipped by the retry. The last attempt does not raise:
+it records what still fails in the registry and returns it. A retry keeps the
+task id, so ``workers.delivery`` would count it as a delivery and, past
+``task_max_deliveries``, dead-letter a job that only waited for a backend.
+``IndexTask`` therefore counts deliveries *per attempt*: a retry is a new
+message with a fresh count, and the limit keeps its meaning (a message whose
+run kills its worker ``task_max_deliveries`` times in a row is dead-lettered).
+A job runs at most ``(index_max_retries + 1) * task_max_deliveries`` times.
+Each retry waits in the worker as an unacknowledged ETA message, so the
+backoff is capped well below the broker's visibility timeout (a longer wait
+would be handed to a second worker as well).
+
+One engine per worker process, built after the fork (in ``worker_process_init``
+where the worker consumes the index queue, else on first use) and closed when
+the process exits. The embedded engines (tantivy, Qdrant Edge) are
+single-process: one index worker process (``--concurrency 1``) per data
+directory. With Elasticsearch and a Qdrant server, run as many as you like.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_process_shutdown
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError as DatabaseError
+
+from search.config import Settings
+from search.errors import BackendUnavailable, InvalidRequest, ModelIncompatible, ModelNotFound
+from search.indexing import IndexReport
+from search.reconcile import reconcile
+from workers.app import make_celery
+from workers.delivery import DeadLettered, DeliveryLimitedTask, deliveries
+
+if TYPE_CHECKING:
+    from search.engine import SearchEngine
+
+log = logging.getLogger(__name__)
+
+INDEX_TASK = "sieve.index_documents"
+DELETE_TASK = "sieve.delete_documents"
+RECONCILE_TASK = "sieve.reconcile"
+INDEX_TASKS = (INDEX_TASK, DELETE_TASK, RECONCILE_TASK)
+# The longest wait between two retries, unless the visibility timeout is shorter.
+RETRY_BACKOFF_MAX_S = 300
+# Outages worth waiting out: an engine or the registry's database unreachable.
+RETRYABLE: tuple[type[Exception], ...] = (BackendUnavailable, DatabaseError)
+# The broker is unreachable (kombu wraps most of redis-py's errors).
+_BROKER_ERRORS = (BrokerError, redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def attempt_id(task_id: str, retries: int) -> str:
+    """The delivery counter's name for one attempt: the first keeps the plain task id."""
+    return task_id if retries == 0 else f"{task_id}:retry{retries}"
+
+
+def attempt_deliveries(client: redis.Redis, task_id: str, retries: int = 0) -> int:
+    """How many times attempt ``retries`` of an index job reached a pool process."""
+    return deliveries(client, attempt_id(task_id, retries))
+
+
+def retry_backoff_max(settings: Settings) -> int:
+    """The cap of the exponential backoff: at most half the broker's visibility timeout."""
+    return max(1, min(RETRY_BACKOFF_MAX_S, settings.broker_visibility_timeout_s // 2))
+
+
+class IndexTask(DeliveryLimitedTask):
+    """``DeliveryLimitedTask`` whose limit counts deliveries per attempt (see the module doc)."""
+
+    def _count(self, task_id: str, ttl_s: int) -> int:
+        return super()._count(attempt_id(task_id, int(self.request.retries or 0)), ttl_s)
+
+
+class EngineSlot:
+    """The one ``SearchEngine`` of a worker process, built after the fork."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._engine: SearchEngine | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> SearchEngine:
+        """This process's engine, built on first use (never one inherited through a fork)."""
+        with self._lock:
+            if self._engine is None or self._pid != os.getpid():
+                # Imported here: a process that only enqueues never needs the engines.
+                from search.engine import SearchEngine
+
+                # No reranker: indexing ranks nothing, and building one looks for a model.
+                self._engine = SearchEngine(self.settings, reranker=None)
+                self._pid = os.getpid()
+            return self._engine
+
+    def warm_up(self) -> None:
+        """Build the engine and load the embedding model now rather than in the first job."""
+        engine = self.get()
+        started = time.perf_counter()
+        try:
+            engine.embedder.warm_up()
+        except (ModelNotFound, ModelIncompatible) as exc:
+            # Stay up: every job then records this error on its documents.
+            log.error("embedding model not loaded, index jobs will fail: %s", exc)
+            return
+        log.info(
+            "index worker ready: embedder %s loaded in %.2f s",
+            engine.embedder.model_name,
+            time.perf_counter() - started,
+        )
+
+    def close(self) -> None:
+        """Close this process's engine: flushes the indexes and releases their locks."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+            if engine is not None and self._pid == os.getpid():
+                engine.close()
+
+
+_slots: weakref.WeakSet[EngineSlot] = weakref.WeakSet()
+
+
+@worker_process_init.connect
+def _build_after_fork(**_: Any) -> None:
+    for slot in list(_slots):
+        if slot.settings.index_queue in slot.app.amqp.queues.consume_from:
+            slot.warm_up()
+
+
+@worker_process_shutdown.connect
+def _close_on_exit(**_: Any) -> None:
+    for slot in list(_slots):
+        slot.close()
+
+
+def check_doc_ids(doc_ids: object, settings: Settings) -> list[str]:
+    """``doc_ids`` as a list of distinct non-empty strings, or ``InvalidRequest``."""
+    if isinstance(doc_ids, str) or not isinstance(doc_ids, Sequence):
+        raise InvalidRequest("doc_ids must be a list of document ids")
+    if not all(isinstance(d, str) and d for d in doc_ids):
+        raise InvalidRequest("every document id must be a non-empty string")
+    ids = list(dict.fromkeys(doc_ids))
+    if not ids:
+        raise InvalidRequest("no document ids given: nothing to do")
+    if len(ids) > settings.max_batch_docs:
+        raise InvalidRequest(
+            f"{len(ids)} document ids in one job; at most SIEVE_MAX_BATCH_DOCS="
+            f"{settings.max_batch_docs}: send several jobs",
+            count=len(ids),
+        )
+    return ids
+
+
+def report_dict(report: IndexReport) -> dict[str, Any]:
+    """An ``IndexReport`` as the JSON result of an index job."""
+    return {
+        "indexed": report.indexed,
+        "skipped": report.skipped,
+        "failed": dict(report.failed),
+        "missing": list(report.missing),
+        "chunks": report.chunks,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def register_index_tasks(app: Celery, settings: Settings) -> None:
+    """Add the index, delete and reconcile tasks to ``app`` (``workers.tasks`` calls this)."""
+    slot = EngineSlot(app, settings)
+    _slots.add(slot)
+    retries: dict[str, Any] = {
+        "autoretry_for": RETRYABLE,
+        "retry_backoff": True,
+        "retry_backoff_max": retry_backoff_max(settings),
+        "retry_jitter": True,
+        "max_retries": settings.index_max_retries,
+    }
+    expected = (InvalidRequest, DeadLettered)
+
+    @app.task(name=INDEX_TASK, base=IndexTask, bind=True, shared=False, throws=expected, **retries)
+    def index_documents(self: Task, collection: str, doc_ids: list[str]) -> dict[str, Any]:
+        """Index documents staged in the registry; ``{"indexed", "skipped", "failed", ...}``."""
+        ids = check_doc_ids(doc_ids, settings)
+        # The last attempt records outages as document failures instead of raising.
+        last = self.request.retries >= settings.index_max_retries
+        indexer = slot.get().collection(collection).indexer
+        report = indexer.index_registered(
+            ids, batch_size=settings.embed_batch_size, raise_unavailable=not last
+        )
+        if report.failed:
+            log.warning(
+                "%s: %d documents failed: %s",
+                collection,
+                len(report.failed),
+                sorted(report.failed)[:10],
+            )
+        return report_dict(report)
+
+    @app.task(name=DELETE_TASK, base=IndexTask, bind=True, shared=False, throws=expected, **retries)
+    def delete_documents(self: Task, collection: str, doc_ids: list[str]) -> dict[str, Any]:
+        """Delete documents from both indexes and the registry; ``{"deleted": [...]}``."""
+        ids = check_doc_ids(doc_ids, settings)
+        return {"deleted": slot.get().collection(collection).indexer.delete(ids)}
+
+    # No automatic retry: the next scheduled run is the retry.
+    @app.task(
+        name=RECONCILE_TASK,
+        base=IndexTask,
+        bind=True,
+        shared=False,
+        throws=(*expected, BackendUnavailable),
+    )
+    def reconcile_collections(self: Task, collection: str | None = None) -> dict[str, Any]:
+        """Find and repair differences between registry and indexes, per collection."""
+        engine = slot.get()
+        names = [collection] if collection is not None else engine.registry.collection_names()
+        reports: dict[str, Any] = {}
+        for name in names:
+            report = reconcile(engine.collection(name).indexer)
+            reports[name] = report.to_dict()
+            if report.total:
+                log.warning("reconcile %s: %s", name, reports[name])
+        return {"collections": reports}
+
+
+# -- the sending side (the API) ------------------------------------------------
+
+_apps: dict[int, tuple[Settings, Celery]] = {}
+_apps_lock = threading.Lock()
+
+
+def _app_for(settings: Settings) -> Celery:
+    # One app (and so one connection pool) per settings object, made on first use.
+    with _apps_lock:
+        entry = _apps.get(id(settings))
+        if entry is None or entry[0] is not settings:
+            entry = (settings, make_celery(settings))
+            _apps[id(settings)] = entry
+        return entry[1]
+
+
+def enqueue_index(
+    settings: Settings, collection: str, doc_ids: Sequence[str], *, app: Celery | None = None
+) -> str:
+    """Send ``sieve.index_documents`` for documents already staged in the registry.
+
+    Returns the task id. Stage first (``Registry.stage``), enqueue second: if
+    this raises (``BackendUnavailable(backend="broker")``) the documents stay
+    ``pending`` and the periodic reconcile indexes them.
+    """
+    return _send(settings, app, INDEX_TASK, collection, doc_ids)
+
+
+def enqueue_delete(
+    settings: Settings, collection: str, doc_ids: Sequence[str], *, app: Celery | None = None
+) -> str:
+    """Send ``sieve.delete_documents``; returns the task id."""
+    return _send(settings, app, DELETE_TASK, collection, doc_ids)
+
+
+def _send(
+    settings: Settings,
+    app: Celery | None,
+    name: str,
+    collection: str,
+    doc_ids: Sequence[str],
+) -> str:
+    from search.engine import check_collection
+
+    check_collection(collection)
+    ids = check_doc_ids(doc_ids, settings)
+    try:
+        result = (app or _app_for(settings)).send_task(
+            name, args=(collection, ids), queue=settings.index_queue
+        )
+    except _BROKER_ERRORS as exc:
+        raise BackendUnavailable(
+            f"could not enqueue {name}: broker unreachable: {exc}", backend="broker"
+        ) from exc
+    return str(result.id)
