@@ -53,7 +53,7 @@ def _rerank_op(path: str) -> Op:
     return Op(
         "post",
         path,
-        "Rerank documents (Cohere, Jina and TEI compatible)",
+        "Rerank documents (Cohere and Jina compatible)",
         "search",
         (200, s.RerankOutBody),
         s.RerankBody,

@@ -84,13 +84,19 @@ class RerankDocument(Strict):
 
 
 class RerankBody(Strict):
-    """``POST /v1/rerank`` (Cohere / Jina / TEI shaped)."""
+    """``POST /v1/rerank`` (the Cohere / Jina shape)."""
 
     model: str | None = Field(None, max_length=256)
     query: Query
     documents: list[str | RerankDocument] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
+    # Optional Cohere parameters, accepted so SDK calls that pass them work.
+    # Sieve scores whole documents by their best window already, so these
+    # change nothing (said in docs/api.md).
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_chunks_per_doc: int | None = Field(None, ge=1)
+    priority: int | None = None
 
 
 class CollectionBody(Strict):

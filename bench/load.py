@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -159,10 +160,18 @@ def build_index(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path]:
 
     dataset = Dataset.open(args.data)
     base = Path(args.data_dir or os.environ.get("SIEVE_DATA_DIR") or ROOT / "data")
-    note(f"preparing the {dataset.name} index in {base} (built once, ~20 min on 2 cores)")
+    built = base / "eval" / dataset.name
+    if (built / "fingerprint.json").is_file():
+        # Work on a copy: the test writes documents into it, and prepare_index would
+        # rebuild a stale index in place. The folder given is only read.
+        note(f"copying the {dataset.name} index from {built}")
+        shutil.copytree(built, work / "prepared" / "eval" / dataset.name)
+        base = work / "prepared"
+    else:
+        note(f"building the {dataset.name} index in {base} (~20 min on 2 cores; reused later)")
     settings = prepare_index(Settings(data_dir=base), dataset)
     data_dir = work / "data"
-    shutil.copytree(settings.data_dir, data_dir)  # the test writes documents into it
+    shutil.copytree(settings.data_dir, data_dir)
     return data_dir, settings.collection, dataset.queries_path
 
 
@@ -229,6 +238,20 @@ def document_count(url: str, collection: str) -> int | None:
         return None
     count = count.get("documents") if isinstance(count, dict) else None
     return count if isinstance(count, int) else None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their live descendants."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 # -- the run --------------------------------------------------------------------------
@@ -318,9 +341,13 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
             raise SystemExit(f"error: locust did not start; its log:\n{tail}")
         time.sleep(0.1)
     test_start = float(started_path.read_text())
+    worker_pids = [w.process.pid for w in stack.workers]
+    cpu = {"api_start": cpu_seconds([api.pid]), "workers_start": cpu_seconds(worker_pids)}
     kill_at = test_start + args.duration * args.kill_at
     while time.time() < kill_at and locust.poll() is None:
         time.sleep(min(0.1, max(0.0, kill_at - time.time())))
+    cpu["workers_kill"] = cpu_seconds(worker_pids)
+    cpu["api_kill"] = cpu_seconds([api.pid])
     kill_time = time.time()
     for worker in stack.workers:
         kill_group(worker.process)  # SIGKILL: main process and pool process alike
@@ -340,9 +367,11 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
     if not records_path.exists():
         tail = locust_log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"error: locust wrote no records; its log:\n{tail}")
+    cpu["api_end"] = cpu_seconds([api.pid])
     records = [json.loads(line) for line in records_path.read_text().splitlines() if line]
     docs_after = document_count(url, collection)
     report = summarise(records, test_start, kill_time)
+    report["cpu"] = cpu_report(report, cpu)
     report["setup"] = {
         "data": str(args.data) if args.data else "sample/corpus.jsonl",
         "collection": collection,
@@ -368,6 +397,12 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
 # -- the report -------------------------------------------------------------------------
 
 
+def server_p50(records: list[dict[str, Any]], stage: str) -> float | None:
+    """Median of a stage's time as the server reported it (``timings_ms``)."""
+    values = [r["server_ms"][stage] for r in records if stage in r.get("server_ms", {})]
+    return round(percentile(values, 50), 1) if values else None
+
+
 def stats(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     """Counts, rate and latency of a set of requests."""
     ok = [r for r in records if r.get("ok")]
@@ -386,6 +421,9 @@ def stats(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "degraded_rerank": len(degraded),
         "degraded_share": round(len(degraded) / len(answered), 4) if answered else None,
         "reranked": sum(1 for r in answered if r.get("reranked")),
+        "server_total_p50_ms": server_p50(ok, "total"),
+        "server_embed_p50_ms": server_p50(ok, "embed"),
+        "server_rerank_p50_ms": server_p50(ok, "rerank"),
         "fresh_degraded": sum(1 for r in degraded if r.get("fresh")),
         "other_degraded": sum(1 for r in answered if set(r["degraded"]) - {"rerank"}),
     }
@@ -411,6 +449,27 @@ def summarise(records: list[dict[str, Any]], test_start: float, kill_time: float
             errors[key] = errors.get(key, 0) + 1
     out["error_samples"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5])
     return out
+
+
+def cpu_report(report: dict[str, Any], cpu: dict[str, float]) -> dict[str, Any]:
+    """CPU time per request: the API (gunicorn master and worker) per phase, and the
+    rerank workers per rerank call they were asked for before the kill."""
+    phases = report["phases"]
+    before, after = phases["before"]["rows"]["overall"], phases["after"]["rows"]["overall"]
+    api_before = cpu["api_kill"] - cpu["api_start"]
+    api_after = cpu["api_end"] - cpu["api_kill"]
+    workers = cpu["workers_kill"] - cpu["workers_start"]
+    return {
+        "api_cpu_s_before": round(api_before, 2),
+        "api_cpu_s_after": round(api_after, 2),
+        "api_cpu_ms_per_request_before": round(1000 * api_before / max(1, before["ok"]), 1),
+        "api_cpu_ms_per_request_after": round(1000 * api_after / max(1, after["ok"]), 1),
+        "api_cores_busy_before": round(api_before / max(1e-9, phases["before"]["seconds"]), 2),
+        "rerank_workers_cpu_s_before": round(workers, 2),
+        "rerank_workers_cores_busy_before": round(
+            workers / max(1e-9, phases["before"]["seconds"]), 2
+        ),
+    }
 
 
 def locust_aggregate(path: Path) -> dict[str, Any] | None:
@@ -445,7 +504,7 @@ def verdict(report: dict[str, Any], max_error_rate: float) -> list[tuple[bool, s
 def table(report: dict[str, Any]) -> str:
     lines = [
         "| phase | endpoint | requests | errors (rate) | req/s | p50 ms | p95 ms | p99 ms "
-        '| degraded "rerank" (share) | reranked |',
+        '| degraded "rerank" (share) | reranked (search) |',
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase, data in report["phases"].items():
@@ -457,7 +516,7 @@ def table(report: dict[str, Any]) -> str:
                 f"| {label} | {endpoint} | {s['requests']} | {s['errors']} "
                 f"({s['error_rate']:.2%}) | {s['rps']} | {s['p50_ms']} | {s['p95_ms']} "
                 f"| {s['p99_ms']} | {str(s['degraded_rerank']) + share if has_answers else ''} "
-                f"| {s['reranked'] if has_answers else ''} |"
+                f"| {s['reranked'] if endpoint == 'search' else ''} |"
             )
             label = ""
     return "\n".join(lines)
@@ -523,6 +582,7 @@ def main() -> int:
         if report["error_samples"]:
             print("errors:", json.dumps(report["error_samples"]))
         print("setup:", json.dumps(report["setup"]))
+        print("cpu:", json.dumps(report["cpu"]))
         print("locust's own aggregate:", json.dumps(report["locust_csv"]))
         for ok, text in checks:
             print(f"{'PASS' if ok else 'FAIL'}: {text}")

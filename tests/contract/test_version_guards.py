@@ -63,9 +63,7 @@ def payloads(index: Any) -> list[tuple[str, int, str]]:
     else:
         with index._calls("scroll") as client:
             records, _ = client.scroll(index.collection, limit=1_000, with_payload=True)
-    return sorted(
-        (r.payload["doc_id"], r.payload["version"], r.payload["text"]) for r in records
-    )
+    return sorted((r.payload["doc_id"], r.payload["version"], r.payload["text"]) for r in records)
 
 
 @pytest.fixture(params=["qdrant-edge", "qdrant-local", "qdrant-server"])
@@ -146,7 +144,7 @@ def indexer(tmp_path: Path) -> Iterator[Indexer]:
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
     keyword = TantivyKeywordIndex(tmp_path / "tantivy")
     vector = QdrantEdgeIndex(tmp_path / "edge", DIM)
-    built = Indexer(settings, registry, keyword, vector, HashEmbedder(), "c")  # type: ignore[arg-type]
+    built = Indexer(settings, registry, keyword, vector, HashEmbedder(), "c")
     yield built
     keyword.close()
     vector.close()

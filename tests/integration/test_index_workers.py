@@ -1,0 +1,307 @@
+"""Indexing jobs for real: a Celery index worker, a Redis broker, a PostgreSQL registry.
+
+One worker process (prefork, concurrency 1: it alone owns the tantivy and
+Qdrant Edge files of its data directory) serves the module on its own queue,
+in Redis database ``DB``. The test process stages documents in the registry
+(the outbox), enqueues their ids, and reads the registry and, read-only, the
+tantivy index while the worker runs; the Qdrant Edge shard admits one process,
+so the last test stops the worker and checks both indexes document by document.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tantivy
+from celery import Celery
+from celery.result import AsyncResult
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from support.celery_worker import CeleryWorker
+
+from search.config import Settings
+from search.errors import InvalidRequest
+from search.keyword.tantivy_index import TantivyKeywordIndex
+from search.reconcile import reconcile
+from search.registry import Registry
+from search.types import Document
+from search.vector.edge import QdrantEdgeIndex
+from workers.app import make_celery
+from workers.indexing import (
+    INDEX_TASK,
+    RECONCILE_TASK,
+    attempt_deliveries,
+    enqueue_delete,
+    enqueue_index,
+)
+
+pytestmark = pytest.mark.integration
+
+DB = 11  # this module's own Redis database
+READY = r"index worker ready: embedder"
+DIM = 384  # all-MiniLM-L6-v2
+PG_ADMIN = os.environ.get(
+    "SIEVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+WORDS = (
+    "river stone garden tomato compost bread flour oven yeast salt water kettle tea leaf "
+    "mountain trail boot rain cloud wind harbour boat sail rope knot lantern candle wax"
+).split()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module's registry, dropped at the end."""
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    name = f"sieve_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN} is not reachable (set SIEVE_TEST_PG_URL): {exc}")
+    yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def worker_env(data_dir: Path, registry_url: str, queue: str) -> dict[str, str]:
+    """What an index worker of these tests runs with (on top of start_worker's)."""
+    return {
+        "SIEVE_DATA_DIR": str(data_dir),
+        "SIEVE_REGISTRY_URL": registry_url,
+        "SIEVE_INDEX_QUEUE": queue,
+        "SIEVE_RERANK_QUEUE": "rerank-unused",  # not consumed: no reranker loads
+        "SIEVE_RERANK_BACKEND": "none",
+        "SIEVE_EMBED_DEVICE": "cpu",
+        # Small batches: a job of a few dozen documents is several acknowledged batches.
+        "SIEVE_EMBED_BATCH_SIZE": "8",
+    }
+
+
+@pytest.fixture(scope="module")
+def worker(pg_url, celery_worker, tmp_path_factory) -> CeleryWorker:
+    queue = f"index-{uuid.uuid4().hex[:8]}"
+    data_dir = tmp_path_factory.mktemp("index-data")
+    started = celery_worker(db=DB, queue=queue, env=worker_env(data_dir, pg_url, queue))
+    started.wait_for_log(READY, timeout_s=120)  # the embedder loads after the fork
+    return started
+
+
+@pytest.fixture(scope="module")
+def app(worker) -> Celery:
+    return make_celery(worker.settings)
+
+
+@pytest.fixture(scope="module")
+def registry(pg_url) -> Iterator[Registry]:
+    reg = Registry(pg_url)
+    yield reg
+    reg.close()
+
+
+def documents(prefix: str, n: int, seed: int = 0, words: int = 60) -> list[Document]:
+    rng = random.Random(seed)
+    return [
+        Document(
+            id=f"{prefix}-{i:03}",
+            title=f"{prefix} {i}",
+            text=" ".join(rng.choice(WORDS) for _ in range(words)),
+            metadata={"n": i},
+        )
+        for i in range(n)
+    ]
+
+
+def stage(registry: Registry, collection: str, docs: list[Document]) -> list[str]:
+    registry.add_collection(collection)
+    registry.stage(collection, docs)
+    return [d.id for d in docs]
+
+
+def result_of(app: Celery, task_id: str, timeout_s: float = 90) -> dict:
+    value = AsyncResult(task_id, app=app).get(timeout=timeout_s)
+    assert isinstance(value, dict), value
+    return value
+
+
+def keyword_chunks(data_dir: Path, collection: str) -> Counter[str]:
+    """Chunks per document in the tantivy index (a reader: the worker keeps writing)."""
+    index = TantivyKeywordIndex(data_dir / "collections" / collection / "tantivy")
+    try:
+        searcher = index._open()[0].searcher()
+        if searcher.num_docs == 0:
+            return Counter()
+        hits = searcher.search(tantivy.Query.all_query(), searcher.num_docs, count=False).hits
+        return Counter(str(searcher.doc(address).get_first("doc_id")) for _, address in hits)
+    finally:
+        index.close()
+
+
+def vector_chunks(data_dir: Path, collection: str) -> Counter[str]:
+    """Points per document in the Qdrant Edge shard (only when no worker has it open)."""
+    import qdrant_edge as qe
+
+    index = QdrantEdgeIndex(data_dir / "collections" / collection / "qdrant-edge", DIM)
+    try:
+        shard, counts, offset = index._open(), Counter[str](), None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=1_024, with_payload=qe.PayloadSelector.Include(["doc_id"])
+            )
+            records, offset = shard.scroll(request)
+            counts.update(str(r.payload["doc_id"]) for r in records)
+            if offset is None:
+                return counts
+    finally:
+        index.close()
+
+
+def registry_chunks(registry: Registry, collection: str) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for doc_id in registry.versions(collection):
+        row = registry.get(collection, doc_id)
+        assert row is not None and row.status == "indexed", (doc_id, row and row.status)
+        out[doc_id] = row.chunks
+    return out
+
+
+def test_round_trip_stage_enqueue_index_acknowledge(worker, app, registry):
+    ids = stage(registry, "trip", documents("trip", 6))
+    task_id = enqueue_index(worker.settings, "trip", ids)
+
+    result = result_of(app, task_id)
+
+    assert (result["indexed"], result["skipped"], result["failed"]) == (6, 0, {})
+    assert result["missing"] == [] and result["chunks"] >= 6
+    for doc_id in ids:
+        row = registry.get("trip", doc_id)
+        assert row.status == "indexed" and row.error is None
+        assert row.keyword_version == row.vector_version == row.version == 1
+    data_dir = worker.settings.data_dir
+    assert keyword_chunks(data_dir, "trip") == registry_chunks(registry, "trip")
+    assert worker.log().count(f"{task_id}] succeeded") == 1
+
+
+def test_replayed_and_duplicated_jobs_change_nothing(worker, app, registry):
+    ids = stage(registry, "replay", documents("replay", 6, seed=1))
+    first_id = enqueue_index(worker.settings, "replay", ids)
+    assert result_of(app, first_id)["indexed"] == 6
+    before = keyword_chunks(worker.settings.data_dir, "replay")
+
+    # A replay of the job, two concurrent duplicates, and the same message again
+    # (same task id, as a redelivery would bring it): all skip, nothing written.
+    replays = [enqueue_index(worker.settings, "replay", ids) for _ in range(3)]
+    redelivered = app.send_task(
+        INDEX_TASK, args=("replay", ids), queue=worker.queue, task_id=first_id
+    )
+    for task_id in replays:
+        result = result_of(app, task_id)
+        assert (result["indexed"], result["skipped"], result["failed"]) == (0, 6, {})
+    # The first run's result is stored under that id too: wait for the second run.
+    worker.wait_for_log(f"{redelivered.id}] succeeded", count=2, timeout_s=60)
+    result = app.backend.get_task_meta(redelivered.id, cache=False)["result"]  # not the cached 1st
+    assert (result["indexed"], result["skipped"], result["failed"]) == (0, 6, {})
+    assert attempt_deliveries(_broker(worker), first_id) == 2
+
+    # As after a crash between the index writes and their acknowledgement: the
+    # same version is written again, over the same chunk ids.
+    with registry.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE documents SET vector_version = NULL, status = 'pending' "
+                "WHERE collection = 'replay'"
+            )
+        )
+    result = result_of(app, enqueue_index(worker.settings, "replay", ids))
+    assert (result["indexed"], result["skipped"]) == (6, 0)
+    assert keyword_chunks(worker.settings.data_dir, "replay") == before
+    assert registry_chunks(registry, "replay") == before
+
+
+def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, registry):
+    ids = stage(registry, "order", documents("order", 48, seed=2))
+    task_id = enqueue_index(worker.settings, "order", ids)
+    # The job read every row (version 1) when it started; once its first batch
+    # is acknowledged, a new version of its last document is staged.
+    deadline = time.monotonic() + 60
+    while registry.stats("order")["indexed"] == 0:
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.02)
+    changed = Document(id=ids[-1], text="zeppelin hangar over the harbour", title="v2")
+    (staged,) = registry.stage("order", [changed])
+    assert staged.version == 2
+
+    result = result_of(app, task_id)
+
+    # Version 1 of that document reached its write after version 2 was staged: skipped.
+    assert (result["indexed"], result["skipped"], result["failed"]) == (47, 1, {})
+    row = registry.get("order", ids[-1])
+    assert row.version == 2 and row.status == "pending" and row.keyword_version is None
+    result = result_of(app, enqueue_index(worker.settings, "order", [ids[-1]]))
+    assert result["indexed"] == 1
+    row = registry.get("order", ids[-1])
+    assert row.status == "indexed" and row.keyword_version == row.vector_version == 2
+    reader = TantivyKeywordIndex(worker.settings.data_dir / "collections" / "order" / "tantivy")
+    try:
+        assert reader.doc_versions()[ids[-1]] == 2
+        assert [h.doc_id for h in reader.search(["zeppelin"], 5)] == [ids[-1]]
+    finally:
+        reader.close()
+
+
+def test_delete_missing_ids_and_reconcile(worker, app, registry):
+    ids = stage(registry, "gone", documents("gone", 4, seed=3))
+    assert result_of(app, enqueue_index(worker.settings, "gone", ids))["indexed"] == 4
+
+    deleted = result_of(app, enqueue_delete(worker.settings, "gone", ids[:2] + ["never"]))
+
+    assert deleted == {"deleted": ids[:2]}
+    assert sorted(registry.versions("gone")) == ids[2:]
+    result = result_of(app, enqueue_index(worker.settings, "gone", ids))
+    assert result["missing"] == ids[:2] and result["skipped"] == 4 and result["indexed"] == 0
+    report = result_of(app, app.send_task(RECONCILE_TASK, queue=worker.queue).id)
+    assert set(report["collections"]) >= {"gone", "trip", "replay", "order"}
+    assert all(r["total"] == 0 for r in report["collections"].values()), report
+
+
+def test_invalid_jobs_are_refused(worker, app):
+    with pytest.raises(InvalidRequest):
+        enqueue_index(worker.settings, "trip", [])
+    with pytest.raises(InvalidRequest):
+        enqueue_index(worker.settings, "Not A Name", ["x"])
+    # A malformed message (not from enqueue_index) fails without a retry.
+    bad = app.send_task(INDEX_TASK, args=("trip", "not-a-list"), queue=worker.queue)
+    error = AsyncResult(bad.id, app=app).get(timeout=30, propagate=False)
+    assert "list of document ids" in str(error)
+    assert AsyncResult(bad.id, app=app).state == "FAILURE"
+
+
+def test_both_indexes_hold_every_document_exactly_once(worker, registry, pg_url):
+    worker.stop()  # releases the Qdrant Edge shard (one process at a time)
+    data_dir = worker.settings.data_dir
+    for collection in ("trip", "replay", "order", "gone"):
+        expected = registry_chunks(registry, collection)
+        assert keyword_chunks(data_dir, collection) == expected, collection
+        assert vector_chunks(data_dir, collection) == expected, collection
+
+    from search.engine import SearchEngine
+
+    settings = Settings(data_dir=data_dir, registry_url=pg_url, rerank_backend="none")
+    with SearchEngine(settings, reranker=None) as engine:
+        for collection in ("trip", "replay", "order", "gone"):
+            assert reconcile(engine.collection(collection).indexer, repair=False).total == 0
+
+
+def _broker(worker: CeleryWorker):
+    import redis
+
+    return redis.Redis.from_url(worker.settings.broker_url, socket_timeout=5)
