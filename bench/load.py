@@ -6,7 +6,8 @@ Everything runs on 127.0.0.1, in a temporary folder, for a bounded time:
    broker (no eviction) and the pair-score cache (allkeys-lru, 64 MB);
 2. an index: the sample corpus (``sieve index sample/corpus.jsonl``), or with ``--data`` a
    BEIR data set (SciFact) built or reused by ``search.evaluate.prepare_index`` in
-   ``--data-dir`` and copied, since the test writes documents into it;
+   ``--data-dir`` and copied, since the test writes documents into it (a folder that already
+   holds the index is only read);
 3. ``--workers`` Celery rerank workers (``tests/support/celery_worker.start_worker``, prefork,
    concurrency 1, ``OMP_NUM_THREADS=1``) on the ``rerank`` queue, each loading a small random
    cross-encoder (``build_tiny_reranker(hidden=128, layers=2)``, XLM-R shape);
@@ -20,16 +21,19 @@ Everything runs on 127.0.0.1, in a temporary folder, for a bounded time:
 Report: throughput, latency p50/p95/p99 and error rate per endpoint and overall, before and
 after the kill, and how many search/context answers were degraded (``"rerank"`` in
 ``degraded``: fused order, served past the deadline) against how many failed. Requests are
-assigned to a phase by their start time. Verdict: PASS when the error rate is under
-``--max-error-rate`` (1%) and searches keep answering after the kill (successful searches
-> 0, some of them degraded "rerank"); otherwise FAIL and exit status 1.
+assigned to a phase by their start time. Also: the CPU time the API and the workers used
+(per request), and the rerank tasks left waiting in the broker at the kill and at the end.
+Verdict: PASS when the error rate is under ``--max-error-rate`` (1%) and searches keep
+answering after the kill (successful searches > 0, some of them degraded "rerank");
+otherwise FAIL and exit status 1.
 
 Every process started here is stopped on exit (also on Ctrl-C or SIGTERM). The workers share
 one queue and therefore one Celery node name; gossip, mingle and heartbeats are off
 (``start_worker``), so nothing relies on the names being distinct.
 
 Run: ``.venv/bin/python bench/load.py [--duration 60] [--workers 2] [--users 16]
-[--spawn-rate 8] [--data ../shared/data/scifact --data-dir DIR] [--out DIR] [--json]``.
+[--spawn-rate 8] [--fresh-share 0.2] [--data ../shared/data/scifact --data-dir DIR]
+[--out DIR] [--json]``. Results of a run: docs/benchmarks.md, "Load".
 """
 
 from __future__ import annotations
@@ -240,6 +244,22 @@ def document_count(url: str, collection: str) -> int | None:
     return count if isinstance(count, int) else None
 
 
+def broker_backlog(server: RedisServer) -> dict[str, int | None]:
+    """Messages waiting on the rerank queue and the broker's memory (None if unreachable)."""
+    import redis
+
+    client = redis.Redis(port=server.port, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        return {
+            "queued_tasks": int(client.llen(QUEUE)),
+            "used_memory_bytes": int(client.info("memory")["used_memory"]),
+        }
+    except redis.RedisError:
+        return {"queued_tasks": None, "used_memory_bytes": None}
+    finally:
+        client.close()
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of these processes and their live descendants."""
     total = 0.0
@@ -346,6 +366,7 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
     kill_at = test_start + args.duration * args.kill_at
     while time.time() < kill_at and locust.poll() is None:
         time.sleep(min(0.1, max(0.0, kill_at - time.time())))
+    backlog = {"at_kill": broker_backlog(broker)}
     cpu["workers_kill"] = cpu_seconds(worker_pids)
     cpu["api_kill"] = cpu_seconds([api.pid])
     kill_time = time.time()
@@ -368,10 +389,14 @@ def run(args: argparse.Namespace, work: Path, stack: Stack) -> dict[str, Any]:
         tail = locust_log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"error: locust wrote no records; its log:\n{tail}")
     cpu["api_end"] = cpu_seconds([api.pid])
+    backlog["at_end"] = broker_backlog(broker)
     records = [json.loads(line) for line in records_path.read_text().splitlines() if line]
     docs_after = document_count(url, collection)
     report = summarise(records, test_start, kill_time)
     report["cpu"] = cpu_report(report, cpu)
+    # With no worker left, every rerank task waits in the broker (the broker must not
+    # evict) until a worker comes back and drops it as expired.
+    report["broker_backlog"] = backlog
     report["setup"] = {
         "data": str(args.data) if args.data else "sample/corpus.jsonl",
         "collection": collection,
@@ -534,7 +559,7 @@ def main() -> int:
     parser.add_argument(
         "--fresh-share",
         type=float,
-        default=0.5,
+        default=0.2,
         help="share of queries made unique, so the pair-score cache misses",
     )
     parser.add_argument("--data", type=Path, help="a BEIR data set (e.g. ../shared/data/scifact)")
@@ -583,6 +608,7 @@ def main() -> int:
             print("errors:", json.dumps(report["error_samples"]))
         print("setup:", json.dumps(report["setup"]))
         print("cpu:", json.dumps(report["cpu"]))
+        print("broker backlog:", json.dumps(report["broker_backlog"]))
         print("locust's own aggregate:", json.dumps(report["locust_csv"]))
         for ok, text in checks:
             print(f"{'PASS' if ok else 'FAIL'}: {text}")

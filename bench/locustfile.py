@@ -3,7 +3,7 @@
 One simulated user waits 0.05-0.2 s between calls and picks, by weight:
 
 - ``POST /v1/search`` (weight 6): a query from the query file, ``"rerank": true``. A share
-  of them (``SIEVE_LOAD_FRESH_SHARE``, default 0.5) carries a unique suffix, so its
+  of them (``SIEVE_LOAD_FRESH_SHARE``, default 0.2) carries a unique suffix, so its
   (query, passage) pairs are not in the pair-score cache and the reranker must run; the
   rest repeat queries, as real traffic does, and are mostly answered from the cache.
 - ``POST /v1/context`` (weight 3): the same queries, ``"max_tokens": 800``.
@@ -21,7 +21,7 @@ Settings (environment, so ``bench/load.py`` can hand them to a locust subprocess
 
 - ``SIEVE_LOAD_QUERIES``: a BEIR ``queries.jsonl`` (default: ``sample/queries.jsonl``).
 - ``SIEVE_LOAD_COLLECTION``: the collection searched and written (default ``default``).
-- ``SIEVE_LOAD_FRESH_SHARE``: share of uncacheable searches and contexts (0-1, 0.5).
+- ``SIEVE_LOAD_FRESH_SHARE``: share of uncacheable searches and contexts (0-1, 0.2).
 - ``SIEVE_LOAD_RECORDS``: if set, every request is written there as one JSON line when
   locust quits (``t0``/``t1`` epoch seconds, endpoint, status, latency, degraded, ...).
 - ``SIEVE_LOAD_STARTED``: if set, the epoch time of the test start is written there.
@@ -50,7 +50,7 @@ from locust.event import EventHook
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES_PATH = Path(os.environ.get("SIEVE_LOAD_QUERIES") or ROOT / "sample" / "queries.jsonl")
 COLLECTION = os.environ.get("SIEVE_LOAD_COLLECTION") or "default"
-FRESH_SHARE = float(os.environ.get("SIEVE_LOAD_FRESH_SHARE") or 0.5)
+FRESH_SHARE = float(os.environ.get("SIEVE_LOAD_FRESH_SHARE") or 0.2)
 RECORDS_PATH = os.environ.get("SIEVE_LOAD_RECORDS") or ""
 STARTED_PATH = os.environ.get("SIEVE_LOAD_STARTED") or ""
 REQUEST_TIMEOUT_S = 30.0  # every call is bounded; the server's own deadlines are far below
