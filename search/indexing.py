@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from search.config import Settings
 from search.embed import Embedder
-from search.errors import BackendUnavailable, IndexingError, SieveError
+from search.errors import IndexingError, SieveError
 from search.keyword.base import KeywordIndex
 from search.registry import BACKENDS, DocumentRow, Registry, Staged, row_document
 from search.text import analyze, clean_text, make_chunks
@@ -38,6 +38,8 @@ from search.vector.base import VectorIndex
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
+# Exceptions a caller wants raised rather than recorded as a document's failure.
+Propagate = tuple[type[BaseException], ...]
 # Ids per registry query (an IN list): far below every database's parameter limit.
 _ID_BATCH = 500
 
@@ -171,13 +173,12 @@ class Indexer:
         report: IndexReport,
         backends: Sequence[str] = BACKENDS,
         *,
-        raise_unavailable: bool = False,
+        propagate: Propagate = (),
     ) -> None:
         """Write prepared documents and acknowledge them in the registry.
 
-        ``raise_unavailable``: a ``BackendUnavailable`` propagates (the caller
-        retries the job later; batches written so far stay acknowledged)
-        instead of being recorded as each document's failure.
+        An exception in ``propagate`` is raised (batches written so far stay
+        acknowledged) instead of being recorded as the documents' failure.
         """
         todo = self._still_current(todo, report)
         if not todo:
@@ -185,16 +186,16 @@ class Indexer:
         try:
             self._write_many(todo, backends)
         except Exception as exc:  # isolate the failing document below
-            if raise_unavailable and isinstance(exc, BackendUnavailable):
-                # An engine that is down fails every document alike: splitting
-                # the batch would only wait out its timeout once per document.
+            if isinstance(exc, propagate):
+                # Not about a document (an engine down, a job's time limit):
+                # splitting the batch would only meet it once per document.
                 raise
             if len(todo) == 1:
                 self._fail(report, todo[0].staged, f"{type(exc).__name__}: {exc}")
                 return
             log.warning("batch write failed (%s); retrying document by document", exc)
             for item in todo:
-                self._write([item], report, backends, raise_unavailable=raise_unavailable)
+                self._write([item], report, backends, propagate=propagate)
             return
         self._acknowledge(todo, report, backends)
 
@@ -251,17 +252,17 @@ class Indexer:
         *,
         batch_size: int = 64,
         on_progress: ProgressCallback | None = None,
-        raise_unavailable: bool = False,
+        propagate: Propagate = (),
         optimize: bool = True,
     ) -> IndexReport:
         """Write registry documents (at their recorded version) into some backends.
 
         Used by repairs, rebuilds and indexing jobs: the registry is not
         restaged, so versions stay as recorded and nothing counts as a change.
-        ``raise_unavailable``: let ``BackendUnavailable`` propagate instead of
-        marking documents failed (the caller retries later). ``optimize``: build
-        the vector index's HNSW graph at the end (bulk loads; small jobs leave
-        it to the index's own backlog rule).
+        ``propagate``: exceptions to raise instead of marking documents failed
+        (``BackendUnavailable`` for a caller that retries later). ``optimize``:
+        build the vector index's HNSW graph at the end (bulk loads; small jobs
+        leave it to the index's own backlog rule).
         """
         report = IndexReport()
         started = time.perf_counter()
@@ -275,7 +276,7 @@ class Indexer:
                 except SieveError as exc:
                     self._fail(report, staged, str(exc))
             if todo:
-                self._write(todo, report, backends, raise_unavailable=raise_unavailable)
+                self._write(todo, report, backends, propagate=propagate)
             if on_progress is not None:
                 on_progress(len(batch))
         build = getattr(self.vector, "optimize", None)
@@ -289,7 +290,7 @@ class Indexer:
         doc_ids: Sequence[str],
         *,
         batch_size: int = 64,
-        raise_unavailable: bool = False,
+        propagate: Propagate = (),
     ) -> IndexReport:
         """Index documents the registry already holds, each at its recorded version.
 
@@ -300,7 +301,7 @@ class Indexer:
         changes nothing. Ids the registry does not hold are reported in
         ``missing`` (and counted as skipped). Each batch is acknowledged in the
         registry as soon as it is written, so a job killed midway redoes only
-        the batch it was on.
+        the batch it was on. ``propagate`` as in ``rewrite``.
         """
         report = IndexReport()
         started = time.perf_counter()
@@ -329,7 +330,7 @@ class Indexer:
                     todo,
                     BACKENDS,
                     batch_size=batch_size,
-                    raise_unavailable=raise_unavailable,
+                    propagate=propagate,
                     optimize=False,
                 )
             )

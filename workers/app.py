@@ -9,6 +9,10 @@ process per GPU, each pinned to its device::
     CUDA_VISIBLE_DEVICES=1 celery -A workers.app worker --queues rerank --concurrency 1
 
 (``sieve worker --queues rerank --concurrency 1`` where the command line wraps it.)
+Indexing jobs go to the ``index`` queue (``workers.indexing``), and one
+``celery -A workers.app beat`` process sends the periodic reconcile there. With
+the embedded engines (tantivy, Qdrant Edge) one index worker process owns a data
+directory: ``celery -A workers.app worker --queues index --concurrency 1``.
 On CPU, concurrency 1 or 2, with ``OMP_NUM_THREADS`` = cores / concurrency: a
 forward pass already uses every core it can get, and torch's idle threads spin
 on the cores the broker, the worker's main process and the clients need.

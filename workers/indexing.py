@@ -19,11 +19,11 @@ Tasks take ids and small JSON, never objects, and are thin adapters around
   it every ``reconcile_interval_s`` (``celery -A workers.app beat``).
 
 Retries and the delivery limit. A backend that is down (``BackendUnavailable``
-from Elasticsearch, Qdrant, tantivy or the registry's database) fails the job,
-which Celery retries with exponential backoff and jitter, up to
-``index_max_retries`` times; documents written before the failure stay
-acknowledged and are skipped by the retry. The last attempt does not raise:
-it records what still fails in the registry and returns it. A retry keeps the
+from Elasticsearch, Qdrant, tantivy or the registry's database) or the soft
+time limit ends the attempt, which Celery retries with exponential backoff and
+jitter, up to ``index_max_retries`` times; documents written before it stay
+acknowledged and are skipped by the retry. The last attempt does not raise
+for an outage: it records what still fails in the registry and returns it. A retry keeps the
 task id, so ``workers.delivery`` would count it as a delivery and, past
 ``task_max_deliveries``, dead-letter a job that only waited for a backend.
 ``IndexTask`` therefore counts deliveries *per attempt*: a retry is a new
@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
@@ -75,8 +76,9 @@ RECONCILE_TASK = "sieve.reconcile"
 INDEX_TASKS = (INDEX_TASK, DELETE_TASK, RECONCILE_TASK)
 # The longest wait between two retries, unless the visibility timeout is shorter.
 RETRY_BACKOFF_MAX_S = 300
-# Outages worth waiting out: an engine or the registry's database unreachable.
-RETRYABLE: tuple[type[Exception], ...] = (BackendUnavailable, DatabaseError)
+# Worth another attempt: an engine or the registry's database unreachable, or the
+# job's time limit (the next attempt skips what this one acknowledged).
+RETRYABLE: tuple[type[Exception], ...] = (BackendUnavailable, DatabaseError, SoftTimeLimitExceeded)
 # The broker is unreachable (kombu wraps most of redis-py's errors).
 _BROKER_ERRORS = (BrokerError, redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -212,11 +214,16 @@ def register_index_tasks(app: Celery, settings: Settings) -> None:
     def index_documents(self: Task, collection: str, doc_ids: list[str]) -> dict[str, Any]:
         """Index documents staged in the registry; ``{"indexed", "skipped", "failed", ...}``."""
         ids = check_doc_ids(doc_ids, settings)
-        # The last attempt records outages as document failures instead of raising.
+        # Outages end the attempt (to be retried) except on the last one, which
+        # records them as the documents' failures. The time limit always ends it:
+        # it says nothing about the document that was being written.
         last = self.request.retries >= settings.index_max_retries
+        propagate = (
+            (SoftTimeLimitExceeded,) if last else (SoftTimeLimitExceeded, BackendUnavailable)
+        )
         indexer = slot.get().collection(collection).indexer
         report = indexer.index_registered(
-            ids, batch_size=settings.embed_batch_size, raise_unavailable=not last
+            ids, batch_size=settings.embed_batch_size, propagate=propagate
         )
         if report.failed:
             log.warning(

@@ -213,7 +213,7 @@ def test_an_unavailable_index_raises_for_a_retry_or_fails_the_documents(
     holder.count()
     try:
         with pytest.raises(BackendUnavailable, match="open in another"):
-            indexer.index_registered(["a", "b"], raise_unavailable=True)
+            indexer.index_registered(["a", "b"], propagate=(BackendUnavailable,))
         assert indexer.registry.get("c", "a").status == "pending"  # nothing recorded yet
 
         report = indexer.index_registered(["a", "b"])  # the last attempt: record it
@@ -245,6 +245,120 @@ def test_elasticsearch_actions_carry_external_versions() -> None:
         }
     }
     assert source["version"] == 7 and "version_type" not in source
+
+
+class FakeEs:
+    """Just enough of the client for ``upsert`` and ``clear``; ``held`` is what a
+    realtime get finds: chunk id -> stored version (absent: not found)."""
+
+    def __init__(self, held: dict[str, int]) -> None:
+        self.held = held
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.indices = self
+
+    def delete_by_query(self, **kwargs: Any) -> Any:
+        self.calls.append(("delete_by_query", kwargs))
+        return _Body({"deleted": 0, "failures": []})
+
+    def mget(self, **kwargs: Any) -> Any:
+        self.calls.append(("mget", kwargs))
+        docs = [
+            {
+                "_id": i,
+                "found": i in self.held,
+                **({"_version": self.held[i]} if i in self.held else {}),
+            }
+            for i in kwargs["ids"]
+        ]
+        return {"docs": docs}
+
+    def refresh(self, **kwargs: Any) -> None:
+        self.calls.append(("refresh", kwargs))
+
+    def delete(self, **kwargs: Any) -> None:
+        self.calls.append(("delete", kwargs))
+
+
+class _Body(dict):
+    @property
+    def body(self) -> dict[str, Any]:
+        return self
+
+
+@pytest.fixture
+def fake_es(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An ElasticsearchKeywordIndex on ``FakeEs``; every bulk item of ``conflicts`` gets a 409."""
+    import search.keyword.elasticsearch_index as es_module
+
+    index = ElasticsearchKeywordIndex(
+        Settings(keyword_backend="elasticsearch", es_url="http://127.0.0.1:9"), "c"
+    )
+    state: dict[str, Any] = {"conflicts": set()}
+
+    def bulk(client: Any, actions: Any, **_: Any) -> Iterator[tuple[bool, dict[str, Any]]]:
+        for action in actions:
+            if action["_id"] in state["conflicts"]:
+                info = {"_id": action["_id"], "status": 409, "error": {"type": "version_conflict"}}
+                yield False, {"index": info}
+
+    monkeypatch.setattr(es_module, "streaming_bulk", bulk)
+
+    def setup(held: dict[str, int], conflicts: set[str]) -> FakeEs:
+        client = FakeEs(held)
+        index._client, index._ready = client, True
+        state["conflicts"] = conflicts
+        return client
+
+    yield index, setup
+
+
+def deletes(client: FakeEs) -> list[dict[str, Any]]:
+    return [kwargs["query"] for name, kwargs in client.calls if name == "delete_by_query"]
+
+
+def older_than(doc_ids: list[str], version: int) -> dict[str, Any]:
+    terms = {"terms": {"doc_id": doc_ids}}
+    return {"bool": {"filter": [terms, {"range": {"version": {"lt": version}}}]}}
+
+
+@pytest.mark.unit
+def test_elasticsearch_replay_conflicts_are_harmless(fake_es: Any) -> None:
+    index, setup = fake_es
+    chunks = chunks_of("a", 2, version=1)
+    client = setup({c.id: 1 for c in chunks}, {c.id for c in chunks})
+    index.upsert(chunks, [["x"], ["y"]])  # every chunk refused: the same version is there
+    assert deletes(client) == [older_than(["a"], 1)]
+    assert [name for name, _ in client.calls][-1] == "refresh"
+
+
+@pytest.mark.unit
+def test_elasticsearch_late_write_removes_its_own_strays(fake_es: Any) -> None:
+    index, setup = fake_es
+    late = chunks_of("a", 3, version=1)  # version 2 (one chunk) landed meanwhile
+    client = setup({late[0].id: 2}, {late[0].id})
+    index.upsert(late, [["x"]] * 3)
+    # Chunks 1 and 2 were written at version 1: everything below 2 goes again.
+    assert deletes(client) == [older_than(["a"], 1), older_than(["a"], 2)]
+
+
+@pytest.mark.unit
+def test_elasticsearch_tombstone_conflict_is_reported_not_ignored(fake_es: Any) -> None:
+    index, setup = fake_es
+    chunks = chunks_of("a", 1, version=1)
+    client = setup({}, {chunks[0].id})  # refused, yet nothing is stored: a deleted copy
+    with pytest.raises(BackendUnavailable, match="gc_deletes") as caught:
+        index.upsert(chunks, [["x"]])
+    assert caught.value.data["refused"] == [chunks[0].id]
+    assert [name for name, _ in client.calls][-1] == "refresh"
+
+
+@pytest.mark.unit
+def test_elasticsearch_clear_deletes_the_index(fake_es: Any) -> None:
+    index, setup = fake_es
+    client = setup({}, set())
+    index.clear()
+    assert client.calls == [("delete", {"index": "sieve-c", "ignore_unavailable": True})]
+    assert index._ready is False  # created again (template and all) on next use
 
 
 ES_URL = os.environ.get("SIEVE_TEST_ES_URL", "")

@@ -246,10 +246,12 @@ def test_upsert_reads_every_bulk_item(fake: Any, monkeypatch: pytest.MonkeyPatch
     assert failed[0].startswith("c-bad: 400 mapper_parsing_exception: bad field")
     assert failed[1] == "c-busy: 429 rejected"
     assert "\n" not in str(caught.value)
-    # Old chunks go first, the write is made visible even on partial failure.
+    # Older versions' chunks go after the write, which is made visible even on
+    # partial failure.
     assert names(client)[-2:] == ["delete_by_query", "refresh"]
     delete = client.calls[-2][1]
-    assert delete["query"] == {"terms": {"doc_id": ["a", "b"]}}
+    older = [{"terms": {"doc_id": ["a", "b"]}}, {"range": {"version": {"lt": 1}}}]
+    assert delete["query"] == {"bool": {"filter": older}}
     assert delete["conflicts"] == "proceed"
     assert seen["raise_on_error"] is False and seen["raise_on_exception"] is False
     assert seen["max_retries"] == 5
