@@ -18,7 +18,7 @@ from flask_limiter.util import get_remote_address
 from api import auth
 from api.auth import KeyRing, presented_key
 from api.errors import register_error_handlers
-from api.jobs import ThreadJobQueue
+from api.jobs import JobQueue, ThreadJobQueue
 from api.metrics import Metrics
 from api.paging import CursorSigner
 from api.routes import admin, ops, search
@@ -46,7 +46,13 @@ def create_app(settings: Settings | None = None, engine: SearchEngine | None = N
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 
     keys = KeyRing(settings.api_keys)
-    jobs = ThreadJobQueue(engine)
+    jobs: JobQueue
+    if settings.index_backend == "celery":
+        from api.jobs_celery import CeleryJobQueue
+
+        jobs = CeleryJobQueue(engine)
+    else:
+        jobs = ThreadJobQueue(engine)
     metrics = Metrics(lambda: _cache_stats(engine), jobs.depth)
     app.extensions[EXTENSION] = Services(
         settings, engine, keys, jobs, metrics, CursorSigner(settings.cursor_secret)

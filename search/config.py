@@ -118,6 +118,9 @@ class Settings:
     # backend that is down (exponential backoff), and the periodic reconcile
     # (celery beat; 0 turns it off).
     index_queue: str = "index"
+    # Where the API's indexing jobs run: "thread" (in the API process, the
+    # embedded default) or "celery" (index workers; the registry is the outbox).
+    index_backend: str = "thread"
     index_max_retries: int = 10
     reconcile_interval_s: int = 600
 
@@ -145,6 +148,9 @@ class Settings:
         _one_of("fusion", self.fusion, FUSION_METHODS)
         _one_of("embed_pooling", self.embed_pooling, ("mean", "cls"))
         _one_of("rerank_backend", self.rerank_backend, RERANK_BACKENDS)
+        _one_of("index_backend", self.index_backend, ("thread", "celery"))
+        if self.index_backend == "celery" and not self.broker_url:
+            raise ConfigError("SIEVE_INDEX_BACKEND=celery needs SIEVE_BROKER_URL")
         _one_of("rerank_dtype", self.rerank_dtype, ("auto", "float16", "bfloat16", "float32"))
         if not 0.05 <= self.rerank_query_share <= 0.9:
             raise ConfigError("SIEVE_RERANK_QUERY_SHARE must be between 0.05 and 0.9")
