@@ -30,12 +30,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check search workers api tests bench
 	$(VENV)/bin/mypy
 
-# Tests start their own redis-server on a free port; install it where missing.
+# Tests start their own redis-server on a free port and drive the pages with
+# Debian's chromium (through Playwright, never a downloaded browser): install
+# whichever is missing.
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (Debian package) for the test suite"; \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the test suite:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
