@@ -303,11 +303,12 @@ def demo_cmd(ctx: Context, sample: Path) -> None:
 
 def _register() -> None:
     from api.cli_ops import init_cmd, reconcile_cmd, reindex_cmd
-    from api.cli_rerank import compare_cmd, rerank_cmd, worker_cmd
+    from api.cli_rerank import beat_cmd, compare_cmd, rerank_cmd, worker_cmd
     from api.cli_serve import serve_cmd
 
     commands = (
         worker_cmd,
+        beat_cmd,
         rerank_cmd,
         compare_cmd,
         serve_cmd,

@@ -53,6 +53,18 @@ def worker_cmd(ctx: Any, queues: str, concurrency: int, loglevel: str) -> None:
     )
 
 
+@click.command("beat")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_obj
+def beat_cmd(ctx: Any, loglevel: str) -> None:
+    """Start Celery beat: the periodic reconcile (run exactly one per deployment)."""
+    from workers.app import make_celery
+
+    if not ctx.settings.broker_url:
+        raise click.UsageError("set SIEVE_BROKER_URL (e.g. redis://localhost:6379/0) first")
+    make_celery(ctx.settings).start(["beat", f"--loglevel={loglevel}"])
+
+
 @click.command("rerank")
 @click.argument("query")
 @click.argument("docs", nargs=-1, required=True)
