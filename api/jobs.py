@@ -70,6 +70,19 @@ class Task:
         }
 
 
+def expand(job: IndexJob) -> tuple[list[Document], list[str]]:
+    """The job's documents, uploads read; unreadable files and lines become error lines."""
+    documents = list(job.documents)
+    errors: list[str] = []
+    for upload in job.files:
+        for item in load_upload(upload):
+            if isinstance(item, LoadError):
+                errors.append(str(item))
+            else:
+                documents.append(item)
+    return documents, errors
+
+
 class JobQueue(Protocol):
     """Where the admin endpoints send indexing work."""
 
@@ -137,14 +150,7 @@ class ThreadJobQueue:
     def _run(self, task: Task, job: IndexJob) -> None:
         self._update(task, state="running")
         try:
-            documents = list(job.documents)
-            errors: list[str] = []
-            for upload in job.files:
-                for item in load_upload(upload):
-                    if isinstance(item, LoadError):
-                        errors.append(str(item))
-                    else:
-                        documents.append(item)
+            documents, errors = expand(job)
             self._update(task, total=len(documents), errors=errors[:MAX_ERRORS])
 
             def progress(count: int) -> None:

@@ -15,11 +15,8 @@ import time
 import uuid
 from typing import Any
 
-from api.jobs import MAX_ERRORS, IndexJob
-from api.uploads import load_upload
+from api.jobs import MAX_ERRORS, IndexJob, expand
 from search.engine import SearchEngine
-from search.errors import LoadError
-from search.types import Document
 
 JOB_KEY = "sieve:job:{}"
 JOB_TTL_S = 7 * 24 * 3600
@@ -58,14 +55,7 @@ class CeleryJobQueue:
         """Record the documents, enqueue their ids; returns the task id."""
         from workers.indexing import enqueue_index
 
-        documents: list[Document] = list(job.documents)
-        errors: list[str] = []
-        for upload in job.files:
-            for item in load_upload(upload):
-                if isinstance(item, LoadError):
-                    errors.append(str(item))
-                else:
-                    documents.append(item)
+        documents, errors = expand(job)
         staged = self.engine.registry.stage(job.collection, documents) if documents else []
         todo = [s.document.id for s in staged if s.needs_indexing]
         task_id = enqueue_index(self.settings, job.collection, todo, app=self.app) if todo else ""

@@ -8,5 +8,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from support.celery_worker import celery_worker  # noqa: F401
 from support.live_server import live_server  # noqa: F401
+from support.postgres import pg_url  # noqa: F401
 from support.redis_server import redis_server  # noqa: F401
 from support.tiny_models import tiny_reranker_dir  # noqa: F401

@@ -5,38 +5,11 @@ database and drop it afterwards. ``SIEVE_TEST_PG_URL`` names the server's
 admin URL (default: the local server, user postgres).
 """
 
-import os
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 
 from search.registry import Registry, content_hash
 from search.types import Document
-
-PG_ADMIN = os.environ.get(
-    "SIEVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture(scope="module")
-def pg_database():
-    """A fresh PostgreSQL database for this module, dropped at the end."""
-    admin = create_engine(
-        PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    name = f"sieve_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN} is not reachable (set SIEVE_TEST_PG_URL): {exc}")
-    yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(
@@ -49,7 +22,7 @@ def registry(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'registry.db'}"
     else:
-        url = request.getfixturevalue("pg_database")
+        url = request.getfixturevalue("pg_url")
     reg = Registry(url)
     yield reg
     if request.param == "postgresql":

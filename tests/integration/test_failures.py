@@ -30,9 +30,6 @@ import redis
 import tantivy
 from celery import Celery
 from celery.result import AsyncResult
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from support.celery_worker import CeleryWorker
 from support.redis_server import RedisServer
 
@@ -55,31 +52,10 @@ DIM = 384  # all-MiniLM-L6-v2
 # Short, so that a job lost with a SIGKILLed worker comes back within seconds:
 # the broker hands an unacknowledged message out again after this long.
 VISIBILITY_S = 12
-PG_ADMIN = os.environ.get(
-    "SIEVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 WORDS = (
     "river stone garden tomato compost bread flour oven yeast salt water kettle tea leaf "
     "mountain trail boot rain cloud wind harbour boat sail rope knot lantern candle wax"
 ).split()
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module's registry, dropped at the end."""
-    admin = create_engine(
-        PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    name = f"sieve_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN} is not reachable (set SIEVE_TEST_PG_URL): {exc}")
-    yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="module")
