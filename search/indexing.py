@@ -23,14 +23,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from search.config import Settings
 from search.embed import Embedder
 from search.errors import IndexingError, SieveError
 from search.keyword.base import KeywordIndex
-from search.registry import BACKENDS, DocumentRow, Registry, Staged, row_document
+from search.registry import BACKENDS, Registry, Staged, row_document
 from search.text import analyze, clean_text, make_chunks
 from search.types import Chunk, Document
 from search.vector.base import VectorIndex
@@ -40,8 +37,6 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int], None]
 # Exceptions a caller wants raised rather than recorded as a document's failure.
 Propagate = tuple[type[BaseException], ...]
-# Ids per registry query (an IN list): far below every database's parameter limit.
-_ID_BATCH = 500
 
 
 @dataclass
@@ -221,7 +216,7 @@ class Indexer:
         it (or resurrect a deleted document).
         """
         ids = [item.staged.document.id for item in todo]
-        current = current_versions(self.registry, self.collection, ids)
+        current = self.registry.versions(self.collection, ids)
         keep: list[Prepared] = []
         for item in todo:
             doc_id, version = item.staged.document.id, item.staged.version
@@ -306,7 +301,7 @@ class Indexer:
         report = IndexReport()
         started = time.perf_counter()
         ids = list(dict.fromkeys(doc_ids))
-        rows = registered_rows(self.registry, self.collection, ids)
+        rows = self.registry.rows(self.collection, ids)
         todo: list[tuple[Document, int]] = []
         for doc_id in ids:
             row = rows.get(doc_id)
@@ -359,32 +354,3 @@ class Indexer:
         self.vector.delete_documents(ids)
         self.registry.delete(self.collection, ids)
         return sorted(known)
-
-
-def current_versions(registry: Registry, collection: str, doc_ids: Sequence[str]) -> dict[str, int]:
-    """The registry's current version of each of ``doc_ids`` it holds (one query per 500)."""
-    out: dict[str, int] = {}
-    # Reads only (doc_id, version): ``Registry.get`` would load every text too.
-    with Session(registry.engine) as session:
-        for start in range(0, len(doc_ids), _ID_BATCH):
-            stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
-                DocumentRow.collection == collection,
-                DocumentRow.doc_id.in_(list(doc_ids[start : start + _ID_BATCH])),
-            )
-            out.update((doc_id, version) for doc_id, version in session.execute(stmt))
-    return out
-
-
-def registered_rows(
-    registry: Registry, collection: str, doc_ids: Sequence[str]
-) -> dict[str, DocumentRow]:
-    """The registry rows of ``doc_ids`` (absent ids left out), one query per 500 ids."""
-    out: dict[str, DocumentRow] = {}
-    with Session(registry.engine, expire_on_commit=False) as session:
-        for start in range(0, len(doc_ids), _ID_BATCH):
-            stmt = select(DocumentRow).where(
-                DocumentRow.collection == collection,
-                DocumentRow.doc_id.in_(list(doc_ids[start : start + _ID_BATCH])),
-            )
-            out.update((row.doc_id, row) for row in session.scalars(stmt))
-    return out

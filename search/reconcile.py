@@ -98,8 +98,8 @@ def reconcile(indexer: Indexer, *, repair: bool = True) -> ReconcileReport:
         todo = diff.missing + diff.stale
         if todo:
             log.warning("%s: rewriting %d missing or stale documents", target, len(todo))
-            rows = [indexer.registry.get(collection, doc_id) for doc_id in todo]
-            items = [(row_document(row), row.version) for row in rows if row is not None]
+            rows = indexer.registry.rows(collection, todo).values()
+            items = [(row_document(row), row.version) for row in rows]
             result = indexer.rewrite(items, (target,))
             report.failed.update(result.failed)
     report.repaired = not report.failed

@@ -100,6 +100,15 @@ def content_hash(doc: Document) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+ID_BATCH = 500  # ids per IN (...) clause: well under every driver's parameter limit
+
+
+def _id_batches(doc_ids: Sequence[str]) -> Iterator[list[str]]:
+    ids = list(doc_ids)
+    for start in range(0, len(ids), ID_BATCH):
+        yield ids[start : start + ID_BATCH]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -254,13 +263,35 @@ class Registry:
                 out["chunks"] += int(chunks)
             return out
 
-    def versions(self, collection: str) -> dict[str, int]:
-        """Every document id of the collection with its current version."""
+    def versions(self, collection: str, doc_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Document ids with their current version: all of the collection, or of ``doc_ids``.
+
+        Reads only (id, version), never the stored text.
+        """
         with self._session() as session:
-            stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
-                DocumentRow.collection == collection
-            )
-            return {doc_id: version for doc_id, version in session.execute(stmt)}
+            if doc_ids is None:
+                stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
+                    DocumentRow.collection == collection
+                )
+                return {doc_id: version for doc_id, version in session.execute(stmt)}
+            out: dict[str, int] = {}
+            for ids in _id_batches(doc_ids):
+                stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
+                    DocumentRow.collection == collection, DocumentRow.doc_id.in_(ids)
+                )
+                out.update((doc_id, version) for doc_id, version in session.execute(stmt))
+            return out
+
+    def rows(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
+        """The rows of ``doc_ids`` that exist (absent ids left out), a few queries in all."""
+        out: dict[str, DocumentRow] = {}
+        with self._session() as session:
+            for ids in _id_batches(doc_ids):
+                stmt = select(DocumentRow).where(
+                    DocumentRow.collection == collection, DocumentRow.doc_id.in_(ids)
+                )
+                out.update((row.doc_id, row) for row in session.scalars(stmt))
+        return out
 
     def iter_documents(self, collection: str, batch: int = 500) -> Iterator[tuple[Document, int]]:
         """Every stored document with its version, in id order (for rebuilds)."""
