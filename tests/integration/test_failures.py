@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import time
 import uuid
@@ -27,15 +26,22 @@ from pathlib import Path
 
 import pytest
 import redis
-import tantivy
-from celery import Celery
 from celery.result import AsyncResult
 from support.celery_worker import CeleryWorker
+from support.index_jobs import (
+    DIM,
+    READY,
+    documents,
+    keyword_chunks,
+    result_of,
+    stage,
+    vector_chunks,
+    worker_env,
+)
 from support.redis_server import RedisServer
 
 from search.cache import CachedScore, RedisScoreStore, pair_key
 from search.config import Settings
-from search.keyword.tantivy_index import TantivyKeywordIndex
 from search.reconcile import reconcile
 from search.registry import Registry
 from search.types import Document
@@ -47,15 +53,9 @@ from workers.indexing import INDEX_TASK, RECONCILE_TASK, attempt_deliveries, enq
 pytestmark = pytest.mark.integration
 
 DB = 12  # this module's own Redis database
-READY = r"index worker ready: embedder"
-DIM = 384  # all-MiniLM-L6-v2
 # Short, so that a job lost with a SIGKILLed worker comes back within seconds:
 # the broker hands an unacknowledged message out again after this long.
 VISIBILITY_S = 12
-WORDS = (
-    "river stone garden tomato compost bread flour oven yeast salt water kettle tea leaf "
-    "mountain trail boot rain cloud wind harbour boat sail rope knot lantern candle wax"
-).split()
 
 
 @pytest.fixture(scope="module")
@@ -65,40 +65,16 @@ def registry(pg_url) -> Iterator[Registry]:
     reg.close()
 
 
-def worker_env(data_dir: Path, registry_url: str, queue: str) -> dict[str, str]:
-    return {
-        "SIEVE_DATA_DIR": str(data_dir),
-        "SIEVE_REGISTRY_URL": registry_url,
-        "SIEVE_INDEX_QUEUE": queue,
-        "SIEVE_RERANK_QUEUE": "rerank-unused",  # not consumed: no reranker loads
-        "SIEVE_RERANK_BACKEND": "none",
-        "SIEVE_EMBED_DEVICE": "cpu",
-        # A job is many small batches, each acknowledged in the registry when written.
-        "SIEVE_EMBED_BATCH_SIZE": "8",
-        "SIEVE_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
-        "SIEVE_TASK_SOFT_TIME_LIMIT_S": str(VISIBILITY_S - 2),
-        "SIEVE_TASK_TIME_LIMIT_S": str(VISIBILITY_S - 1),
-    }
-
-
-def documents(prefix: str, n: int, seed: int = 0, words: int = 60) -> list[Document]:
-    rng = random.Random(seed)
-    return [
-        Document(id=f"{prefix}-{i:03}", text=" ".join(rng.choice(WORDS) for _ in range(words)))
-        for i in range(n)
-    ]
-
-
-def stage(registry: Registry, collection: str, docs: list[Document]) -> list[str]:
-    registry.add_collection(collection)
-    registry.stage(collection, docs)
-    return [d.id for d in docs]
-
-
-def result_of(app: Celery, task_id: str, timeout_s: float = 120) -> dict:
-    value = AsyncResult(task_id, app=app).get(timeout=timeout_s)
-    assert isinstance(value, dict), value
-    return value
+def failure_env(data_dir: Path, registry_url: str, queue: str) -> dict[str, str]:
+    """An index worker whose lost jobs come back within seconds."""
+    return worker_env(
+        data_dir,
+        registry_url,
+        queue,
+        SIEVE_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_S),
+        SIEVE_TASK_SOFT_TIME_LIMIT_S=str(VISIBILITY_S - 2),
+        SIEVE_TASK_TIME_LIMIT_S=str(VISIBILITY_S - 1),
+    )
 
 
 def wait_until(condition, timeout_s: float, what: str, worker: CeleryWorker | None = None):
@@ -111,29 +87,10 @@ def wait_until(condition, timeout_s: float, what: str, worker: CeleryWorker | No
 
 def index_contents(data_dir: Path, collection: str) -> dict[str, Counter[str]]:
     """Chunks per document in tantivy and in Qdrant Edge (no worker may have them open)."""
-    import qdrant_edge as qe
-
-    base = data_dir / "collections" / collection
-    keyword = TantivyKeywordIndex(base / "tantivy")
-    vector = QdrantEdgeIndex(base / "qdrant-edge", DIM)
-    try:
-        searcher = keyword._open()[0].searcher()
-        hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
-        words = Counter(str(searcher.doc(address).get_first("doc_id")) for _, address in hits)
-        points: Counter[str] = Counter()
-        shard, offset = vector._open(), None
-        while True:
-            request = qe.ScrollRequest(
-                offset=offset, limit=1_024, with_payload=qe.PayloadSelector.Include(["doc_id"])
-            )
-            records, offset = shard.scroll(request)
-            points.update(str(r.payload["doc_id"]) for r in records)
-            if offset is None:
-                break
-        return {"keyword": words, "vector": points}
-    finally:
-        keyword.close()
-        vector.close()
+    return {
+        "keyword": keyword_chunks(data_dir, collection),
+        "vector": vector_chunks(data_dir, collection),
+    }
 
 
 def assert_exactly_once(registry: Registry, data_dir: Path, collection: str, registry_url: str):
@@ -170,7 +127,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(
     celery_worker, registry, pg_url, tmp_path
 ):
     queue = f"index-{uuid.uuid4().hex[:8]}"
-    env = worker_env(tmp_path / "data", pg_url, queue)
+    env = failure_env(tmp_path / "data", pg_url, queue)
     first = celery_worker(db=DB, queue=queue, env=env)
     first.wait_for_log(READY, timeout_s=120)
     app = make_celery(first.settings)
@@ -210,7 +167,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(
 def worker(pg_url, celery_worker, tmp_path_factory) -> CeleryWorker:
     queue = f"index-{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path_factory.mktemp("failures-data")
-    started = celery_worker(db=DB, queue=queue, env=worker_env(data_dir, pg_url, queue))
+    started = celery_worker(db=DB, queue=queue, env=failure_env(data_dir, pg_url, queue))
     started.wait_for_log(READY, timeout_s=120)
     return started
 

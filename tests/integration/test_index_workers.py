@@ -11,7 +11,6 @@ so the last test stops the worker and checks both indexes document by document.
 from __future__ import annotations
 
 import ast
-import random
 import re
 import subprocess
 import sys
@@ -19,14 +18,21 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import tantivy
 from celery import Celery
 from celery.result import AsyncResult
 from sqlalchemy import text
 from support.celery_worker import REPO, CeleryWorker
+from support.index_jobs import (
+    READY,
+    documents,
+    keyword_chunks,
+    result_of,
+    stage,
+    vector_chunks,
+    worker_env,
+)
 
 from search.config import Settings
 from search.errors import InvalidRequest
@@ -34,7 +40,6 @@ from search.keyword.tantivy_index import TantivyKeywordIndex
 from search.reconcile import reconcile
 from search.registry import Registry
 from search.types import Document
-from search.vector.edge import QdrantEdgeIndex
 from workers.app import make_celery
 from workers.indexing import (
     INDEX_TASK,
@@ -47,26 +52,6 @@ from workers.indexing import (
 pytestmark = pytest.mark.integration
 
 DB = 11  # this module's own Redis database
-READY = r"index worker ready: embedder"
-DIM = 384  # all-MiniLM-L6-v2
-WORDS = (
-    "river stone garden tomato compost bread flour oven yeast salt water kettle tea leaf "
-    "mountain trail boot rain cloud wind harbour boat sail rope knot lantern candle wax"
-).split()
-
-
-def worker_env(data_dir: Path, registry_url: str, queue: str) -> dict[str, str]:
-    """What an index worker of these tests runs with (on top of start_worker's)."""
-    return {
-        "SIEVE_DATA_DIR": str(data_dir),
-        "SIEVE_REGISTRY_URL": registry_url,
-        "SIEVE_INDEX_QUEUE": queue,
-        "SIEVE_RERANK_QUEUE": "rerank-unused",  # not consumed: no reranker loads
-        "SIEVE_RERANK_BACKEND": "none",
-        "SIEVE_EMBED_DEVICE": "cpu",
-        # Small batches: a job of a few dozen documents is several acknowledged batches.
-        "SIEVE_EMBED_BATCH_SIZE": "8",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -90,67 +75,10 @@ def registry(pg_url) -> Iterator[Registry]:
     reg.close()
 
 
-def documents(prefix: str, n: int, seed: int = 0, words: int = 60) -> list[Document]:
-    rng = random.Random(seed)
-    return [
-        Document(
-            id=f"{prefix}-{i:03}",
-            title=f"{prefix} {i}",
-            text=" ".join(rng.choice(WORDS) for _ in range(words)),
-            metadata={"n": i},
-        )
-        for i in range(n)
-    ]
-
-
-def stage(registry: Registry, collection: str, docs: list[Document]) -> list[str]:
-    registry.add_collection(collection)
-    registry.stage(collection, docs)
-    return [d.id for d in docs]
-
-
-def result_of(app: Celery, task_id: str, timeout_s: float = 90) -> dict:
-    value = AsyncResult(task_id, app=app).get(timeout=timeout_s)
-    assert isinstance(value, dict), value
-    return value
-
-
 def logged_results(worker: CeleryWorker, task_id: str) -> list[dict]:
     """Every result the worker logged for ``task_id``, in order."""
     pattern = re.compile(rf"{re.escape(task_id)}\] succeeded in \S+s: (\{{.*\}})$", re.M)
     return [ast.literal_eval(found) for found in pattern.findall(worker.log())]
-
-
-def keyword_chunks(data_dir: Path, collection: str) -> Counter[str]:
-    """Chunks per document in the tantivy index (a reader: the worker keeps writing)."""
-    index = TantivyKeywordIndex(data_dir / "collections" / collection / "tantivy")
-    try:
-        searcher = index._open()[0].searcher()
-        if searcher.num_docs == 0:
-            return Counter()
-        hits = searcher.search(tantivy.Query.all_query(), searcher.num_docs, count=False).hits
-        return Counter(str(searcher.doc(address).get_first("doc_id")) for _, address in hits)
-    finally:
-        index.close()
-
-
-def vector_chunks(data_dir: Path, collection: str) -> Counter[str]:
-    """Points per document in the Qdrant Edge shard (only when no worker has it open)."""
-    import qdrant_edge as qe
-
-    index = QdrantEdgeIndex(data_dir / "collections" / collection / "qdrant-edge", DIM)
-    try:
-        shard, counts, offset = index._open(), Counter[str](), None
-        while True:
-            request = qe.ScrollRequest(
-                offset=offset, limit=1_024, with_payload=qe.PayloadSelector.Include(["doc_id"])
-            )
-            records, offset = shard.scroll(request)
-            counts.update(str(r.payload["doc_id"]) for r in records)
-            if offset is None:
-                return counts
-    finally:
-        index.close()
 
 
 def registry_chunks(registry: Registry, collection: str) -> Counter[str]:
@@ -163,7 +91,7 @@ def registry_chunks(registry: Registry, collection: str) -> Counter[str]:
 
 
 def test_round_trip_stage_enqueue_index_acknowledge(worker, app, registry):
-    ids = stage(registry, "trip", documents("trip", 6))
+    ids = stage(registry, "trip", documents("trip", 6, titled=True))
     task_id = enqueue_index(worker.settings, "trip", ids)
 
     result = result_of(app, task_id)
@@ -180,7 +108,7 @@ def test_round_trip_stage_enqueue_index_acknowledge(worker, app, registry):
 
 
 def test_replayed_and_duplicated_jobs_change_nothing(worker, app, registry):
-    ids = stage(registry, "replay", documents("replay", 6, seed=1))
+    ids = stage(registry, "replay", documents("replay", 6, seed=1, titled=True))
     first_id = enqueue_index(worker.settings, "replay", ids)
     assert result_of(app, first_id)["indexed"] == 6
     before = keyword_chunks(worker.settings.data_dir, "replay")
@@ -216,7 +144,7 @@ def test_replayed_and_duplicated_jobs_change_nothing(worker, app, registry):
 
 
 def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, registry):
-    ids = stage(registry, "order", documents("order", 48, seed=2))
+    ids = stage(registry, "order", documents("order", 48, seed=2, titled=True))
     task_id = enqueue_index(worker.settings, "order", ids)
     # The job read every row (version 1) when it started; once its first batch
     # is acknowledged, a new version of its last document is staged.
@@ -247,7 +175,7 @@ def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, registr
 
 
 def test_delete_missing_ids_and_reconcile(worker, app, registry):
-    ids = stage(registry, "gone", documents("gone", 4, seed=3))
+    ids = stage(registry, "gone", documents("gone", 4, seed=3, titled=True))
     assert result_of(app, enqueue_index(worker.settings, "gone", ids))["indexed"] == 4
 
     deleted = result_of(app, enqueue_delete(worker.settings, "gone", ids[:2] + ["never"]))
