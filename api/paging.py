@@ -23,7 +23,7 @@ from typing import Any, cast
 from api.errors import ApiError
 from api.schemas import MAX_WINDOW, SearchBody
 from search.config import Settings
-from search.types import MODES, Mode
+from search.types import MODES, Mode, SearchRequest
 
 CURSOR_VERSION = 1
 
@@ -167,4 +167,22 @@ def next_cursor(plan: PagePlan, body: SearchBody, signer: CursorSigner, total: i
             "fusion": plan.fusion,
             "rerank": plan.rerank,
         }
+    )
+
+
+def window_request(body: SearchBody, plan: PagePlan) -> SearchRequest:
+    """The engine request for a page's whole window (every page of one query asks the same)."""
+    return SearchRequest(
+        query=body.query,
+        mode=plan.mode,
+        top_k=plan.window,
+        filters=body.filters,
+        collection=body.collection,
+        fusion=plan.fusion,
+        weights=body.weights,
+        # The whole window is retrieved (and reranked) for every page alike,
+        # which is what keeps page N + 1 a continuation of page N.
+        candidates=None if plan.rerank else plan.window,
+        rerank=plan.rerank,
+        rerank_depth=plan.window if plan.rerank else None,
     )

@@ -49,7 +49,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from api.paging import CursorSigner, plan_page  # noqa: E402
+from api.paging import CursorSigner, plan_page, window_request  # noqa: E402
 from api.schemas import SearchBody  # noqa: E402
 from search.config import Settings  # noqa: E402
 from search.engine import SearchEngine  # noqa: E402
@@ -264,22 +264,9 @@ def local_calls(engine: SearchEngine, queries: list[str], rerank: bool) -> Call:
     requests: list[SearchRequest] = []
     for raw in bodies(queries, rerank):
         body = SearchBody.model_validate(raw)
-        # The view's own construction (api/routes/search.py), page 1.
+        # The view's own request (api.paging.window_request), page 1.
         plan = plan_page(body, engine.settings, signer, engine.reranker is not None)
-        requests.append(
-            SearchRequest(
-                query=body.query,
-                mode=plan.mode,  # type: ignore[arg-type]
-                top_k=plan.window,
-                filters=body.filters,
-                collection=body.collection,
-                fusion=plan.fusion,
-                weights=body.weights,
-                candidates=None if plan.rerank else plan.window,
-                rerank=plan.rerank,
-                rerank_depth=plan.window if plan.rerank else None,
-            )
-        )
+        requests.append(window_request(body, plan))
 
     def search(worker: int, i: int) -> float:
         result = engine.search(requests[i % len(requests)])

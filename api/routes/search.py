@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify
 
 from api.auth import requires, scoped_collection
 from api.errors import ApiError
-from api.paging import PagePlan, next_cursor, plan_page
+from api.paging import PagePlan, next_cursor, plan_page, window_request
 from api.schemas import ContextBody, RerankBody, SearchBody
 from api.snippets import snippet
 from api.state import Services, json_body, services
@@ -28,22 +28,7 @@ def search() -> Response:
     svc = services()
     scoped_collection(body.collection, svc.engine.has_collection)
     plan = plan_page(body, svc.settings, svc.cursors, svc.engine.reranker is not None)
-    result = svc.engine.search(
-        SearchRequest(
-            query=body.query,
-            mode=plan.mode,
-            top_k=plan.window,
-            filters=body.filters,
-            collection=body.collection,
-            fusion=plan.fusion,
-            weights=body.weights,
-            # The whole window is retrieved (and reranked) for every page alike,
-            # which is what keeps page N + 1 a continuation of page N.
-            candidates=None if plan.rerank else plan.window,
-            rerank=plan.rerank,
-            rerank_depth=plan.window if plan.rerank else None,
-        )
-    )
+    result = svc.engine.search(window_request(body, plan))
     svc.metrics.observe_result(result)
     return jsonify(_page(body, plan, result, svc))
 

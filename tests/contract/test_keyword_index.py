@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.servers import es_test_settings
 
-from search.config import Settings
 from search.errors import BackendUnavailable
 from search.keyword import KeywordIndex
 from search.keyword.tantivy_index import TantivyKeywordIndex
@@ -35,15 +35,7 @@ def _es_index() -> Iterator[KeywordIndex]:
 
     # A prefix of its own per test: its own template and index, dropped after.
     prefix = f"sieve-test-{uuid.uuid4().hex[:12]}"
-    settings = Settings(
-        keyword_backend="elasticsearch",
-        es_url=ES_URL,
-        es_api_key=os.environ.get("SIEVE_TEST_ES_API_KEY", ""),
-        es_username=os.environ.get("SIEVE_TEST_ES_USERNAME", ""),
-        es_password=os.environ.get("SIEVE_TEST_ES_PASSWORD", ""),
-        es_index_prefix=prefix,
-        es_max_retries=2,
-    )
+    settings = es_test_settings(prefix)
     index = ElasticsearchKeywordIndex(settings, "contract")
     try:
         yield index

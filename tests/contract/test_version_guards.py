@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import text
+from support.servers import es_test_settings
 
 from search.config import Settings
 from search.errors import BackendUnavailable
@@ -373,15 +374,7 @@ def es_index() -> Iterator[ElasticsearchKeywordIndex]:
     from search.keyword.elasticsearch_index import template_name
 
     prefix = f"sieve-test-{uuid.uuid4().hex[:12]}"
-    settings = Settings(
-        keyword_backend="elasticsearch",
-        es_url=ES_URL,
-        es_api_key=os.environ.get("SIEVE_TEST_ES_API_KEY", ""),
-        es_username=os.environ.get("SIEVE_TEST_ES_USERNAME", ""),
-        es_password=os.environ.get("SIEVE_TEST_ES_PASSWORD", ""),
-        es_index_prefix=prefix,
-        es_max_retries=2,
-    )
+    settings = es_test_settings(prefix)
     index = ElasticsearchKeywordIndex(settings, "guard")
     yield index
     index.close()
