@@ -18,6 +18,7 @@ import click
 
 from search.config import FUSION_METHODS, Settings
 from search.errors import LoadError, SieveError
+from search.serialize import result_json
 from search.types import MODES, Document, SearchRequest, SearchResult
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
@@ -165,7 +166,7 @@ def search_cmd(
     )
     result = ctx.engine.search(request)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        click.echo(json.dumps(result_json(result), ensure_ascii=False))
     else:
         print_result(result)
 

@@ -79,7 +79,7 @@ def rerank_cmd(ctx: Any, query: str, docs: tuple[str, ...], as_json: bool) -> No
         raise click.UsageError("the query is empty")
     reranker = remote_reranker(ctx.settings) or CrossEncoderReranker.from_settings(ctx.settings)
     batch = reranker.rerank(query, list(docs))
-    order = sorted(range(len(docs)), key=lambda i: -batch.scores[i].logit)
+    order = batch.best_first()
     if as_json:
         rows = [
             {"index": i, "logit": batch.scores[i].logit, "score": batch.scores[i].score}

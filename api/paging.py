@@ -1,12 +1,11 @@
-"""Pagination: one ordered window per query, pages as slices of it, signed cursors.
+"""Pagination: pages are slices of one planned window, walked with signed cursors.
 
-The first request fixes the window: the rerank depth when reranking (the
-reranked order exists only that deep), else ``SIEVE_CANDIDATES`` or the
-requested page's end if deeper, never above 1,000. Every page is the slice
-``[offset, offset + top_k)`` of the same deterministic list, so pages never
-overlap or reshuffle. The cursor carries the window and the choices that
-shape the order; it is signed (HMAC-SHA256) so that a client cannot forge a
-deeper window, and bound to its query by a hash.
+The engine plans each query's window (``search.request.plan``): every page is
+the slice ``[offset, offset + top_k)`` of the same deterministic list, so pages
+never overlap or reshuffle. The cursor carries the plan that shapes the order
+(window, mode, fusion, rerank depth) so that the next page is cut from the same
+list; it is signed (HMAC-SHA256) so that a client cannot forge a deeper window,
+and bound to its query by a hash.
 """
 
 from __future__ import annotations
@@ -17,15 +16,13 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, cast
 
 from api.errors import ApiError
-from api.schemas import MAX_WINDOW, SearchBody
-from search.config import Settings
-from search.types import MODES, Mode, SearchRequest
+from api.schemas import SearchBody
+from search.types import MODES, Mode, SearchRequest, SearchResult
 
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2  # 2: the cursor carries the rerank depth
 
 
 def _b64(data: bytes) -> str:
@@ -71,57 +68,22 @@ def query_hash(body: SearchBody) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class PagePlan:
-    """Which slice of which window a request gets."""
-
-    offset: int
-    top_k: int
-    window: int
-    mode: Mode
-    fusion: str
-    rerank: bool
-
-    @property
-    def page(self) -> int:
-        """1-based page number (of ``top_k``-sized pages)."""
-        return self.offset // self.top_k + 1
-
-
-def plan_page(
-    body: SearchBody, settings: Settings, signer: CursorSigner, has_reranker: bool
-) -> PagePlan:
-    """The page a request asks for; 400 for a foreign cursor, 422 beyond the window."""
-    if body.cursor is not None:
-        plan = _from_cursor(body, signer.decode(body.cursor))
-    else:
-        rerank = has_reranker if body.rerank is None else body.rerank
-        page = body.page or 1
-        if rerank:
-            window = min(body.rerank_depth or settings.rerank_depth, MAX_WINDOW)
-        else:
-            window = min(max(settings.candidates, body.top_k * page), MAX_WINDOW)
-        plan = PagePlan(
-            offset=(page - 1) * body.top_k,
-            top_k=body.top_k,
-            window=window,
+def engine_request(body: SearchBody, signer: CursorSigner) -> SearchRequest:
+    """The engine request for a page: from its cursor, else from ``page``; 400 for a bad cursor."""
+    if body.cursor is None:
+        return SearchRequest(
+            query=body.query,
             mode=body.mode,
-            fusion=body.fusion or settings.fusion,
-            rerank=rerank,
+            top_k=body.top_k,
+            offset=((body.page or 1) - 1) * body.top_k,
+            filters=body.filters,
+            collection=body.collection,
+            fusion=body.fusion,
+            weights=body.weights,
+            rerank=body.rerank,
+            rerank_depth=body.rerank_depth,
         )
-    end = plan.offset + plan.top_k
-    if end > plan.window:
-        why = "the rerank depth" if plan.rerank else f"at most {MAX_WINDOW}"
-        raise ApiError(
-            422,
-            f"page {plan.page} with top_k {plan.top_k} would end at result {end}, beyond "
-            f"this query's window of {plan.window} results ({why}); ask for a smaller page",
-            window=plan.window,
-        )
-    return plan
-
-
-def _from_cursor(body: SearchBody, cursor: dict[str, Any]) -> PagePlan:
+    cursor = signer.decode(body.cursor)
     if cursor.get("q_hash") != query_hash(body):
         raise ApiError(
             400,
@@ -140,22 +102,28 @@ def _from_cursor(body: SearchBody, cursor: dict[str, Any]) -> PagePlan:
     try:
         if cursor["mode"] not in MODES:
             raise ValueError(cursor["mode"])
-        return PagePlan(
-            offset=int(cursor["offset"]),
-            top_k=body.top_k,
-            window=int(cursor["window"]),
+        return SearchRequest(
+            query=body.query,
             mode=cast(Mode, cursor["mode"]),
+            top_k=body.top_k,
+            offset=int(cursor["offset"]),
+            filters=body.filters,
+            collection=body.collection,
             fusion=str(cursor["fusion"]),
+            weights=body.weights,
             rerank=bool(cursor["rerank"]),
+            rerank_depth=int(cursor["rerank_depth"]) or None,
+            window=int(cursor["window"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError(400, "invalid cursor: use next_cursor exactly as returned") from exc
 
 
-def next_cursor(plan: PagePlan, body: SearchBody, signer: CursorSigner, total: int) -> str | None:
+def next_cursor(result: SearchResult, body: SearchBody, signer: CursorSigner) -> str | None:
     """The cursor of the next page, or None when there is none within the window."""
-    offset = plan.offset + plan.top_k
-    if offset >= total or offset + plan.top_k > plan.window:
+    plan = result.plan
+    offset = result.offset + result.top_k
+    if plan is None or offset >= result.total_window or offset + result.top_k > plan.window:
         return None
     return signer.encode(
         {
@@ -166,23 +134,6 @@ def next_cursor(plan: PagePlan, body: SearchBody, signer: CursorSigner, total: i
             "mode": plan.mode,
             "fusion": plan.fusion,
             "rerank": plan.rerank,
+            "rerank_depth": plan.rerank_depth,
         }
-    )
-
-
-def window_request(body: SearchBody, plan: PagePlan) -> SearchRequest:
-    """The engine request for a page's whole window (every page of one query asks the same)."""
-    return SearchRequest(
-        query=body.query,
-        mode=plan.mode,
-        top_k=plan.window,
-        filters=body.filters,
-        collection=body.collection,
-        fusion=plan.fusion,
-        weights=body.weights,
-        # The whole window is retrieved (and reranked) for every page alike,
-        # which is what keeps page N + 1 a continuation of page N.
-        candidates=None if plan.rerank else plan.window,
-        rerank=plan.rerank,
-        rerank_depth=plan.window if plan.rerank else None,
     )

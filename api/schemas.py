@@ -13,20 +13,24 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from search.config import COLLECTION_PATTERN
+from search.fusion import FusionMethod
+from search.request import (
+    MAX_FILTERS,
+    MAX_QUERY_CHARS,
+    MAX_RERANK_DEPTH,
+    MAX_TOP_K,
+    MAX_WEIGHT,
+    MAX_WINDOW,
+)
+from search.types import ContentType, MetaValue, Mode
 
-MAX_QUERY_CHARS = 2048
-MAX_TOP_K = 100
-MAX_WINDOW = 1000  # deepest page end ever served (offset + top_k)
-
+# Every limit and choice below comes from the engine's request contract
+# (search/request.py); tests/unit/test_request_contract.py checks they agree.
 CollectionName = Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)]
 Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
 DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
-Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
-MetaValue = str | int | bool | list[str] | list[int]
-Filters = Annotated[dict[str, MetaValue], Field(max_length=32)]
-Mode = Literal["bm25", "vector", "hybrid"]
-Fusion = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf"]
-ContentType = Literal["text", "markdown", "html"]
+Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, allow_inf_nan=False)]
+Filters = Annotated[dict[str, MetaValue], Field(max_length=MAX_FILTERS)]
 
 
 class Strict(BaseModel):
@@ -52,10 +56,10 @@ class SearchBody(Strict):
     mode: Mode = "hybrid"
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     filters: Filters | None = None
-    fusion: Fusion | None = None
+    fusion: FusionMethod | None = None
     weights: tuple[Weight, Weight] | None = None
     rerank: bool | None = None
-    rerank_depth: int | None = Field(None, ge=1, le=500)
+    rerank_depth: int | None = Field(None, ge=1, le=MAX_RERANK_DEPTH)
     cursor: str | None = Field(None, min_length=1, max_length=4096)
     page: int | None = Field(None, ge=1, le=MAX_WINDOW)
 

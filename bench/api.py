@@ -4,7 +4,7 @@ For each configuration (rerank off; rerank on with every pair score cached; 1, 8
 concurrent clients) it sends ``--requests`` searches (``--queries`` SciFact test queries,
 cycled) to the server and reports requests/s and latency p50/p95/p99; right after, it makes
 the very same ``engine.search`` calls in this process (each request built as the view
-builds it, with ``api.paging.plan_page``) at the same concurrency. HTTP overhead = HTTP p50
+builds it, with ``api.paging.engine_request``) at the same concurrency. HTTP overhead = HTTP p50
 minus in-process p50: the Flask app, request validation, snippets, JSON, gunicorn and the
 loopback network together. Target: under 3 ms at p50. The two halves of each comparison
 run back to back because the load of a shared machine drifts over minutes.
@@ -49,7 +49,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from api.paging import CursorSigner, plan_page, window_request  # noqa: E402
+from api.paging import CursorSigner, engine_request  # noqa: E402
 from api.schemas import SearchBody  # noqa: E402
 from search.config import Settings  # noqa: E402
 from search.engine import SearchEngine  # noqa: E402
@@ -264,9 +264,8 @@ def local_calls(engine: SearchEngine, queries: list[str], rerank: bool) -> Call:
     requests: list[SearchRequest] = []
     for raw in bodies(queries, rerank):
         body = SearchBody.model_validate(raw)
-        # The view's own request (api.paging.window_request), page 1.
-        plan = plan_page(body, engine.settings, signer, engine.reranker is not None)
-        requests.append(window_request(body, plan))
+        # The view's own request (api.paging.engine_request), page 1.
+        requests.append(engine_request(body, signer))
 
     def search(worker: int, i: int) -> float:
         result = engine.search(requests[i % len(requests)])

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import ConfigError
+from search.fusion import METHODS as FUSION_METHODS
 
 KEYWORD_BACKENDS = ("tantivy", "elasticsearch")
 VECTOR_BACKENDS = ("qdrant-edge", "qdrant")
-FUSION_METHODS = ("rrf", "weighted_rrf", "minmax", "zscore", "dbsf")
 RERANK_BACKENDS = ("auto", "local", "celery", "none")
 API_ROLES = ("search", "admin")
 PREFIX = "SIEVE_"

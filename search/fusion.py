@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 from search.errors import InvalidRequest
 
@@ -125,7 +126,8 @@ def dbsf(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fus
     return _normalised_sum(runs, weights, _dbsf)
 
 
-METHODS = ("rrf", "weighted_rrf", "minmax", "zscore", "dbsf")
+FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf"]
+METHODS: tuple[str, ...] = get_args(FusionMethod)
 
 
 def fuse(

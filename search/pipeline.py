@@ -17,20 +17,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 
 from search import fusion
-from search.config import FUSION_METHODS, Settings
+from search import request as contract
+from search.config import Settings
 from search.embed import Embedder
-from search.errors import BackendUnavailable, InvalidRequest
+from search.errors import BackendUnavailable
 from search.keyword.base import KeywordIndex
 from search.rerank import Reranker
 from search.text import analyze, script_of
-from search.types import MODES, Hit, LegScore, ScoredChunk, SearchRequest, SearchResult
+from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
 from search.vector.base import VectorIndex
 
 log = logging.getLogger(__name__)
 
-MAX_TOP_K = 1000
-MAX_QUERY_CHARS = 4096
-MAX_RERANK_DEPTH = 500
 
 
 @dataclass(frozen=True)
@@ -52,26 +50,19 @@ def collapse(chunks: list[ScoredChunk]) -> list[ScoredChunk]:
     return out
 
 
-def validate(request: SearchRequest) -> None:
-    """Reject malformed requests with a message that names the problem."""
-    if not isinstance(request.query, str) or not request.query.strip():
-        raise InvalidRequest("the query is empty")
-    if len(request.query) > MAX_QUERY_CHARS:
-        raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
-    if request.mode not in MODES:
-        raise InvalidRequest(
-            f"unknown mode {request.mode!r}; choose one of {', '.join(MODES)}", mode=request.mode
-        )
-    if not isinstance(request.top_k, int) or not 1 <= request.top_k <= MAX_TOP_K:
-        raise InvalidRequest(f"top_k must be an integer from 1 to {MAX_TOP_K}")
-    if request.fusion is not None and request.fusion not in FUSION_METHODS:
-        raise InvalidRequest(
-            f"unknown fusion method {request.fusion!r}; choose one of {', '.join(FUSION_METHODS)}"
-        )
-    if request.candidates is not None and not 1 <= request.candidates <= MAX_TOP_K:
-        raise InvalidRequest(f"candidates must be from 1 to {MAX_TOP_K}")
-    if request.rerank_depth is not None and not 1 <= request.rerank_depth <= MAX_RERANK_DEPTH:
-        raise InvalidRequest(f"rerank_depth must be from 1 to {MAX_RERANK_DEPTH}")
+def passage_span(prefix_len: int, text_len: int, start: int, end: int) -> tuple[int, int]:
+    """The part of a passage that the reranker's best window covered.
+
+    The reranker saw ``prefix + passage`` (the prefix is the title line) and
+    answers character offsets into that. They are mapped back into the passage;
+    a window that covered only the title, or the whole passage, gives the whole
+    passage, which is also what a passage shorter than one window gets.
+    """
+    start = min(max(start - prefix_len, 0), text_len)
+    end = min(max(end - prefix_len, 0), text_len)
+    if end <= start or (start == 0 and end == text_len):
+        return 0, text_len
+    return start, end
 
 
 class Pipeline:
@@ -96,14 +87,10 @@ class Pipeline:
     def search(self, request: SearchRequest) -> SearchResult:
         """Run the query; see the module docstring for the failure rules."""
         started = time.perf_counter()
-        validate(request)
+        plan = self.plan(request)
+        depth = plan.depth
         timings: dict[str, float] = {}
         skipped: dict[str, str] = {}
-        want_rerank = self.reranker is not None if request.rerank is None else request.rerank
-        window = request.rerank_depth or self.settings.rerank_depth
-        depth = max(request.candidates or self.settings.candidates, request.top_k)
-        if want_rerank:
-            depth = max(depth, window)
 
         t0 = time.perf_counter()
         tokens = analyze(request.query)
@@ -168,13 +155,12 @@ class Pipeline:
             )
 
         t0 = time.perf_counter()
-        method = request.fusion or self.settings.fusion
-        hits = self._fuse(legs, method, request)
+        hits = self._fuse(legs, plan.fusion, request)[: plan.window]
         timings["fusion"] = (time.perf_counter() - t0) * 1000
         reranked, cached = False, 0
-        if want_rerank and hits:
+        if plan.rerank and hits:
             try:
-                hits, cached = self._rerank(request.query, hits, window, timings)
+                hits, cached = self._rerank(request.query, hits, plan.rerank_depth, timings)
                 reranked = True
             except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
                 log.warning(
@@ -185,24 +171,39 @@ class Pipeline:
         return SearchResult(
             query=request.query,
             mode=request.mode,
-            hits=hits[: request.top_k],
+            hits=hits[request.offset : request.offset + request.top_k],
             timings_ms=timings,
             degraded=degraded,
             skipped=skipped,
-            fusion=method if len(legs) > 1 else None,
+            fusion=plan.fusion if len(legs) > 1 else None,
             reranked=reranked,
-            rerank_window=min(window, len(hits)) if reranked else 0,
+            rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
             cached_scores=cached,
+            offset=request.offset,
+            top_k=request.top_k,
+            total_window=len(hits),
+            plan=plan,
+        )
+
+    def plan(self, request: SearchRequest) -> QueryPlan:
+        """Validate ``request`` and fix its plan from the configured defaults."""
+        contract.validate(request)
+        return contract.plan(
+            request,
+            has_reranker=self.reranker is not None,
+            candidates=self.settings.candidates,
+            rerank_depth=self.settings.rerank_depth,
+            fusion=self.settings.fusion,
         )
 
     def _rerank(
-        self, query: str, hits: list[Hit], window: int, timings: dict[str, float]
+        self, query: str, hits: list[Hit], depth: int, timings: dict[str, float]
     ) -> tuple[list[Hit], int]:
-        """Order the top ``window`` hits by cross-encoder score; the rest keep fused order."""
+        """Order the top ``depth`` hits by cross-encoder score; the rest keep fused order."""
         if self.reranker is None:
             raise BackendUnavailable("no reranker is configured", backend="rerank")
         t0 = time.perf_counter()
-        head, tail = hits[:window], hits[window:]
+        head, tail = hits[:depth], hits[depth:]
         # The title gives the cross-encoder the context BEIR-style models were
         # trained with; offsets are mapped back past it into the document.
         prefixes = [f"{h.title}\n" if h.title else "" for h in head]
@@ -216,23 +217,16 @@ class Pipeline:
             )
         scored = []
         for prefix, hit, result in zip(prefixes, head, batch.scores, strict=True):
-            start = hit.start + max(0, result.start - len(prefix))
-            end = hit.start + max(0, result.end - len(prefix))
-            if (
-                result.end <= len(prefix)
-                or result.start <= len(prefix)
-                and result.end >= len(prefix) + len(hit.text)
-            ):
-                start, end = hit.start, hit.end  # the window covered the whole passage
+            start, end = passage_span(len(prefix), len(hit.text), result.start, result.end)
             scored.append(
                 replace(
                     hit,
                     rerank_logit=result.logit,
                     rerank_score=result.score,
                     score=result.score,
-                    start=start,
-                    end=min(end, hit.end),
-                    text=hit.text[start - hit.start : min(end, hit.end) - hit.start],
+                    start=hit.start + start,
+                    end=hit.start + end,
+                    text=hit.text[start:end],
                 )
             )
         scored.sort(key=lambda h: (-(h.rerank_logit or 0.0), h.rank))

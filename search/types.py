@@ -8,10 +8,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Mode = Literal["bm25", "vector", "hybrid"]
-MODES: tuple[Mode, ...] = ("bm25", "vector", "hybrid")
+MODES: tuple[Mode, ...] = get_args(Mode)
+# How ``Document.text`` is cleaned before chunking.
+ContentType = Literal["text", "markdown", "html"]
+CONTENT_TYPES: tuple[str, ...] = get_args(ContentType)
 
 # Metadata values that can be filtered on. Lists mean "any of" in a filter and
 # "all of these values" on a document.
@@ -72,8 +75,7 @@ class Document:
     title: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
-    # "text", "markdown" or "html": how to clean ``text`` before chunking.
-    content_type: str = "text"
+    content_type: str = "text"  # one of CONTENT_TYPES
 
 
 @dataclass(frozen=True)
@@ -134,37 +136,15 @@ class Hit:
     rerank_logit: float | None = None
     rerank_score: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view, with every stage's provenance."""
-
-        def leg(value: LegScore | None) -> dict[str, Any] | None:
-            return None if value is None else {"score": value.score, "rank": value.rank}
-
-        return {
-            "doc_id": self.doc_id,
-            "title": self.title,
-            "text": self.text,
-            "chunk_id": self.chunk_id,
-            "offsets": [self.start, self.end],
-            "score": self.score,
-            "rank": self.rank,
-            "metadata": dict(self.metadata),
-            "bm25": leg(self.bm25),
-            "vector": leg(self.vector),
-            "fused": leg(self.fused),
-            "rerank": None
-            if self.rerank_logit is None
-            else {"logit": self.rerank_logit, "score": self.rerank_score},
-        }
-
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """What one query asks for. Validated by ``pipeline.Pipeline``."""
+    """What one query asks for; ``search.request`` holds its limits and validation."""
 
     query: str
     mode: Mode = "hybrid"
-    top_k: int = 10
+    top_k: int = 10  # hits in this page
+    offset: int = 0  # where the page starts in the query's window
     filters: Filters | None = None
     collection: str = "default"
     fusion: str | None = None  # None: the configured default
@@ -172,15 +152,38 @@ class SearchRequest:
     candidates: int | None = None  # per-leg depth; None: the configured default
     rerank: bool | None = None  # None: on when a reranker is configured
     rerank_depth: int | None = None  # how many fused hits to rerank; None: configured
+    # The ordered list pages are cut from; None: planned (see search.request).
+    # A pagination cursor pins it so that every page slices the same list.
+    window: int | None = None
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """How one query runs (``search.request.plan``): each stage and how deep.
+
+    ``window`` is the ordered list that pages are cut from, ``depth`` how many
+    candidates each leg retrieves, ``rerank_depth`` how many of the window's
+    head the cross-encoder orders (0: no reranking).
+    """
+
+    mode: Mode
+    fusion: str
+    rerank: bool
+    rerank_depth: int
+    window: int
+    depth: int
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Hits plus what happened on the way: timings, degradations, skipped legs."""
+    """One page of hits plus what happened on the way: timings, degradations, skipped legs.
+
+    Serialised in one place, ``search.serialize.result_json``.
+    """
 
     query: str
     mode: Mode
-    hits: list[Hit]
+    hits: list[Hit]  # the page: window[offset : offset + top_k]
     timings_ms: dict[str, float]
     degraded: list[str] = field(default_factory=list)
     # A leg deliberately not run, with the reason (e.g. the embedder knows no Chinese).
@@ -189,21 +192,10 @@ class SearchResult:
     reranked: bool = False
     rerank_window: int = 0  # how many of the top hits the reranker ordered
     cached_scores: int = 0  # how many rerank scores came from the cache
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view of the whole result."""
-        return {
-            "query": self.query,
-            "mode": self.mode,
-            "fusion": self.fusion,
-            "reranked": self.reranked,
-            "rerank_window": self.rerank_window,
-            "cached_scores": self.cached_scores,
-            "degraded": list(self.degraded),
-            "skipped": dict(self.skipped),
-            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
-            "hits": [hit.to_dict() for hit in self.hits],
-        }
+    offset: int = 0
+    top_k: int = 10  # the page size asked for
+    total_window: int = 0  # how many ordered hits the window holds (<= plan.window)
+    plan: QueryPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -232,3 +224,8 @@ class RerankBatch:
     scores: list[RerankScore]
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: int = 0  # how many scores came from the cache
+
+    def best_first(self, top_n: int | None = None) -> list[int]:
+        """Indices of the passages by descending logit (ties: input order), the top ``top_n``."""
+        order = sorted(range(len(self.scores)), key=lambda i: (-self.scores[i].logit, i))
+        return order if top_n is None else order[:top_n]

@@ -10,12 +10,12 @@ from flask import Blueprint, Response, jsonify
 
 from api.auth import requires, scoped_collection
 from api.errors import ApiError
-from api.paging import PagePlan, next_cursor, plan_page, window_request
+from api.paging import engine_request, next_cursor
 from api.schemas import ContextBody, RerankBody, SearchBody
-from api.snippets import snippet
-from api.state import Services, json_body, services
+from api.state import json_body, services
 from search.context import pack_context
-from search.types import SearchRequest, SearchResult
+from search.serialize import result_json
+from search.types import SearchRequest
 
 bp = Blueprint("search", __name__)
 
@@ -27,30 +27,9 @@ def search() -> Response:
     body = json_body(SearchBody)
     svc = services()
     scoped_collection(body.collection, svc.engine.has_collection)
-    plan = plan_page(body, svc.settings, svc.cursors, svc.engine.reranker is not None)
-    result = svc.engine.search(window_request(body, plan))
+    result = svc.engine.search(engine_request(body, svc.cursors))
     svc.metrics.observe_result(result)
-    return jsonify(_page(body, plan, result, svc))
-
-
-def _page(body: SearchBody, plan: PagePlan, result: SearchResult, svc: Services) -> dict[str, Any]:
-    hits = result.hits[plan.offset : plan.offset + plan.top_k]
-    return {
-        "query": result.query,
-        "mode": result.mode,
-        "fusion": result.fusion,
-        "reranked": result.reranked,
-        "rerank_window": result.rerank_window,
-        "page": plan.page,
-        "top_k": plan.top_k,
-        "next_cursor": next_cursor(plan, body, svc.cursors, len(result.hits)),
-        "total_window": len(result.hits),
-        "degraded": list(result.degraded),
-        "skipped": dict(result.skipped),
-        "cached_scores": result.cached_scores,
-        "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
-        "hits": [dict(hit.to_dict(), snippet=snippet(hit.text, body.query)) for hit in hits],
-    }
+    return jsonify(dict(result_json(result), next_cursor=next_cursor(result, body, svc.cursors)))
 
 
 @bp.post("/v1/context")
@@ -100,9 +79,8 @@ def rerank() -> Response:
         )
     texts = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
     batch = reranker.rerank(body.query, texts)
-    order = sorted(range(len(texts)), key=lambda i: (-batch.scores[i].logit, i))
     results = []
-    for i in order[: body.top_n or len(order)]:
+    for i in batch.best_first(body.top_n):
         item: dict[str, Any] = {"index": i, "relevance_score": batch.scores[i].score}
         if body.return_documents:
             item["document"] = {"text": texts[i]}

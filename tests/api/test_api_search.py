@@ -9,7 +9,7 @@ import math
 import pytest
 from api_testkit import error_code
 
-from api.snippets import snippet
+from search.text.snippet import snippet
 
 pytestmark = pytest.mark.integration
 

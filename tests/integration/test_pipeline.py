@@ -14,6 +14,7 @@ from search.errors import BackendUnavailable, InvalidRequest
 from search.ingest import iter_paths
 from search.keyword.elasticsearch_index import ElasticsearchKeywordIndex
 from search.pipeline import Pipeline
+from search.serialize import result_json
 from search.types import Document, SearchRequest
 from search.vector.qdrant_server import QdrantServerIndex
 
@@ -174,5 +175,5 @@ def test_a_late_leg_is_dropped_at_its_deadline(engine):
 
 
 def test_result_serialises_to_json(engine):
-    payload = json.loads(json.dumps(search(engine, "router restart").to_dict()))
+    payload = json.loads(json.dumps(result_json(search(engine, "router restart"))))
     assert payload["hits"][0]["offsets"][1] > payload["hits"][0]["offsets"][0]
