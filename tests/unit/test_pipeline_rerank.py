@@ -1,0 +1,114 @@
+"""The rerank stage of the pipeline: order, and offsets mapped back past the title."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from search.config import Settings
+from search.pipeline import Pipeline, passage_span
+from search.types import RerankBatch, RerankScore, ScoredChunk, SearchRequest
+
+pytestmark = pytest.mark.unit
+
+TEXT = "Cast iron keeps heat. Season it with oil. Never soak it in water overnight."
+
+
+@pytest.mark.parametrize(
+    ("prefix", "start", "end", "expected"),
+    [
+        (0, 0, len(TEXT), (0, len(TEXT))),  # the window covered the whole passage
+        (0, 22, 41, (22, 41)),  # a window inside a long passage
+        (6, 28, 47, (22, 41)),  # the same window behind a 6-character title line
+        (6, 0, 5, (0, len(TEXT))),  # a window within the title: the whole passage
+        (6, 2, 20, (0, 14)),  # a window starting in the title: from the passage's start
+        (6, 0, 6 + len(TEXT) + 9, (0, len(TEXT))),  # past the end (tokeniser slack)
+        (0, 0, 0, (0, len(TEXT))),  # no offsets given (a scorer without windows)
+    ],
+)
+def test_passage_span(prefix, start, end, expected):
+    assert passage_span(prefix, len(TEXT), start, end) == expected
+
+
+class Keyword:
+    """A keyword leg answering fixed chunks (the pipeline's rules are under test, not BM25)."""
+
+    def __init__(self, chunks: list[ScoredChunk]) -> None:
+        self.chunks = chunks
+
+    def search(self, tokens, depth, filters):
+        return self.chunks[:depth]
+
+
+class Windows:
+    """A reranker answering chosen logits and windows, in the order it is given passages."""
+
+    model_key = "windows@test"
+
+    def __init__(self, answers: dict[str, tuple[float, int, int]]) -> None:
+        self.answers, self.seen = answers, []
+
+    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+        self.seen = list(passages)
+        scores = []
+        for passage in passages:
+            key = next(k for k in self.answers if k in passage)
+            logit, start, end = self.answers[key]
+            scores.append(RerankScore(logit=logit, score=logit / 10, start=start, end=end))
+        return RerankBatch(scores)
+
+
+class NoEmbedder:
+    model_name, languages = "none", ("en",)
+
+    def serves(self, script):
+        return True
+
+
+def chunk(doc: str, title: str, text: str, start: int) -> ScoredChunk:
+    return ScoredChunk(
+        chunk_id=f"{doc}-c",
+        doc_id=doc,
+        score=1.0,
+        text=text,
+        title=title,
+        start=start,
+        end=start + len(text),
+    )
+
+
+def test_rerank_orders_the_head_and_maps_windows_into_the_document():
+    chunks = [
+        chunk("a", "Pans", TEXT, 100),  # titled, long: scored by an inner window
+        chunk("b", "", "Short note on oil.", 0),  # untitled, shorter than a window
+        chunk("c", "Kettles", "Descale a kettle with vinegar.", 40),  # window in the title
+        chunk("d", "", "Beyond the rerank depth.", 0),
+    ]
+    reranker = Windows(
+        {
+            TEXT: (1.0, len("Pans\n") + 22, len("Pans\n") + 41),
+            "Short note": (3.0, 0, len("Short note on oil.")),
+            "Descale": (2.0, 0, 3),
+        }
+    )
+    pipeline = Pipeline(Settings(), Keyword(chunks), None, NoEmbedder(), reranker=reranker)
+    result = pipeline.search(
+        SearchRequest(query="cast iron", mode="bm25", top_k=4, rerank=True, rerank_depth=3)
+    )
+    # The cross-encoder saw each title line before its passage.
+    assert reranker.seen == [
+        f"Pans\n{TEXT}",
+        "Short note on oil.",
+        "Kettles\nDescale a kettle with vinegar.",
+    ]
+    assert [h.doc_id for h in result.hits] == ["b", "c", "a", "d"]
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4]
+    b, c, a, d = result.hits
+    assert (a.start, a.end, a.text) == (122, 141, TEXT[22:41])
+    assert (b.start, b.end, b.text) == (0, 18, "Short note on oil.")
+    assert (c.start, c.end) == (40, 40 + len("Descale a kettle with vinegar."))
+    assert c.text == "Descale a kettle with vinegar."
+    assert (a.rerank_logit, a.score) == (1.0, 0.1)
+    assert d.rerank_logit is None and d.text == "Beyond the rerank depth."
+    assert result.reranked and result.rerank_window == 3
