@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -44,6 +44,26 @@ def upload_name(filename: str | None) -> str:
             f"{name}: unsupported file type; upload one of {', '.join(SUPPORTED)}", filename=name
         )
     return name
+
+
+def read_uploads(files: Iterable[tuple[str | None, bytes]]) -> tuple[Upload, ...]:
+    """Uploads from ``(filename, bytes)`` pairs; ``InvalidRequest`` naming any bad or repeated name.
+
+    A one-document file's name is its document id, so two files of the same base
+    name (``a/notes.txt`` and ``b/notes.txt``) would silently overwrite each other:
+    the whole request is refused instead, before anything is accepted.
+    """
+    uploads = tuple(Upload(upload_name(filename), data) for filename, data in files)
+    seen: set[str] = set()
+    for upload in uploads:
+        if upload.name in seen:
+            raise InvalidRequest(
+                f"{upload.name}: two uploaded files have this name, and a file's name is its "
+                "document id; rename one or upload them separately",
+                filename=upload.name,
+            )
+        seen.add(upload.name)
+    return uploads
 
 
 def count_documents(upload: Upload) -> int:

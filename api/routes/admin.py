@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.jobs import IndexJob
 from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
 from api.state import json_body, services
-from api.uploads import Upload, count_documents, upload_name
+from api.uploads import count_documents, read_uploads
 from search.types import Document
 
 bp = Blueprint("admin", __name__)
@@ -118,7 +118,7 @@ def upload_documents(c: str) -> Response:
     files = request.files.getlist("file")
     if not files:
         raise ApiError(422, "no file: send multipart/form-data with one or more 'file' fields")
-    uploads = tuple(Upload(upload_name(f.filename), f.read()) for f in files)
+    uploads = read_uploads((f.filename, f.read()) for f in files)
     _check_batch(sum(count_documents(upload) for upload in uploads))
     return _accepted(IndexJob(name, files=uploads))
 

@@ -196,6 +196,20 @@ def test_bad_uploads_are_422(client, collection):
     assert task["state"] == "done" and task["indexed"] == 0 and "x.pdf" in task["errors"][0]
 
 
+def test_two_uploaded_files_of_one_name_are_refused_whole(client, collection):
+    url = f"/v1/collections/{collection}/documents:upload"
+    files = [
+        (io.BytesIO(b"Kettles boil water."), "a/notes.txt"),
+        (io.BytesIO(b"Pans fry eggs."), "b/notes.txt"),
+        (io.BytesIO(b"Other file."), "other.txt"),
+    ]
+    response = client.post(url, data={"file": files}, content_type="multipart/form-data")
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+    assert "notes.txt" in response.json["error"]["message"]
+    assert client.get(f"/v1/collections/{collection}/stats").json["documents"] == 0
+    assert client.get(f"/v1/collections/{collection}/documents/notes.txt").status_code == 404
+
+
 def test_unknown_things_are_404(client, collection):
     assert client.get("/v1/tasks/no-such-task").status_code == 404
     assert client.get(f"/v1/collections/{collection}/documents/nope").status_code == 404

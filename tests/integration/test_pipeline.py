@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -151,26 +151,35 @@ def test_both_legs_down_is_an_error(engine):
         )
 
 
-class SlowVector:
-    """Test double for a fault we cannot cause on demand: a vector engine that hangs."""
+class HangingVector:
+    """Test double for a fault we cannot cause on demand: a vector engine that hangs.
 
-    name = "slow"
+    It blocks until the test releases it (or 30 s pass), so "the answer came
+    while the leg still hung" is an event check, not a wall-clock bound.
+    """
 
-    def __init__(self, inner, delay):
-        self.inner, self.delay, self.dim = inner, delay, inner.dim
+    name = "hanging"
+
+    def __init__(self, inner):
+        self.inner, self.dim = inner, inner.dim
+        self.release, self.entered = threading.Event(), threading.Event()
 
     def search(self, *args, **kwargs):
-        time.sleep(self.delay)
+        self.entered.set()
+        self.release.wait(30)
         return self.inner.search(*args, **kwargs)
 
 
 def test_a_late_leg_is_dropped_at_its_deadline(engine):
     col = engine.collection()
     settings = engine.settings.with_overrides(leg_timeout_s=0.5)
-    pipeline = Pipeline(settings, col.keyword, SlowVector(col.vector, 3.0), engine.embedder)
-    t0 = time.perf_counter()
-    result = pipeline.search(SearchRequest(query="cast iron pan"))
-    assert time.perf_counter() - t0 < 2.0
+    vector = HangingVector(col.vector)
+    pipeline = Pipeline(settings, col.keyword, vector, engine.embedder)
+    try:
+        result = pipeline.search(SearchRequest(query="cast iron pan"))
+        assert vector.entered.is_set() and not vector.release.is_set()
+    finally:
+        vector.release.set()
     assert result.degraded == ["vector"] and result.hits
 
 
