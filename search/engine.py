@@ -220,20 +220,20 @@ class SearchEngine:
 
     def get_document(self, collection: str, doc_id: str) -> dict[str, object]:
         """A document as the registry holds it, with its indexing state; ``NotFound`` if absent."""
-        row = self.registry.get(check_collection(collection), doc_id)
-        if row is None:
+        record = self.registry.get(check_collection(collection), doc_id)
+        if record is None:
             raise NotFound(f"document {doc_id!r} not found", doc_id=doc_id)
         return {
-            "id": row.doc_id,
-            "title": row.title,
-            "text": row.text,
-            "metadata": dict(row.meta or {}),
-            "content_type": row.content_type,
-            "version": row.version,
-            "status": row.status,
-            "chunks": row.chunks,
-            "error": row.error,
-            "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+            "id": record.id,
+            "title": record.title,
+            "text": record.text,
+            "metadata": dict(record.metadata),
+            "content_type": record.content_type,
+            "version": record.version,
+            "status": record.status,
+            "chunks": record.chunks,
+            "error": record.error,
+            "updated_at": record.updated_at.isoformat() if record.updated_at else None,
         }
 
     def close(self) -> None:

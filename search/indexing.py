@@ -27,7 +27,7 @@ from search.config import Settings
 from search.embed import Embedder
 from search.errors import IndexingError, SieveError
 from search.keyword.base import KeywordIndex
-from search.registry import BACKENDS, Registry, Staged, row_document
+from search.registry import BACKENDS, Registry, Staged
 from search.text import analyze, clean_text, make_chunks
 from search.types import Chunk, Document
 from search.vector.base import VectorIndex
@@ -301,17 +301,17 @@ class Indexer:
         report = IndexReport()
         started = time.perf_counter()
         ids = list(dict.fromkeys(doc_ids))
-        rows = self.registry.rows(self.collection, ids)
+        records = self.registry.records(self.collection, ids)
         todo: list[tuple[Document, int]] = []
         for doc_id in ids:
-            row = rows.get(doc_id)
-            if row is None:
+            record = records.get(doc_id)
+            if record is None:
                 report.missing.append(doc_id)
                 report.skipped += 1
-            elif row.keyword_version == row.version == row.vector_version:
+            elif record.indexed:
                 report.skipped += 1
             else:
-                todo.append((row_document(row), row.version))
+                todo.append((record.document(), record.version))
         if report.missing:
             log.warning(
                 "%d documents are not in the registry of %r (deleted, or never staged): %s",

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from search.indexing import Indexer
-from search.registry import row_document
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +97,8 @@ def reconcile(indexer: Indexer, *, repair: bool = True) -> ReconcileReport:
         todo = diff.missing + diff.stale
         if todo:
             log.warning("%s: rewriting %d missing or stale documents", target, len(todo))
-            rows = indexer.registry.rows(collection, todo).values()
-            items = [(row_document(row), row.version) for row in rows]
+            records = indexer.registry.records(collection, todo).values()
+            items = [(record.document(), record.version) for record in records]
             result = indexer.rewrite(items, (target,))
             report.failed.update(result.failed)
     report.repaired = not report.failed

@@ -8,6 +8,10 @@ SQLAlchemy by default; the same code runs on PostgreSQL by changing the URL.
 A document is recorded here before anything is written to an index (the
 outbox): a crash between the two leaves a ``pending`` row that a retry or the
 reconciler finishes, never a silent loss.
+
+The ORM rows stay in this module: every public method returns frozen
+``DocumentRecord``s or plain values, so no caller holds a session-bound object
+or writes SQL.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
@@ -43,11 +48,11 @@ from search.types import Document
 BACKENDS = ("keyword", "vector")
 
 
-class Base(DeclarativeBase):
+class _Base(DeclarativeBase):
     """Declarative base of the registry tables."""
 
 
-class DocumentRow(Base):
+class _DocumentRow(_Base):
     """One document of one collection."""
 
     __tablename__ = "documents"
@@ -70,13 +75,82 @@ class DocumentRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class CollectionRow(Base):
+class _CollectionRow(_Base):
     """A collection that exists explicitly (created through the API or by indexing)."""
 
     __tablename__ = "collections"
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """One document as the registry holds it: content and per-backend indexing state."""
+
+    collection: str
+    id: str
+    version: int
+    content_hash: str
+    title: str
+    text: str
+    metadata: Mapping[str, Any]
+    content_type: str
+    source: str
+    # pending: recorded, not yet in both indexes; indexed; failed (see error).
+    status: str
+    # The version each index holds (None: never written there).
+    keyword_version: int | None
+    vector_version: int | None
+    chunks: int
+    error: str | None
+    updated_at: datetime
+
+    def behind(self) -> tuple[str, ...]:
+        """The backends (of ``BACKENDS``) that do not hold the current version.
+
+        The one home of the version rule: a document is fully indexed when
+        every backend holds its current version.
+        """
+        held = {"keyword": self.keyword_version, "vector": self.vector_version}
+        return tuple(backend for backend in BACKENDS if held[backend] != self.version)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether both indexes hold the current version (whatever ``status`` says)."""
+        return not self.behind()
+
+    def document(self) -> Document:
+        """The ``Document`` this record stores."""
+        return Document(
+            id=self.id,
+            text=self.text,
+            title=self.title,
+            metadata=dict(self.metadata),
+            source=self.source,
+            content_type=self.content_type,
+        )
+
+
+def _record(row: _DocumentRow) -> DocumentRecord:
+    return DocumentRecord(
+        collection=row.collection,
+        id=row.doc_id,
+        version=row.version,
+        content_hash=row.content_hash,
+        title=row.title,
+        text=row.text,
+        # A copy behind a read-only view: nothing reaches the row through it.
+        metadata=MappingProxyType(dict(row.meta or {})),
+        content_type=row.content_type,
+        source=row.source,
+        status=row.status,
+        keyword_version=row.keyword_version,
+        vector_version=row.vector_version,
+        chunks=row.chunks,
+        error=row.error,
+        updated_at=row.updated_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +223,7 @@ class Registry:
                 cursor.close()
 
         try:
-            Base.metadata.create_all(engine)
+            _Base.metadata.create_all(engine)
         except SQLAlchemyError as exc:
             raise BackendUnavailable(
                 f"registry at {self.url} unusable: {exc}", backend="registry"
@@ -171,9 +245,9 @@ class Registry:
             rows = {
                 row.doc_id: row
                 for row in session.scalars(
-                    select(DocumentRow).where(
-                        DocumentRow.collection == collection,
-                        DocumentRow.doc_id.in_(list(latest)),
+                    select(_DocumentRow).where(
+                        _DocumentRow.collection == collection,
+                        _DocumentRow.doc_id.in_(list(latest)),
                     )
                 )
             }
@@ -181,10 +255,10 @@ class Registry:
                 digest = content_hash(doc)
                 row = rows.get(doc.id)
                 if row is None:
-                    row = DocumentRow(collection=collection, doc_id=doc.id, version=1)
+                    row = _DocumentRow(collection=collection, doc_id=doc.id, version=1)
                     session.add(row)
                 elif row.content_hash == digest:
-                    done = row.keyword_version == row.version == row.vector_version
+                    done = _record(row).indexed
                     staged.append(Staged(doc, row.version, needs_indexing=not done))
                     continue
                 else:
@@ -201,36 +275,37 @@ class Registry:
     ) -> None:
         """Record that ``backends`` now hold ``version`` of the document."""
         with self._session() as session, session.begin():
-            row = session.get(DocumentRow, (collection, doc_id))
+            row = session.get(_DocumentRow, (collection, doc_id))
             if row is None or row.version != version:
                 return  # deleted or superseded meanwhile: the newer write wins
             for backend in backends:
                 setattr(row, f"{backend}_version", version)
             row.chunks = chunks
-            if row.keyword_version == version == row.vector_version:
+            if _record(row).indexed:
                 row.status, row.error = "indexed", None
             row.updated_at = _now()
 
     def mark_failed(self, collection: str, doc_id: str, version: int, error: str) -> None:
         """Record why a document could not be indexed; its old chunks stay searchable."""
         with self._session() as session, session.begin():
-            row = session.get(DocumentRow, (collection, doc_id))
+            row = session.get(_DocumentRow, (collection, doc_id))
             if row is None or row.version != version:
                 return
             row.status, row.error, row.updated_at = "failed", error[:2000], _now()
 
-    def get(self, collection: str, doc_id: str) -> DocumentRow | None:
-        """One document's row, or None."""
+    def get(self, collection: str, doc_id: str) -> DocumentRecord | None:
+        """One document's record, or None."""
         with self._session() as session:
-            return session.get(DocumentRow, (collection, doc_id))
+            row = session.get(_DocumentRow, (collection, doc_id))
+            return None if row is None else _record(row)
 
     def existing(self, collection: str, doc_ids: Sequence[str]) -> list[str]:
         """The subset of ``doc_ids`` that the registry knows."""
         if not doc_ids:
             return []
         with self._session() as session:
-            stmt = select(DocumentRow.doc_id).where(
-                DocumentRow.collection == collection, DocumentRow.doc_id.in_(list(doc_ids))
+            stmt = select(_DocumentRow.doc_id).where(
+                _DocumentRow.collection == collection, _DocumentRow.doc_id.in_(list(doc_ids))
             )
             return list(session.scalars(stmt))
 
@@ -240,8 +315,8 @@ class Registry:
             return 0
         with self._session() as session, session.begin():
             result = session.execute(
-                delete(DocumentRow).where(
-                    DocumentRow.collection == collection, DocumentRow.doc_id.in_(list(doc_ids))
+                delete(_DocumentRow).where(
+                    _DocumentRow.collection == collection, _DocumentRow.doc_id.in_(list(doc_ids))
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
@@ -251,10 +326,12 @@ class Registry:
         with self._session() as session:
             stmt = (
                 select(
-                    DocumentRow.status, func.count(), func.coalesce(func.sum(DocumentRow.chunks), 0)
+                    _DocumentRow.status,
+                    func.count(),
+                    func.coalesce(func.sum(_DocumentRow.chunks), 0),
                 )
-                .where(DocumentRow.collection == collection)
-                .group_by(DocumentRow.status)
+                .where(_DocumentRow.collection == collection)
+                .group_by(_DocumentRow.status)
             )
             out = {"documents": 0, "chunks": 0, "pending": 0, "indexed": 0, "failed": 0}
             for status, count, chunks in session.execute(stmt):
@@ -270,27 +347,27 @@ class Registry:
         """
         with self._session() as session:
             if doc_ids is None:
-                stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
-                    DocumentRow.collection == collection
+                stmt = select(_DocumentRow.doc_id, _DocumentRow.version).where(
+                    _DocumentRow.collection == collection
                 )
                 return {doc_id: version for doc_id, version in session.execute(stmt)}
             out: dict[str, int] = {}
             for ids in _id_batches(doc_ids):
-                stmt = select(DocumentRow.doc_id, DocumentRow.version).where(
-                    DocumentRow.collection == collection, DocumentRow.doc_id.in_(ids)
+                stmt = select(_DocumentRow.doc_id, _DocumentRow.version).where(
+                    _DocumentRow.collection == collection, _DocumentRow.doc_id.in_(ids)
                 )
                 out.update((doc_id, version) for doc_id, version in session.execute(stmt))
             return out
 
-    def rows(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
-        """The rows of ``doc_ids`` that exist (absent ids left out), a few queries in all."""
-        out: dict[str, DocumentRow] = {}
+    def records(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocumentRecord]:
+        """The records of ``doc_ids`` that exist (absent ids left out), a few queries in all."""
+        out: dict[str, DocumentRecord] = {}
         with self._session() as session:
             for ids in _id_batches(doc_ids):
-                stmt = select(DocumentRow).where(
-                    DocumentRow.collection == collection, DocumentRow.doc_id.in_(ids)
+                stmt = select(_DocumentRow).where(
+                    _DocumentRow.collection == collection, _DocumentRow.doc_id.in_(ids)
                 )
-                out.update((row.doc_id, row) for row in session.scalars(stmt))
+                out.update((row.doc_id, _record(row)) for row in session.scalars(stmt))
         return out
 
     def iter_documents(self, collection: str, batch: int = 500) -> Iterator[tuple[Document, int]]:
@@ -298,31 +375,32 @@ class Registry:
         last = ""
         while True:
             with self._session() as session:
-                rows = list(
-                    session.scalars(
-                        select(DocumentRow)
-                        .where(DocumentRow.collection == collection, DocumentRow.doc_id > last)
-                        .order_by(DocumentRow.doc_id)
+                records = [
+                    _record(row)
+                    for row in session.scalars(
+                        select(_DocumentRow)
+                        .where(_DocumentRow.collection == collection, _DocumentRow.doc_id > last)
+                        .order_by(_DocumentRow.doc_id)
                         .limit(batch)
                     )
-                )
-            if not rows:
+                ]
+            if not records:
                 return
-            for row in rows:
-                yield row_document(row), row.version
-            last = rows[-1].doc_id
+            for record in records:
+                yield record.document(), record.version
+            last = records[-1].id
 
     def collections(self) -> list[str]:
         """Names of collections that have at least one document."""
         with self._session() as session:
-            return list(session.scalars(select(DocumentRow.collection).distinct()))
+            return list(session.scalars(select(_DocumentRow.collection).distinct()))
 
     def add_collection(self, name: str) -> bool:
         """Record a collection; False when it was already recorded."""
         with self._session() as session, session.begin():
-            if session.get(CollectionRow, name) is not None:
+            if session.get(_CollectionRow, name) is not None:
                 return False
-            session.add(CollectionRow(name=name, created_at=_now()))
+            session.add(_CollectionRow(name=name, created_at=_now()))
         return True
 
     def collection_names(self) -> list[str]:
@@ -332,23 +410,23 @@ class Registry:
         an upgrade loses nothing.
         """
         with self._session() as session:
-            recorded = set(session.scalars(select(CollectionRow.name)))
-            recorded.update(session.scalars(select(DocumentRow.collection).distinct()))
+            recorded = set(session.scalars(select(_CollectionRow.name)))
+            recorded.update(session.scalars(select(_DocumentRow.collection).distinct()))
         return sorted(recorded)
 
     def has_collection(self, name: str) -> bool:
         """Whether the collection is recorded or holds documents."""
         with self._session() as session:
-            if session.get(CollectionRow, name) is not None:
+            if session.get(_CollectionRow, name) is not None:
                 return True
-            stmt = select(DocumentRow.doc_id).where(DocumentRow.collection == name).limit(1)
+            stmt = select(_DocumentRow.doc_id).where(_DocumentRow.collection == name).limit(1)
             return session.scalar(stmt) is not None
 
     def drop_collection(self, name: str) -> int:
         """Forget a collection and its documents; returns how many documents it had."""
         with self._session() as session, session.begin():
-            result = session.execute(delete(DocumentRow).where(DocumentRow.collection == name))
-            session.execute(delete(CollectionRow).where(CollectionRow.name == name))
+            result = session.execute(delete(_DocumentRow).where(_DocumentRow.collection == name))
+            session.execute(delete(_CollectionRow).where(_CollectionRow.name == name))
             return int(getattr(result, "rowcount", 0) or 0)
 
     def ping(self) -> None:
@@ -364,15 +442,3 @@ class Registry:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
-
-
-def row_document(row: DocumentRow) -> Document:
-    """The ``Document`` a registry row stores."""
-    return Document(
-        id=row.doc_id,
-        text=row.text,
-        title=row.title,
-        metadata=dict(row.meta or {}),
-        source=row.source,
-        content_type=row.content_type,
-    )

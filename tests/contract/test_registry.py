@@ -1,14 +1,21 @@
 """The registry contract, on SQLite (always) and PostgreSQL (the server on this machine).
 
+Records, not ORM rows, leave the registry: every public method is checked.
+
 The same SQLAlchemy code serves both; PostgreSQL tests create their own
 database and drop it afterwards. ``SIEVE_TEST_PG_URL`` names the server's
 admin URL (default: the local server, user postgres).
 """
 
-import pytest
-from sqlalchemy import text
+import dataclasses
+from types import MappingProxyType
 
-from search.registry import Registry, content_hash
+import pytest
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import text
+from sqlalchemy.orm import InstanceState
+
+from search.registry import DocumentRecord, Registry, content_hash
 from search.types import Document
 
 
@@ -118,3 +125,77 @@ def test_registry_persists_across_instances(tmp_path):
     first.stage("c", [doc()])
     first.close()
     assert Registry(url).versions("c") == {"d1": 1}
+
+
+def test_records_carry_what_the_registry_holds(registry):
+    registry.stage("c", [doc(title="t", metadata={"a": 1}, source="s", content_type="html")])
+    registry.mark_indexed("c", "d1", 1, ("keyword",), chunks=3)
+    record = registry.get("c", "d1")
+    assert isinstance(record, DocumentRecord)
+    assert (record.collection, record.id, record.version) == ("c", "d1", 1)
+    assert record.content_hash == content_hash(
+        doc(title="t", metadata={"a": 1}, content_type="html")
+    )
+    assert (record.title, record.text, record.source) == ("t", "hello world", "s")
+    assert record.metadata == {"a": 1} and record.content_type == "html"
+    assert (record.keyword_version, record.vector_version, record.chunks) == (1, None, 3)
+    assert record.behind() == ("vector",) and not record.indexed
+    assert record.status == "pending" and record.error is None and record.updated_at is not None
+    assert registry.get("c", "nope") is None
+
+
+def test_records_are_frozen_and_detached(registry):
+    registry.stage("c", [doc(metadata={"a": 1})])
+    record = registry.get("c", "d1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.status = "indexed"
+    with pytest.raises(TypeError):
+        record.metadata["a"] = 2
+    assert registry.get("c", "d1").metadata == {"a": 1}
+    assert registry.records("c", ["d1", "nope"]) == {"d1": record}
+
+
+def _orm_objects(value):
+    """Every ORM-mapped object reachable from a return value."""
+    if isinstance(sa_inspect(value, raiseerr=False), InstanceState):
+        return [value]
+    if isinstance(value, dict | MappingProxyType):
+        return [o for k, v in value.items() for o in _orm_objects(k) + _orm_objects(v)]
+    if isinstance(value, list | tuple | set):
+        return [o for item in value for o in _orm_objects(item)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [o for f in dataclasses.fields(value) for o in _orm_objects(getattr(value, f.name))]
+    return []
+
+
+def test_no_public_method_returns_an_orm_object(registry):
+    calls = {
+        "stage": lambda: registry.stage("c", [doc("a"), doc("b")]),
+        "mark_indexed": lambda: registry.mark_indexed("c", "a", 1, ("keyword", "vector"), 1),
+        "mark_failed": lambda: registry.mark_failed("c", "b", 1, "boom"),
+        "get": lambda: registry.get("c", "a"),
+        "records": lambda: registry.records("c", ["a", "b", "nope"]),
+        "existing": lambda: registry.existing("c", ["a", "nope"]),
+        "versions": lambda: registry.versions("c"),
+        "stats": lambda: registry.stats("c"),
+        "iter_documents": lambda: list(registry.iter_documents("c", batch=1)),
+        "collections": lambda: registry.collections(),
+        "add_collection": lambda: registry.add_collection("e"),
+        "collection_names": lambda: registry.collection_names(),
+        "has_collection": lambda: registry.has_collection("e"),
+        "ping": lambda: registry.ping(),
+        "delete": lambda: registry.delete("c", ["b"]),
+        "drop_collection": lambda: registry.drop_collection("e"),
+        "close": lambda: registry.close(),
+    }
+    public = {
+        name
+        for name, member in vars(Registry).items()
+        if callable(member) and not name.startswith("_")
+    }
+    assert set(calls) == public, "a new public method needs a case here"
+    returned = {name: call() for name, call in calls.items()}
+    assert {
+        name: _orm_objects(value) for name, value in returned.items() if _orm_objects(value)
+    } == {}
+    assert returned["records"] and returned["iter_documents"] and returned["stage"]
