@@ -184,6 +184,9 @@ class SearchOut(Out):
     next_cursor: str | None
     total_window: int
     degraded: list[str]
+    degraded_reasons: dict[str, str] = Field(
+        description="Why each degraded stage degraded (one line each)."
+    )
     skipped: dict[str, str]
     cached_scores: int
     timings_ms: dict[str, float]
@@ -220,7 +223,9 @@ class ContextOut(Out):
     documents: list[ContextDocumentOut]
     text: str
     format: str
+    reranked: bool
     degraded: list[str]
+    degraded_reasons: dict[str, str]
     timings_ms: dict[str, float]
 
 

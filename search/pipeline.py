@@ -20,7 +20,7 @@ from search import fusion
 from search import request as contract
 from search.config import Settings
 from search.embed import Embedder
-from search.errors import BackendUnavailable
+from search.errors import BackendUnavailable, SieveError
 from search.keyword.base import KeywordIndex
 from search.rerank import Reranker
 from search.text import analyze, script_of
@@ -48,6 +48,14 @@ def collapse(chunks: list[ScoredChunk]) -> list[ScoredChunk]:
             seen.add(chunk.doc_id)
             out.append(chunk)
     return out
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a stage degraded, in one line: a typed error's own message, else its type too."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, SieveError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def passage_span(prefix_len: int, text_len: int, start: int, end: int) -> tuple[int, int]:
@@ -136,18 +144,18 @@ class Pipeline:
             jobs = {name: self._executor.submit(call) for name, call in calls.items()}
 
         legs: dict[str, LegResult] = {}
-        degraded: list[str] = []
+        degraded: dict[str, str] = {}  # stage -> why
         deadline = started_legs + self.settings.leg_timeout_s
         for name, job in jobs.items():
             try:
                 legs[name] = job.result(timeout=max(0.0, deadline - time.perf_counter()))
                 timings.update(legs[name].timings_ms)
             except FutureTimeout:
-                log.warning("%s leg missed its %.1fs deadline", name, self.settings.leg_timeout_s)
-                degraded.append(name)
+                degraded[name] = f"missed its {self.settings.leg_timeout_s:g} s deadline"
             except Exception as exc:  # noqa: BLE001 - a failed leg degrades, it does not fail the query
-                log.warning("%s leg failed: %s: %s", name, type(exc).__name__, exc)
-                degraded.append(name)
+                degraded[name] = _reason(exc)
+        for name, why in degraded.items():
+            log.warning("%s leg degraded: %s", name, why)
         if jobs and not legs:
             raise BackendUnavailable(
                 f"no retrieval leg answered (failed: {', '.join(degraded)})",
@@ -163,17 +171,16 @@ class Pipeline:
                 hits, cached = self._rerank(request.query, hits, plan.rerank_depth, timings)
                 reranked = True
             except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
-                log.warning(
-                    "rerank failed, answering in fused order: %s: %s", type(exc).__name__, exc
-                )
-                degraded.append("rerank")
+                degraded["rerank"] = _reason(exc)
+                log.warning("rerank degraded, answering in fused order: %s", degraded["rerank"])
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResult(
             query=request.query,
             mode=request.mode,
             hits=hits[request.offset : request.offset + request.top_k],
             timings_ms=timings,
-            degraded=degraded,
+            degraded=list(degraded),
+            degraded_reasons=degraded,
             skipped=skipped,
             fusion=plan.fusion if len(legs) > 1 else None,
             reranked=reranked,

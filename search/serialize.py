@@ -49,6 +49,7 @@ def result_json(result: SearchResult) -> dict[str, Any]:
         "top_k": result.top_k,
         "total_window": result.total_window,
         "degraded": list(result.degraded),
+        "degraded_reasons": dict(result.degraded_reasons),
         "skipped": dict(result.skipped),
         "cached_scores": result.cached_scores,
         "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},

@@ -186,6 +186,7 @@ class SearchResult:
     hits: list[Hit]  # the page: window[offset : offset + top_k]
     timings_ms: dict[str, float]
     degraded: list[str] = field(default_factory=list)
+    degraded_reasons: dict[str, str] = field(default_factory=dict)  # stage -> why, one line
     # A leg deliberately not run, with the reason (e.g. the embedder knows no Chinese).
     skipped: dict[str, str] = field(default_factory=dict)
     fusion: str | None = None

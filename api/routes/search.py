@@ -49,7 +49,9 @@ def context() -> Response:
     packed = pack_context(body.query, result.hits, body.max_tokens, format=body.format)
     timings = dict(result.timings_ms, pack=(time.perf_counter() - started) * 1000)
     out = packed.to_dict()
+    out["reranked"] = result.reranked
     out["degraded"] = list(result.degraded)
+    out["degraded_reasons"] = dict(result.degraded_reasons)
     out["timings_ms"] = {k: round(v, 3) for k, v in timings.items()}
     return jsonify(out)
 

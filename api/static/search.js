@@ -94,7 +94,8 @@ function render(answer, rerankAsked) {
 function notRerankedReason(answer, rerankAsked) {
   if (answer.reranked) return null;
   if (answer.degraded.includes("rerank")) {
-    return "the reranker failed or answered too late (degraded), so this is the retrieval order";
+    const why = (answer.degraded_reasons || {}).rerank;
+    return `the reranker failed or answered too late (${why || "degraded"}), so this is the retrieval order`;
   }
   if (answer.skipped && answer.skipped.rerank) return answer.skipped.rerank;
   if (!answer.hits.length) return "there was nothing to rerank";
@@ -118,10 +119,12 @@ function renderSummary(answer, rerankAsked) {
 
   const notices = [];
   for (const stage of answer.degraded) {
+    const why = (answer.degraded_reasons || {})[stage];
     notices.push(
       el("li", { class: "notice degraded", testid: "degraded" },
         el("strong", { text: "Degraded: " }),
-        `the ${stage} stage failed or ran late; these results come without it.`),
+        `the ${stage} stage failed or ran late${why ? ` (${why})` : ""}; ` +
+          "these results come without it."),
     );
   }
   for (const [stage, why] of Object.entries(answer.skipped || {})) {

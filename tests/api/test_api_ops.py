@@ -70,6 +70,7 @@ def test_a_down_vector_leg_degrades_and_is_counted(dead_vector_app):
     client = dead_vector_app.test_client()
     response = client.post("/v1/search", json={"query": "storm safety", "mode": "hybrid"})
     assert response.status_code == 200 and response.json["degraded"] == ["vector"]
+    assert set(response.json["degraded_reasons"]) == {"vector"}
     assert 'sieve_degraded_total{stage="vector"} 1.0' in client.get("/metrics").text
     only_vector = client.post("/v1/search", json={"query": "storm", "mode": "vector"})
     assert only_vector.status_code == 503 and error_code(only_vector) == "backend_unavailable"

@@ -215,7 +215,12 @@ def test_not_reranked_and_degraded_notices(page, console_errors):
     # page, so this checks what the page makes of "degraded" alone.
     def degrade(route):
         answer = route.fetch().json()
-        answer.update(reranked=False, rerank_window=0, degraded=["vector", "rerank"])
+        answer.update(
+            reranked=False,
+            rerank_window=0,
+            degraded=["vector", "rerank"],
+            degraded_reasons={"vector": "missed its 5 s deadline", "rerank": "model busy"},
+        )
         for hit in answer["hits"]:
             hit.update(vector=None, rerank=None)
         route.fulfill(json=answer)
@@ -225,7 +230,8 @@ def test_not_reranked_and_degraded_notices(page, console_errors):
     degraded = page.get_by_test_id("degraded")
     expect(degraded).to_have_count(2)
     expect(degraded.first).to_contain_text("vector")
-    expect(notice).to_contain_text("the reranker failed or answered too late")
+    expect(degraded.first).to_contain_text("missed its 5 s deadline")
+    expect(notice).to_contain_text("the reranker failed or answered too late (model busy)")
     assert console_errors == []
 
 

@@ -135,6 +135,7 @@ def dead_pipeline(engine, *, keyword_dead=False, vector_dead=False, **overrides)
 def test_vector_leg_down_bm25_answers(engine):
     result = dead_pipeline(engine, vector_dead=True).search(SearchRequest(query="cast iron pan"))
     assert result.degraded == ["vector"] and result.hits
+    assert list(result.degraded_reasons) == ["vector"] and result.degraded_reasons["vector"]
     assert all(h.vector is None for h in result.hits)
 
 
@@ -181,6 +182,7 @@ def test_a_late_leg_is_dropped_at_its_deadline(engine):
     finally:
         vector.release.set()
     assert result.degraded == ["vector"] and result.hits
+    assert result.degraded_reasons == {"vector": "missed its 0.5 s deadline"}
 
 
 def test_result_serialises_to_json(engine):

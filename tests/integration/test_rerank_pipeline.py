@@ -116,6 +116,7 @@ def test_missing_model_degrades_to_fused_order(engine, tmp_path):
     result = pipeline.search(SearchRequest(query=QUERY, top_k=10))
     plain = engine.search(SearchRequest(query=QUERY, top_k=10, rerank=False))
     assert result.degraded == ["rerank"] and not result.reranked
+    assert "no-such/model" in result.degraded_reasons["rerank"]
     assert [h.doc_id for h in result.hits] == [h.doc_id for h in plain.hits]
 
 
