@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from search.cache import CachingReranker, make_store
 from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder
 from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
@@ -23,7 +22,8 @@ from search.indexing import Indexer, IndexReport, ProgressCallback
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
 from search.registry import Registry
-from search.rerank import CrossEncoderReranker, Reranker
+from search.rerank import CachingReranker, CrossEncoderReranker, Reranker
+from search.scores import make_store
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 
