@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import pytest
@@ -25,12 +24,8 @@ pytestmark = pytest.mark.unit
 
 MODEL = "fake/reranker@rev1:max_length=512"
 PASSAGES = ["Boil the rice for ten minutes.", "Check the tyre pressure.", "Keep the seeds dry."]
-
-
-def fake_logit(query: str, passage: str) -> float:
-    """Deterministic, not round: exact float round trips are what the cache must keep."""
-    digest = hashlib.sha256(f"{query}\x00{passage}".encode()).digest()
-    return (int.from_bytes(digest[:4], "big") / 2**32 - 0.5) * 17.3
+# Not round: an exact float round trip is what a store must keep.
+LOGIT = -math.pi * 17.3 / 7
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -68,7 +63,7 @@ def test_pair_keys_is_pair_key_per_passage():
 
 
 def test_encoding_round_trips_exactly():
-    value = CachedScore(fake_logit("q", "p"), 3, 417)
+    value = CachedScore(LOGIT, 3, 417)
     raw = encode_score(value)
     assert len(raw) == 25
     assert decode_score(raw) == value
