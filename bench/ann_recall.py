@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import qdrant_edge as qe  # noqa: E402
 
 from search.config import Settings  # noqa: E402
-from search.embed import Embedder  # noqa: E402
+from search.embed import TransformerEmbedder  # noqa: E402
 from search.evaluate import Dataset, percentile, prepare_index  # noqa: E402
 
 TOP = 100
@@ -49,7 +49,7 @@ def main() -> None:
     dataset = Dataset.open(args.data, "test")
     eval_settings = prepare_index(settings, dataset)
     queries = list(dataset.queries(only=set(dataset.qrels())).values())
-    embedder = Embedder(settings.embed_model)
+    embedder = TransformerEmbedder(settings.embed_model)
     vectors = [list(map(float, v)) for v in embedder.embed(queries)]
 
     path = eval_settings.data_dir / "collections" / "eval" / "qdrant-edge"

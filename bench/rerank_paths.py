@@ -30,8 +30,8 @@ from support.celery_worker import start_worker  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
 from support.tiny_models import build_tiny_reranker  # noqa: E402
 
-from search.cache import CachingReranker, LruScoreStore, RedisScoreStore  # noqa: E402
-from search.rerank import CrossEncoderReranker  # noqa: E402
+from search.rerank import CachingReranker, CrossEncoderReranker  # noqa: E402
+from search.scores import LruScoreStore, RedisScoreStore  # noqa: E402
 
 
 def pct(values: list[float], p: int) -> float:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from search.config import Settings  # noqa: E402
-from search.embed import Embedder  # noqa: E402
+from search.embed import Embedder, TransformerEmbedder  # noqa: E402
 from search.engine import SearchEngine  # noqa: E402
 from search.errors import LoadError  # noqa: E402
 from search.evaluate import Dataset, metrics, percentile  # noqa: E402
@@ -157,7 +157,7 @@ def main() -> None:
     qrels = dataset.qrels()
     queries = dataset.queries(only=set(qrels))
     docs = [d for d in dataset.documents() if not isinstance(d, LoadError)]
-    embedder = Embedder()
+    embedder = TransformerEmbedder()
     embedder.warm_up()
 
     rows = bench_sieve(docs, queries, qrels, embedder, args.fusion)

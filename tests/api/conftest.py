@@ -18,10 +18,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from search.cache import CachingReranker, LruScoreStore
 from search.engine import SearchEngine
 from search.ingest import iter_paths
-from search.rerank import CrossEncoderReranker
+from search.rerank import CachingReranker, CrossEncoderReranker
+from search.scores import LruScoreStore
 from search.types import Document
 
 

@@ -17,7 +17,8 @@ import pytest
 import redis
 from support.redis_server import RedisServer
 
-from search.cache import CachingReranker, RedisScoreStore, decode_score, pair_key, sigmoid
+from search.rerank import CachingReranker, sigmoid
+from search.scores import RedisScoreStore, decode_score, pair_key
 from search.types import RerankBatch, RerankScore
 
 pytestmark = pytest.mark.integration
@@ -117,13 +118,13 @@ def test_redis_stopped_mid_run_serves_model_scores(redis_server, store, caplog):
     cached.rerank("q", PASSAGES[:4])
     try:
         redis_server.stop()
-        with caplog.at_level(logging.WARNING, logger="search.cache"):
+        with caplog.at_level(logging.WARNING, logger="search.scores"):
             for _ in range(3):
                 batch = cached.rerank("q", PASSAGES)
                 assert batch.scores == model_scores("q", PASSAGES) and batch.cached == 0
         stats = store.stats()
         assert stats["errors"] == 6  # each call: the MGET and the write
-        warnings = [r for r in caplog.records if r.name == "search.cache"]
+        warnings = [r for r in caplog.records if r.name == "search.scores"]
         assert len(warnings) == 1  # rate-limited: one per 10 s, not one per failure
         assert "serving without the cache" in warnings[0].getMessage()
     finally:

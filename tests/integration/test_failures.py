@@ -40,10 +40,10 @@ from support.index_jobs import (
 )
 from support.redis_server import RedisServer
 
-from search.cache import CachedScore, RedisScoreStore, pair_key
 from search.config import Settings
 from search.reconcile import reconcile
 from search.registry import Registry
+from search.scores import CachedScore, RedisScoreStore, pair_key
 from search.types import Document
 from search.vector.edge import QdrantEdgeIndex
 from workers.app import make_celery

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from search.cache import CachingReranker, LruScoreStore, RedisScoreStore
 from search.config import Settings
 from search.engine import SearchEngine, build_reranker
 from search.ingest import iter_paths
 from search.pipeline import Pipeline
-from search.rerank import CrossEncoderReranker
+from search.rerank import CachingReranker, CrossEncoderReranker
+from search.scores import LruScoreStore, RedisScoreStore
 from search.types import Document, SearchRequest
 
 pytestmark = pytest.mark.integration

@@ -42,11 +42,11 @@ def live_server(
 
     from api.app import create_app
     from api.state import EXTENSION
-    from search.cache import CachingReranker, LruScoreStore
     from search.config import Settings
     from search.engine import SearchEngine
     from search.ingest import iter_paths
-    from search.rerank import CrossEncoderReranker
+    from search.rerank import CachingReranker, CrossEncoderReranker
+    from search.scores import LruScoreStore
     from search.types import Document
 
     settings = Settings.from_env({}).with_overrides(

@@ -1,0 +1,64 @@
+"""The ``Reranker`` contract, and the two rules every reranker's scores obey.
+
+The pipeline holds "a reranker" and never knows which: the in-process
+``CrossEncoderReranker``, the Celery client in ``workers/``, or either wrapped by
+``CachingReranker``. Whatever answers, a score is ``sigmoid(logit)`` of this
+module (fresh or cached, so a repeated query returns identical numbers), and a
+batch with other than one score per passage is ``check_scores``'s error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from search.errors import BackendUnavailable
+from search.types import RerankBatch
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Scores (query, passage) pairs with a cross-encoder."""
+
+    @property
+    def model_key(self) -> str:
+        """Identifies the scores: model id, revision and max_length (the cache keys on it)."""
+        ...
+
+    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+        """One score per passage, in the passages' order.
+
+        Raises ``search.errors.BackendUnavailable`` when the reranker cannot
+        answer (down, late, model missing); the pipeline then degrades.
+        """
+        ...
+
+
+def sigmoid(logit: float) -> float:
+    """The normalised score of a logit (float64, overflow-free), for fresh and cached alike."""
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    z = math.exp(logit)  # the mirrored form does not overflow for very negative logits
+    return z / (1.0 + z)
+
+
+def check_scores(
+    scores: RerankBatch | Sequence[object],
+    expected: int,
+    backend: str = "rerank",
+    *,
+    source: str = "reranker",
+    **data: Any,
+) -> None:
+    """Raise ``BackendUnavailable`` unless there is exactly one score per passage.
+
+    ``scores`` is a batch or its list of scores (or of raw score rows);
+    ``source`` names who answered in the message ("reranker", "worker"), and
+    ``data`` (e.g. ``reason="malformed"``) is carried on the error.
+    """
+    got = len(scores.scores if isinstance(scores, RerankBatch) else scores)
+    if got != expected:
+        raise BackendUnavailable(
+            f"{source} returned {got} scores for {expected} passages", backend=backend, **data
+        )

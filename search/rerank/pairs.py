@@ -1,0 +1,148 @@
+"""Cross-encoder inputs: (query, passage window) pairs of token ids, and where each came from.
+
+The query keeps at most its share of the window (passage-only truncation beyond
+that, but never less than ``MIN_PASSAGE_TOKENS`` of room for the passage); a
+passage longer than the room left is cut into overlapping windows on word
+boundaries, each with its character offsets into the passage, and is scored by
+its best window (``best_windows``). Works on a fast tokenizer's ``tokenizers``
+backend; imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Room always left for the passage, whatever the query share: a pair whose
+# passage gets a handful of tokens would score the query against nothing.
+MIN_PASSAGE_TOKENS = 8
+
+# (token id, token type id) of each special token in one part of the template.
+_Specials = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (query, passage window) model input; ``start``/``end`` are character offsets."""
+
+    index: int  # which passage
+    ids: list[int]
+    type_ids: list[int]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Where a tokenizer puts special tokens around a (query, passage) pair.
+
+    transformers 5 dropped ``prepare_for_model`` and
+    ``build_inputs_with_special_tokens`` from fast tokenizers, so pairs are
+    built by hand from this template (``<s> A </s></s> B </s>`` for XLM-R,
+    ``[CLS] A [SEP] B [SEP]`` for BERT), read off one encoded probe pair.
+    """
+
+    prefix: _Specials
+    middle: _Specials
+    suffix: _Specials
+    type_a: int  # token type id of the query's tokens
+    type_b: int  # and of the passage's
+
+    @classmethod
+    def read(cls, backend: Any) -> PairTemplate:
+        """The template of ``backend`` (a ``tokenizers.Tokenizer``)."""
+        probe = backend.encode("query", "passage", add_special_tokens=True)
+        parts: list[list[tuple[int, int]]] = [[], [], []]
+        part, type_a, type_b = 0, 0, 0
+        for token, type_id, seq in zip(probe.ids, probe.type_ids, probe.sequence_ids, strict=True):
+            if seq is None:
+                parts[part].append((token, type_id))
+            elif seq == 0:
+                part, type_a = 1, type_id
+            else:
+                part, type_b = 2, type_id
+        prefix, middle, suffix = (tuple(p) for p in parts)
+        return cls(prefix, middle, suffix, type_a, type_b)
+
+    @property
+    def n_special(self) -> int:
+        """How many special tokens every pair carries."""
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+def windows(words: Sequence[int | None], room: int) -> list[tuple[int, int]]:
+    """Token spans of at most ``room`` tokens covering a passage, overlapping by a quarter.
+
+    Spans start and end on word boundaries (``words`` is the tokenizer's word id
+    per token) so that the returned character offsets make a readable snippet
+    that tokenises back to the same tokens; a word longer than a span is cut.
+    """
+
+    def word_start(i: int, floor: int) -> int:
+        j = i
+        while j > floor and words[j] is not None and words[j] == words[j - 1]:
+            j -= 1
+        return j if j > floor else i
+
+    spans: list[tuple[int, int]] = []
+    begin = 0
+    while True:
+        end = len(words) if begin + room >= len(words) else word_start(begin + room, begin + 1)
+        spans.append((begin, end))
+        if end >= len(words):
+            return spans
+        begin = word_start(max(end - room // 4, begin + 1), begin + 1)
+
+
+class PairEncoder:
+    """Builds the pairs for one tokenizer, each at most ``max_length`` tokens."""
+
+    def __init__(self, backend: Any, max_length: int, query_share: float) -> None:
+        self.backend = backend  # a tokenizers.Tokenizer, without truncation or padding
+        self.template = PairTemplate.read(backend)
+        self.max_length = max_length
+        self.query_share = query_share
+
+    def encode(self, query: str, passages: Sequence[str]) -> list[Pair]:
+        """Tokenise once; one pair per passage window."""
+        t = self.template
+        query_budget = min(
+            int(self.query_share * self.max_length),
+            self.max_length - t.n_special - MIN_PASSAGE_TOKENS,
+        )
+        query_ids = self.backend.encode(query, add_special_tokens=False).ids[: max(query_budget, 0)]
+        room = self.max_length - t.n_special - len(query_ids)  # passage-only truncation
+        head = [k for k, _ in t.prefix] + query_ids + [k for k, _ in t.middle]
+        head_types = (
+            [k for _, k in t.prefix] + [t.type_a] * len(query_ids) + [k for _, k in t.middle]
+        )
+        tail, tail_types = [k for k, _ in t.suffix], [k for _, k in t.suffix]
+        pairs: list[Pair] = []
+        encodings = self.backend.encode_batch(list(passages), add_special_tokens=False)
+        for index, (text, encoding) in enumerate(zip(passages, encodings, strict=True)):
+            ids, offsets = encoding.ids, encoding.offsets
+            for begin, end in windows(encoding.word_ids, room):
+                window = ids[begin:end]
+                whole = len(window) == len(ids)
+                pairs.append(
+                    Pair(
+                        index,
+                        head + window + tail,
+                        head_types + [t.type_b] * len(window) + tail_types,
+                        0 if whole else offsets[begin][0],
+                        len(text) if whole else offsets[end - 1][1],
+                    )
+                )
+        return pairs
+
+
+def best_windows(
+    pairs: Sequence[Pair], logits: Sequence[float], count: int
+) -> list[tuple[float, Pair]]:
+    """Per passage (``0 .. count-1``), the highest logit of its windows and that window."""
+    best: dict[int, tuple[float, Pair]] = {}
+    for pair, logit in zip(pairs, logits, strict=True):
+        if pair.index not in best or logit > best[pair.index][0]:
+            best[pair.index] = (logit, pair)
+    return [best[i] for i in range(count)]
