@@ -22,7 +22,7 @@ from search.config import Settings
 from search.embed import Embedder
 from search.errors import BackendUnavailable, SieveError
 from search.keyword.base import KeywordIndex
-from search.rerank import Reranker
+from search.rerank import Reranker, check_scores
 from search.text import analyze, script_of
 from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
 from search.vector.base import VectorIndex
@@ -217,11 +217,7 @@ class Pipeline:
         batch = self.reranker.rerank(
             query, [p + h.text for p, h in zip(prefixes, head, strict=True)]
         )
-        if len(batch.scores) != len(head):
-            raise BackendUnavailable(
-                f"reranker returned {len(batch.scores)} scores for {len(head)} passages",
-                backend="rerank",
-            )
+        check_scores(batch, len(head))
         scored = []
         for prefix, hit, result in zip(prefixes, head, batch.scores, strict=True):
             start, end = passage_span(len(prefix), len(hit.text), result.start, result.end)
