@@ -22,7 +22,7 @@ from search.indexing import Indexer, IndexReport, ProgressCallback
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
 from search.registry import Registry
-from search.rerank import CachingReranker, CrossEncoderReranker, Reranker
+from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, Reranker
 from search.scores import make_store
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
@@ -76,7 +76,8 @@ def build_reranker(settings: Settings, remote: Reranker | None = None) -> Rerank
         local = CrossEncoderReranker.from_settings(settings)
         if backend == "auto" and not local.available():
             return None
-        inner = local
+        # In-process, the caller's wait is bounded here; the Celery client bounds its own.
+        inner = BoundedReranker(local, settings.rerank_timeout_s)
     return CachingReranker(inner, make_store(settings), settings.cache_ttl_s)
 
 

@@ -40,7 +40,7 @@ from kombu.exceptions import OperationalError
 
 from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
-from search.rerank import check_scores, sigmoid
+from search.rerank.base import check_scores, left_s, sigmoid
 from search.types import RerankBatch, RerankScore
 from workers.app import check_broker_url, make_celery
 from workers.tasks import RERANK_TASK
@@ -87,8 +87,12 @@ class CeleryReranker:
                     self._app = make_celery(self.settings)
         return self._app
 
-    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+    def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
+
+        The wait ends at the configured timeout, or at ``deadline`` if sooner.
 
         ``timings_ms``: ``queue`` (sent until a worker started it), ``model`` (the
         worker's tokenising and forward passes), ``roundtrip`` (the whole call).
@@ -98,6 +102,9 @@ class CeleryReranker:
         if not passages:
             return RerankBatch([])
         timeout_s = self.settings.rerank_timeout_s
+        left = left_s(deadline)
+        if left is not None:
+            timeout_s = min(timeout_s, left)
         # None while no worker has answered: then the caller used the settings' key.
         reported_at_start = self._reported_key
         sent_at, started = time.time(), time.perf_counter()

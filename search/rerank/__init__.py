@@ -4,6 +4,7 @@
   ``check_scores`` (one score per passage);
 - ``pairs``: (query, passage window) model inputs and their character offsets;
 - ``cross_encoder``: ``CrossEncoderReranker``, the in-process model runner;
+- ``bounded``: ``BoundedReranker``, which stops the caller's wait at a deadline;
 - ``caching``: ``CachingReranker``, any reranker in front of a pair-score store
   (the stores and keys are ``search.scores``).
 
@@ -11,7 +12,12 @@ Importing this package imports neither torch nor transformers.
 """
 
 from search.rerank.base import Reranker, check_scores, sigmoid
+from search.rerank.bounded import BoundedReranker
 from search.rerank.caching import CachingReranker
 from search.rerank.cross_encoder import CrossEncoderReranker
 
-__all__ = ["CachingReranker", "CrossEncoderReranker", "Reranker", "check_scores", "sigmoid"]
+__all__ = [
+    "BoundedReranker",
+    "CachingReranker", "CrossEncoderReranker", "Reranker", "check_scores",
+    "sigmoid",
+]

@@ -10,6 +10,7 @@ batch with other than one score per passage is ``check_scores``'s error.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,13 +27,23 @@ class Reranker(Protocol):
         """Identifies the scores: model id, revision and max_length (the cache keys on it)."""
         ...
 
-    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+    def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
         """One score per passage, in the passages' order.
 
-        Raises ``search.errors.BackendUnavailable`` when the reranker cannot
-        answer (down, late, model missing); the pipeline then degrades.
+        ``deadline`` is a ``time.monotonic()`` instant: past it the caller no
+        longer waits, so a reranker neither starts nor goes on with work it
+        cannot finish by then. Raises ``search.errors.BackendUnavailable`` when
+        the reranker cannot answer (down, late, busy, model missing); the
+        pipeline then degrades.
         """
         ...
+
+
+def left_s(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (never negative), or None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def sigmoid(logit: float) -> float:

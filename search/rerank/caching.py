@@ -45,14 +45,26 @@ class CachingReranker:
         self.wait_timeout_s = wait_timeout_s
         self._inflight: dict[str, Future[CachedScore]] = {}
         self._inflight_lock = threading.Lock()
+        self._waiters = 0
 
     @property
     def model_key(self) -> str:
         """The inner reranker's, read on every call (it may be known only after loading)."""
         return self.inner.model_key
 
-    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
-        """Scores in the passages' order; ``cached`` counts the positions the store answered."""
+    @property
+    def waiters(self) -> int:
+        """Calls now waiting for an identical rerank that another call is scoring."""
+        with self._inflight_lock:
+            return self._waiters
+
+    def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
+        """Scores in the passages' order; ``cached`` counts the positions the store answered.
+
+        ``deadline`` goes to the inner reranker and bounds the wait for an identical rerank.
+        """
         started = time.perf_counter()
         keys = pair_keys(self.model_key, query, passages)
         unique = dict(zip(keys, passages, strict=True))  # a duplicate is looked up once
@@ -67,26 +79,43 @@ class CachingReranker:
                     waiting[key] = self._inflight[key]
                 else:
                     owned[key] = self._inflight[key] = Future()
-        if owned:
-            results.update(self._score(query, owned, unique, timings))
-        if waiting:
-            started, deadline = time.perf_counter(), time.monotonic() + self.wait_timeout_s
-            for key, future in waiting.items():
-                try:  # raises the owner's exception if the owner failed
-                    results[key] = future.result(max(0.0, deadline - time.monotonic()))
-                except TimeoutError as exc:
-                    if future.done():
-                        raise  # the owner's own TimeoutError
-                    raise BackendUnavailable(
-                        f"no score after {self.wait_timeout_s}s waiting for an identical rerank",
-                        backend="rerank", timeout_s=self.wait_timeout_s,
-                    ) from exc
-            timings["wait"] = (time.perf_counter() - started) * 1000
+            self._waiters += bool(waiting)
+        try:
+            if owned:
+                results.update(self._score(query, owned, unique, timings, deadline))
+            if waiting:
+                started = time.perf_counter()
+                wait_until = time.monotonic() + self.wait_timeout_s
+                if deadline is not None:
+                    wait_until = min(wait_until, deadline)
+                results.update(self._wait(waiting, wait_until))
+                timings["wait"] = (time.perf_counter() - started) * 1000
+        finally:
+            if waiting:
+                with self._inflight_lock:
+                    self._waiters -= 1
         scores = [
             RerankScore(logit=v.logit, score=sigmoid(v.logit), start=v.start, end=v.end)
             for v in (results[key] for key in keys)
         ]
         return RerankBatch(scores, timings, cached=sum(found[key] is not None for key in keys))
+
+    def _wait(
+        self, waiting: dict[str, Future[CachedScore]], wait_until: float
+    ) -> dict[str, CachedScore]:
+        """The results other calls are scoring; raises the owner's exception if it failed."""
+        out: dict[str, CachedScore] = {}
+        for key, future in waiting.items():
+            try:
+                out[key] = future.result(max(0.0, wait_until - time.monotonic()))
+            except TimeoutError as exc:
+                if future.done():
+                    raise  # the owner's own TimeoutError
+                raise BackendUnavailable(
+                    "no score by the deadline waiting for an identical rerank",
+                    backend="rerank", timeout_s=self.wait_timeout_s,
+                ) from exc
+        return out
 
     def _release(self, owned: dict[str, Future[CachedScore]]) -> None:
         with self._inflight_lock:
@@ -95,11 +124,11 @@ class CachingReranker:
 
     def _score(
         self, query: str, owned: dict[str, Future[CachedScore]], unique: dict[str, str],
-        timings: dict[str, float],
+        timings: dict[str, float], deadline: float | None,
     ) -> dict[str, CachedScore]:
         keys = list(owned)
         try:
-            batch = self.inner.rerank(query, [unique[key] for key in keys])
+            batch = self.inner.rerank(query, [unique[key] for key in keys], deadline=deadline)
             check_scores(batch, len(keys))
             fresh = {
                 key: CachedScore(float(s.logit), int(s.start), int(s.end))

@@ -22,7 +22,7 @@ from search.errors import (
     ModelNotFound,
 )
 from search.models import LocatedModel, locate
-from search.rerank.base import sigmoid
+from search.rerank.base import left_s, sigmoid
 from search.rerank.pairs import Pair, PairEncoder, best_windows
 from search.types import RerankBatch, RerankScore
 
@@ -150,8 +150,14 @@ class CrossEncoderReranker:
         """Find and load the model now; raises ``ModelNotFound`` or ``ModelIncompatible``."""
         self._load()
 
-    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
-        """One raw logit (and its sigmoid) per passage, in the passages' order."""
+    def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
+        """One raw logit (and its sigmoid) per passage, in the passages' order.
+
+        With a ``deadline`` the call waits for the model at most until then and
+        stops between batches once it has passed (``BackendUnavailable``).
+        """
         if isinstance(passages, str) or not all(isinstance(p, str) for p in passages):
             raise InvalidRequest("passages must be a sequence of strings")
         if not passages:
@@ -166,7 +172,7 @@ class CrossEncoderReranker:
         pairs = self._encode(query, passages)
         scores = [
             RerankScore(logit=logit, score=sigmoid(logit), start=pair.start, end=pair.end)
-            for logit, pair in best_windows(pairs, self._score(pairs), len(passages))
+            for logit, pair in best_windows(pairs, self._score(pairs, deadline), len(passages))
         ]
         # "model": tokenising plus the forward passes, i.e. all the work done here.
         return RerankBatch(scores, timings_ms={"model": (time.perf_counter() - started) * 1e3})
@@ -288,8 +294,12 @@ class CrossEncoderReranker:
             return length
         return min(-(-length // 8) * 8, self.max_length)
 
-    def _score(self, pairs: Sequence[Pair]) -> list[float]:
-        """Logits of all pairs: longest first, batched by padded tokens, order restored."""
+    def _score(self, pairs: Sequence[Pair], deadline: float | None = None) -> list[float]:
+        """Logits of all pairs: longest first, batched by padded tokens, order restored.
+
+        The model is taken for the whole call (one forward pass at a time per
+        model) but never past ``deadline``: waiting for it, and between batches.
+        """
         import torch
 
         # Longest first: the widest batch runs first, so an OOM shows up at once.
@@ -303,11 +313,28 @@ class CrossEncoderReranker:
                     continue
             batches.append([i])
         logits = [0.0] * len(pairs)
-        with self._forward_lock, torch.inference_mode():
-            for batch in batches:
-                scored = self._forward_or_split([pairs[i] for i in batch])
-                for i, logit in zip(batch, scored, strict=True):
-                    logits[i] = logit
+        wait = left_s(deadline)
+        if not self._forward_lock.acquire(timeout=-1 if wait is None else wait):
+            raise BackendUnavailable(
+                "the reranker model was busy with other requests until the deadline",
+                backend="rerank",
+                reason="busy",
+            )
+        try:
+            with torch.inference_mode():
+                for done, batch in enumerate(batches):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise BackendUnavailable(
+                            f"rerank stopped at its deadline after {done} of "
+                            f"{len(batches)} batches",
+                            backend="rerank",
+                            reason="deadline",
+                        )
+                    scored = self._forward_or_split([pairs[i] for i in batch])
+                    for i, logit in zip(batch, scored, strict=True):
+                        logits[i] = logit
+        finally:
+            self._forward_lock.release()
         return logits
 
     def _forward_or_split(self, pairs: Sequence[Pair]) -> list[float]:

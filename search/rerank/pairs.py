@@ -4,8 +4,10 @@ The query keeps at most its share of the window (passage-only truncation beyond
 that, but never less than ``MIN_PASSAGE_TOKENS`` of room for the passage); a
 passage longer than the room left is cut into overlapping windows on word
 boundaries, each with its character offsets into the passage, and is scored by
-its best window (``best_windows``). Works on a fast tokenizer's ``tokenizers``
-backend; imports neither torch nor transformers.
+its best window (``best_windows``). Only a passage's first ``MAX_DOC_TOKENS``
+tokens are scored (Cohere's default ``max_tokens_per_doc``): the cost of one
+passage is bounded, so one huge document cannot hold the model. Works on a
+fast tokenizer's ``tokenizers`` backend; imports neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from typing import Any
 # Room always left for the passage, whatever the query share: a pair whose
 # passage gets a handful of tokens would score the query against nothing.
 MIN_PASSAGE_TOKENS = 8
+# The most of one passage that is tokenised and scored, and a character cut
+# made first so that a 5 MB document is never tokenised whole: no tokenizer
+# Sieve uses makes tokens of more than 16 characters of ordinary text.
+MAX_DOC_TOKENS = 4096
+MAX_DOC_CHARS = MAX_DOC_TOKENS * 16
 
 # (token id, token type id) of each special token in one part of the template.
 _Specials = tuple[tuple[int, int], ...]
@@ -119,12 +126,15 @@ class PairEncoder:
         )
         tail, tail_types = [k for k, _ in t.suffix], [k for _, k in t.suffix]
         pairs: list[Pair] = []
-        encodings = self.backend.encode_batch(list(passages), add_special_tokens=False)
-        for index, (text, encoding) in enumerate(zip(passages, encodings, strict=True)):
-            ids, offsets = encoding.ids, encoding.offsets
-            for begin, end in windows(encoding.word_ids, room):
+        texts = [p[:MAX_DOC_CHARS] for p in passages]
+        encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        for index, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
+            ids, offsets = encoding.ids[:MAX_DOC_TOKENS], encoding.offsets[:MAX_DOC_TOKENS]
+            words = encoding.word_ids[:MAX_DOC_TOKENS]
+            cut = len(ids) < len(encoding.ids) or len(text) < len(passages[index])
+            for begin, end in windows(words, room):
                 window = ids[begin:end]
-                whole = len(window) == len(ids)
+                whole = len(window) == len(ids) and not cut
                 pairs.append(
                     Pair(
                         index,

@@ -38,7 +38,9 @@ class CountingReranker:
         self.model_key = f"fake/reranker@{uuid.uuid4().hex}:512"  # unique keys per test
         self.calls: list[list[str]] = []
 
-    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+    def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
         self.calls.append(list(passages))
         logits = [(fake_logit(query, p), len(p)) for p in passages]
         return RerankBatch([RerankScore(x, sigmoid(x), 0, n) for x, n in logits])

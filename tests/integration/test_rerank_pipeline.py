@@ -31,9 +31,9 @@ class CountingReranker:
     def model_key(self):
         return self.inner.model_key
 
-    def rerank(self, query, passages):
+    def rerank(self, query, passages, *, deadline=None):
         self.passages += len(passages)
-        return self.inner.rerank(query, passages)
+        return self.inner.rerank(query, passages, deadline=deadline)
 
 
 def sample_docs():

@@ -34,9 +34,8 @@ def fake_logit(query: str, passage: str) -> float:
 class CountingReranker:
     """A fake model: records each call, optionally waits on a gate or fails."""
 
-    def __init__(self, model_key: str = MODEL, *, delay_s: float = 0.0) -> None:
+    def __init__(self, model_key: str = MODEL) -> None:
         self._model_key = model_key
-        self.delay_s = delay_s
         self.fail: BaseException | None = None
         self.wrong_count = False
         self.calls: list[list[str]] = []
@@ -49,12 +48,13 @@ class CountingReranker:
     def model_key(self) -> str:
         return self._model_key
 
-    def rerank(self, query: str, passages: Sequence[str]) -> RerankBatch:
+    def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
         with self._lock:
             self.calls.append(list(passages))
         self.entered.set()
         self.gate.wait(10)
-        time.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
         scores = [
@@ -154,6 +154,26 @@ def test_wrong_number_of_scores_is_a_backend_failure(cached, inner):
     assert cached.store.stats()["writes"] == 0
 
 
+def until(condition, timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` until it holds, failing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
+
+
+def run_gated(cached: CachingReranker, inner: CountingReranker, target, n: int) -> list[object]:
+    """``run_threads`` with the model held until one call scores and the others wait on it."""
+    inner.gate.clear()
+    out: list[object] = []
+    runner = threading.Thread(target=lambda: out.extend(run_threads(target, n)))
+    runner.start()
+    until(lambda: inner.entered.is_set() and cached.waiters == n - 1)
+    inner.gate.set()
+    runner.join(20)
+    return out
+
+
 def run_threads(target: Callable[[int], object], n: int) -> list[object]:
     """Run ``target`` in ``n`` threads released together; results or exceptions, in order."""
     barrier = threading.Barrier(n)
@@ -175,9 +195,9 @@ def run_threads(target: Callable[[int], object], n: int) -> list[object]:
 
 
 def test_single_flight_scores_concurrent_identical_misses_once():
-    inner = CountingReranker(delay_s=0.2)
+    inner = CountingReranker()
     cached = CachingReranker(inner, LruScoreStore(1000), ttl_s=60)
-    results = run_threads(lambda _: cached.rerank("q", PASSAGES), 8)
+    results = run_gated(cached, inner, lambda _: cached.rerank("q", PASSAGES), 8)
     assert inner.scored().count(PASSAGES[0]) == 1 and len(inner.calls) == 1
     for batch in results:
         assert isinstance(batch, RerankBatch)
@@ -195,9 +215,7 @@ def test_single_flight_shares_only_the_overlap():
     assert inner.entered.wait(5)  # the first thread now owns PASSAGES[0] and [1]
     second = threading.Thread(target=lambda: out.update(b=cached.rerank("q", PASSAGES[1:])))
     second.start()
-    deadline = time.monotonic() + 5
-    while len(inner.calls) < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    until(lambda: len(inner.calls) == 2)
     inner.gate.set()
     first.join(5)
     second.join(5)
@@ -206,10 +224,10 @@ def test_single_flight_shares_only_the_overlap():
 
 
 def test_single_flight_waiters_get_the_owners_error():
-    inner = CountingReranker(delay_s=0.2)
+    inner = CountingReranker()
     inner.fail = BackendUnavailable("reranker late", backend="rerank")
     cached = CachingReranker(inner, LruScoreStore(1000), ttl_s=60)
-    results = run_threads(lambda _: cached.rerank("q", PASSAGES), 5)
+    results = run_gated(cached, inner, lambda _: cached.rerank("q", PASSAGES), 5)
     assert len(inner.calls) == 1
     assert all(isinstance(r, BackendUnavailable) and "late" in str(r) for r in results)
     assert cached.store.stats()["writes"] == 0 and cached._inflight == {}
@@ -260,9 +278,9 @@ def test_garbage_value_in_store_is_a_miss(inner):
 
 
 def test_single_flight_passes_on_an_owners_own_timeout_error():
-    inner = CountingReranker(delay_s=0.2)
+    inner = CountingReranker()
     inner.fail = TimeoutError("model late")
     cached = CachingReranker(inner, LruScoreStore(1000), ttl_s=60)
-    results = run_threads(lambda _: cached.rerank("q", PASSAGES), 4)
+    results = run_gated(cached, inner, lambda _: cached.rerank("q", PASSAGES), 4)
     assert len(inner.calls) == 1
     assert all(type(r) is TimeoutError and "model late" in str(r) for r in results)
