@@ -10,9 +10,10 @@ Out-of-order writes never overwrite a newer version: right before a batch is
 written, the registry's current version of each of its documents is read
 again, and a document whose registry version is not the one about to be
 written (a newer one was staged meanwhile, or the document was deleted) is
-skipped. The indexes guard the same way on their side (external versions in
-Elasticsearch, a version check in both Qdrants) for the moment between this
-check and the write.
+skipped. The indexes guard the same way on their side for the moment between
+this check and the write (``search.store``): an index that holds a newer
+version refuses the write, which is then reported in ``IndexReport.refused``
+and not acknowledged in the registry.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from search.embed import Embedder
 from search.errors import IndexingError, SieveError
 from search.keyword.base import KeywordIndex
 from search.registry import BACKENDS, Registry, Staged
+from search.store import Refusal, UpsertResult
 from search.text import analyze, clean_text, make_chunks
 from search.types import Chunk, Document
 from search.vector.base import VectorIndex
@@ -50,6 +52,8 @@ class IndexReport:
     skipped: int = 0
     chunks: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    # Not written because an index holds a newer version: doc id -> why.
+    refused: dict[str, str] = field(default_factory=dict)
     # Ids asked for (``index_registered``) that the registry does not hold.
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -61,6 +65,7 @@ class IndexReport:
         self.skipped += other.skipped
         self.chunks += other.chunks
         self.failed.update(other.failed)
+        self.refused.update(other.refused)
         self.missing.extend(other.missing)
 
 
@@ -179,7 +184,7 @@ class Indexer:
         if not todo:
             return
         try:
-            self._write_many(todo, backends)
+            refused = self._write_many(todo, backends)
         except Exception as exc:  # isolate the failing document below
             if isinstance(exc, propagate):
                 # Not about a document (an engine down, a job's time limit):
@@ -192,19 +197,29 @@ class Indexer:
             for item in todo:
                 self._write([item], report, backends, propagate=propagate)
             return
-        self._acknowledge(todo, report, backends)
+        self._acknowledge(todo, report, backends, refused)
 
     def _acknowledge(
-        self, todo: list[Prepared], report: IndexReport, backends: Sequence[str]
+        self,
+        todo: list[Prepared],
+        report: IndexReport,
+        backends: Sequence[str],
+        refused: dict[str, dict[str, Refusal]],
     ) -> None:
+        """Record each document in the registry for the backends that took it."""
         for item in todo:
-            self.registry.mark_indexed(
-                self.collection,
-                item.staged.document.id,
-                item.staged.version,
-                backends,
-                len(item.chunks),
-            )
+            doc_id = item.staged.document.id
+            by_backend = refused.get(doc_id, {})
+            accepted = [b for b in backends if b not in by_backend]
+            if accepted:
+                self.registry.mark_indexed(
+                    self.collection, doc_id, item.staged.version, accepted, len(item.chunks)
+                )
+            if by_backend:
+                why = "; ".join(f"{b}: {r}" for b, r in by_backend.items())
+                log.warning("document %r not indexed (reconcile repairs it): %s", doc_id, why)
+                report.refused[doc_id] = why
+                continue
             report.indexed += 1
             report.chunks += len(item.chunks)
 
@@ -232,13 +247,23 @@ class Indexer:
             keep.append(item)
         return keep
 
-    def _write_many(self, todo: list[Prepared], backends: Sequence[str]) -> None:
+    def _write_many(
+        self, todo: list[Prepared], backends: Sequence[str]
+    ) -> dict[str, dict[str, Refusal]]:
+        """Write both indexes; returns the refused documents: doc id -> backend -> refusal."""
         chunks = [c for item in todo for c in item.chunks]
+        results: dict[str, UpsertResult] = {}
         if "keyword" in backends:
-            self.keyword.upsert(chunks, [t for item in todo for t in item.tokens])
+            tokens = [t for item in todo for t in item.tokens]
+            results["keyword"] = self.keyword.upsert(chunks, tokens)
         if "vector" in backends:
             vectors = self.embedder.embed([s for item in todo for s in item.embed_inputs])
-            self.vector.upsert(chunks, [list(map(float, v)) for v in vectors])
+            results["vector"] = self.vector.upsert(chunks, [list(map(float, v)) for v in vectors])
+        refused: dict[str, dict[str, Refusal]] = {}
+        for backend, result in results.items():
+            for refusal in result.refused:
+                refused.setdefault(refusal.doc_id, {})[backend] = refusal
+        return refused
 
     def rewrite(
         self,

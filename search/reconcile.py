@@ -6,6 +6,10 @@ The registry is the source of truth. For each index the reconciler finds:
 - orphans: documents the index holds that the registry does not know.
 Missing and stale documents are rewritten from the registry's stored text;
 orphans are deleted. A second run right after a repair finds nothing.
+
+An index refuses a write older than what it holds (``search.store``), so a
+document the index holds at a newer version than the registry's is deleted
+from that index first, then rewritten at the registry's version.
 """
 
 from __future__ import annotations
@@ -82,10 +86,11 @@ def reconcile(indexer: Indexer, *, repair: bool = True) -> ReconcileReport:
     """Find (and by default repair) every difference between registry and indexes."""
     collection = indexer.collection
     expected = indexer.registry.versions(collection)
-    differences = {
-        "keyword": compare(expected, indexer.keyword.doc_versions()),
-        "vector": compare(expected, indexer.vector.doc_versions()),
+    actual = {
+        "keyword": indexer.keyword.doc_versions(),
+        "vector": indexer.vector.doc_versions(),
     }
+    differences = {target: compare(expected, held) for target, held in actual.items()}
     report = ReconcileReport(collection, differences)
     if not repair or report.total == 0:
         return report
@@ -94,6 +99,14 @@ def reconcile(indexer: Indexer, *, repair: bool = True) -> ReconcileReport:
         if diff.orphans:
             log.warning("%s: deleting %d orphan documents", target, len(diff.orphans))
             index.delete_documents(diff.orphans)
+        ahead = [d for d in diff.stale if actual[target][d] > expected[d]]
+        if ahead:
+            log.warning(
+                "%s: %d documents are ahead of the registry; deleting them before the rewrite",
+                target,
+                len(ahead),
+            )
+            index.delete_documents(ahead)
         todo = diff.missing + diff.stale
         if todo:
             log.warning("%s: rewriting %d missing or stale documents", target, len(todo))
@@ -101,6 +114,7 @@ def reconcile(indexer: Indexer, *, repair: bool = True) -> ReconcileReport:
             items = [(record.document(), record.version) for record in records]
             result = indexer.rewrite(items, (target,))
             report.failed.update(result.failed)
+            report.failed.update(result.refused)
     report.repaired = not report.failed
     return report
 

@@ -6,8 +6,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import pytest
 from support.celery_worker import celery_worker  # noqa: F401
 from support.live_server import live_server  # noqa: F401
 from support.postgres import pg_url  # noqa: F401
 from support.redis_server import redis_server  # noqa: F401
 from support.tiny_models import tiny_reranker_dir  # noqa: F401
+
+# The behaviour mixins of the chunk-store contract assert outside test modules;
+# registered before any test module imports them.
+pytest.register_assert_rewrite("support.chunk_store_contract")

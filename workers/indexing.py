@@ -191,6 +191,7 @@ def report_dict(report: IndexReport) -> dict[str, Any]:
         "indexed": report.indexed,
         "skipped": report.skipped,
         "failed": dict(report.failed),
+        "refused": dict(report.refused),
         "missing": list(report.missing),
         "chunks": report.chunks,
         "seconds": round(report.seconds, 3),

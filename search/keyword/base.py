@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from search.store import UpsertResult
 from search.types import Chunk, Filters, ScoredChunk
 
 
@@ -15,17 +16,26 @@ class KeywordIndex(Protocol):
     Text analysis happens once, in ``search.text.analyze``; implementations
     index the analyser's tokens verbatim (whitespace-separated) so that both
     engines score the same terms. Every chunk's ``facets`` are indexed as
-    untokenised keywords for filtering.
+    untokenised keywords for filtering. Writes follow the version rule of
+    ``upsert``: an older write is refused and reported, never applied.
     """
 
     name: str
 
-    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> None:
+    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> UpsertResult:
         """Replace every chunk of the documents in ``chunks`` with ``chunks``.
 
         ``tokens[i]`` are the analysed tokens of ``chunks[i]``. A document's
         old chunks (including ones beyond the new chunk count) are removed in
         the same operation, so the index never shows a mix of two versions.
+
+        The version rule (``search.store``): a document whose stored version
+        is newer than its chunks' ``version`` is refused, named in the
+        result's ``refused`` with both versions, and left exactly as it was; a
+        write is never applied in part. The stored version written again is
+        an idempotent rewrite (a replay duplicates nothing). ``ValueError``
+        when ``tokens`` does not match ``chunks`` or a document comes at two
+        versions in one write.
         """
         ...
 

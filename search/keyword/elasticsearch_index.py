@@ -5,12 +5,14 @@ Documents are indexed with the same pre-analysed tokens as the tantivy leg
 with one shard both engines rank alike. Every transport or API failure becomes
 ``BackendUnavailable(backend="elasticsearch")`` with a one-line message.
 
-Chunks are written with external versioning (``version`` = the document's
-registry version), so Elasticsearch itself refuses to replace a chunk with an
-older version of its document: a late, out-of-order write cannot undo a newer
-one. A deleted chunk's version is remembered for ``index.gc_deletes`` (60 s by
-default) and refuses a rewrite at the same or a lower version meanwhile; that
-case is reported as ``BackendUnavailable`` (retry later), never ignored.
+Writes follow the version rule of every index (``search.store``): an older
+version of a document is refused and reported. Chunks are also written with
+external versioning (``version`` = the document's registry version), so
+Elasticsearch itself refuses to replace a chunk with an older one should a
+newer write land between the version check and the write. A deleted chunk's
+version is remembered for ``index.gc_deletes`` (60 s by default) and refuses a
+rewrite at the same or a lower version meanwhile; that case is reported as
+``BackendUnavailable`` (retry later), never ignored.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ from elasticsearch.helpers import streaming_bulk
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
+from search.store import (
+    HIT_FIELDS,
+    DocFilter,
+    UpsertResult,
+    check_batch,
+    decode_hit,
+    delete_documents,
+    encode_chunk,
+    highest_versions,
+    replace_chunks,
+)
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
 
 TEMPLATE_VERSION = 1
-_SOURCE_FIELDS = ("chunk_id", "doc_id", "text", "title", "start", "end", "ordinal", "metadata")
-# Elasticsearch rejects a ``terms`` query longer than index.max_terms_count (65,536).
-_TERMS_BATCH = 10_000
 _BULK_CHUNK = 500
 _MGET_BATCH = 1_000
 _VERSION_CONFLICT = 409
@@ -228,21 +238,6 @@ class ElasticsearchKeywordIndex:
                 if exc.message != "resource_already_exists_exception":
                     raise
 
-    def _delete_where_doc_in(self, client: Elasticsearch, doc_ids: Sequence[str]) -> None:
-        distinct = list(dict.fromkeys(doc_ids))
-        for start in range(0, len(distinct), _TERMS_BATCH):
-            batch = distinct[start : start + _TERMS_BATCH]
-            with self._errors("delete_by_query"):
-                resp = client.delete_by_query(
-                    index=self.index_name,
-                    query={"terms": {"doc_id": batch}},
-                    conflicts="proceed",
-                    # The caller refreshes once at the end of its write;
-                    # refreshing here would show the document missing.
-                    refresh=False,
-                )
-            self._check_by_query(resp.body, "delete_by_query")
-
     def _check_by_query(self, resp: dict[str, Any], action: str) -> None:
         """A by-query response can report failures with HTTP 200: read them."""
         failures = resp.get("failures") or []
@@ -262,126 +257,44 @@ class ElasticsearchKeywordIndex:
 
     # -- writes ------------------------------------------------------------
 
-    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> None:
-        """Replace every chunk of the batch's documents, then refresh.
+    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> UpsertResult:
+        """Replace every chunk of the batch's documents, then refresh; older writes refused.
 
-        The chunks are indexed first (external versions: an older version never
-        replaces a newer one), then the documents' chunks of older versions are
-        deleted (those beyond the new chunk count; the overwritten ones changed
-        since the delete's snapshot and are skipped as conflicts). Nothing is
-        visible before the final refresh, so searches never see a mix.
+        The rule of ``search.store.replace_chunks``: the stored versions are
+        read and an older write is refused whole; the others' chunks are
+        indexed, then their chunks of this version or older that this write
+        does not have are deleted. Only the final refresh shows the result,
+        so searches never see a mix. A newer write landing in between is
+        caught by Elasticsearch's own external-version check (see ``_Bulk``).
         """
-        if len(chunks) != len(tokens):
-            raise ValueError(f"{len(chunks)} chunks but {len(tokens)} token lists")
+        check_batch(chunks, tokens)
         if not chunks:
-            return
+            return UpsertResult()
         client = self._es()
-        versions = {chunk.doc_id: chunk.version for chunk in chunks}
-        doc_of = {chunk.id: chunk.doc_id for chunk in chunks}
-        failed: list[str] = []
-        conflicts: dict[str, str] = {}  # chunk id -> document id
-        with self._errors("bulk index"):
-            for ok, item in streaming_bulk(
-                client,
-                self._actions(chunks, tokens),
-                chunk_size=_BULK_CHUNK,
-                raise_on_error=False,
-                raise_on_exception=False,
-                max_retries=self.settings.es_max_retries,
-                initial_backoff=_INITIAL_BACKOFF_S,
-                max_backoff=_MAX_BACKOFF_S,
-                yield_ok=False,
-            ):
-                if ok:
-                    continue
-                _, info = next(iter(item.items()))
-                if info.get("status") == _VERSION_CONFLICT and info.get("_id") in doc_of:
-                    conflicts[info["_id"]] = doc_of[info["_id"]]
-                else:
-                    failed.append(_bulk_failure(item))
+        bulk = _Bulk(self, client)
         try:
-            self._delete_older(client, versions)
-            if conflicts:
-                self._settle_conflicts(client, conflicts, versions)
+            result = replace_chunks(bulk, chunks, tokens)
         finally:
-            self._refresh(client)
-        if failed:
+            if bulk.sent:  # written chunks become visible even when the rest failed
+                self._refresh(client)
+        if bulk.lost:
             raise BackendUnavailable(
-                f"elasticsearch rejected {len(failed)} of {len(chunks)} chunks"
-                f" in {self.index_name}: {failed[0]}",
+                f"elasticsearch refused {len(bulk.lost)} chunks in {self.index_name}: a "
+                "recently deleted copy still holds an equal or newer version "
+                "(index.gc_deletes); retry later",
                 backend="elasticsearch",
                 index=self.index_name,
-                failed=failed[:10],
+                refused=bulk.lost[:10],
             )
-
-    def _delete_older(self, client: Elasticsearch, versions: dict[str, int]) -> None:
-        """Delete each document's chunks whose version is below ``versions[doc_id]``."""
-        by_version: dict[int, list[str]] = {}
-        for doc_id, version in versions.items():
-            by_version.setdefault(version, []).append(doc_id)
-        for version, doc_ids in sorted(by_version.items()):
-            for start in range(0, len(doc_ids), _TERMS_BATCH):
-                batch = doc_ids[start : start + _TERMS_BATCH]
-                query = {
-                    "bool": {
-                        "filter": [
-                            {"terms": {"doc_id": batch}},
-                            {"range": {"version": {"lt": version}}},
-                        ]
-                    }
-                }
-                with self._errors("delete_by_query"):
-                    resp = client.delete_by_query(
-                        index=self.index_name,
-                        query=query,
-                        # A chunk this write just overwrote is still seen at its
-                        # old version by the query; its delete then conflicts
-                        # (it changed since the snapshot) and is skipped: right.
-                        conflicts="proceed",
-                        refresh=False,
-                    )
-                self._check_by_query(resp.body, "delete_by_query")
-
-    def _settle_conflicts(
-        self, client: Elasticsearch, conflicts: dict[str, str], versions: dict[str, int]
-    ) -> None:
-        """Sort out chunks that Elasticsearch refused (409) as not newer than what it holds.
-
-        A realtime multi-get reads what each refused chunk holds now. The same
-        version: a replay, nothing to do. A newer version: that document was
-        superseded while this write ran, so chunks this write added beyond the
-        newer version's chunk count are strays, deleted here. Nothing as new:
-        the refusal came from a deleted chunk's remembered version
-        (``index.gc_deletes``), so this write did not land: raised, to be retried.
-        """
-        newest: dict[str, int] = {}
-        lost: list[str] = []
-        ids = list(conflicts)
-        for start in range(0, len(ids), _MGET_BATCH):
-            with self._errors("mget"):
-                resp = client.mget(
-                    index=self.index_name, ids=ids[start : start + _MGET_BATCH], source=False
-                )
-            for doc in resp["docs"]:
-                doc_id = conflicts[doc["_id"]]
-                held = int(doc.get("_version", 0)) if doc.get("found") else 0
-                if held < versions[doc_id]:
-                    lost.append(doc["_id"])
-                elif held > versions[doc_id]:
-                    newest[doc_id] = max(held, newest.get(doc_id, 0))
-        if newest:
-            # The strays were written by this call and are not visible to a query yet.
-            self._refresh(client)
-            self._delete_older(client, newest)
-        if lost:
+        if bulk.failed:
             raise BackendUnavailable(
-                f"elasticsearch refused {len(lost)} chunks in {self.index_name}: a recently "
-                "deleted copy still holds an equal or newer version (index.gc_deletes); "
-                "retry later",
+                f"elasticsearch rejected {len(bulk.failed)} of {len(chunks)} chunks"
+                f" in {self.index_name}: {bulk.failed[0]}",
                 backend="elasticsearch",
                 index=self.index_name,
-                refused=lost[:10],
+                failed=bulk.failed[:10],
             )
+        return result
 
     def _actions(
         self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]
@@ -392,22 +305,10 @@ class ElasticsearchKeywordIndex:
                 "_index": self.index_name,
                 "_id": chunk.id,
                 # External versioning: Elasticsearch keeps the chunk only if this
-                # version is above the one it holds (409 otherwise, see upsert).
+                # version is above the one it holds (409 otherwise, see _Bulk).
                 "version": chunk.version,
                 "version_type": "external",
-                "_source": {
-                    "chunk_id": chunk.id,
-                    "doc_id": chunk.doc_id,
-                    "tokens": " ".join(toks),
-                    "facets": list(chunk.facets),
-                    "text": chunk.text,
-                    "title": chunk.title,
-                    "start": chunk.start,
-                    "end": chunk.end,
-                    "ordinal": chunk.ordinal,
-                    "version": chunk.version,
-                    "metadata": dict(chunk.metadata),
-                },
+                "_source": encode_chunk(chunk) | {"tokens": " ".join(toks)},
             }
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
@@ -415,7 +316,7 @@ class ElasticsearchKeywordIndex:
         if not doc_ids:
             return
         client = self._es()
-        self._delete_where_doc_in(client, doc_ids)
+        delete_documents(_Bulk(self, client), doc_ids)
         self._refresh(client)
 
     def clear(self) -> None:
@@ -452,7 +353,7 @@ class ElasticsearchKeywordIndex:
                 index=self.index_name,
                 query=query,
                 size=top_k,
-                source={"includes": list(_SOURCE_FIELDS)},
+                source={"includes": list(HIT_FIELDS)},
                 track_total_hits=False,
             )
         return [_scored(hit) for hit in resp["hits"]["hits"]]
@@ -503,6 +404,117 @@ class ElasticsearchKeywordIndex:
             client.close()
 
 
+class _Bulk:
+    """The chunk-store primitives (``search.store.ChunkStore``) for one write.
+
+    Reads see the last refresh, which every write ends with. Chunks carry
+    external versions, so a chunk Elasticsearch holds at an equal or newer
+    version is refused (409) even if it landed after the read; ``put`` sorts
+    those out with a realtime multi-get. Item failures are collected rather
+    than raised, so the pruning and the refresh still run; ``upsert`` raises
+    them at the end.
+    """
+
+    def __init__(self, index: ElasticsearchKeywordIndex, client: Elasticsearch) -> None:
+        self.index, self.client = index, client
+        self.sent = False
+        self.failed: list[str] = []  # "<chunk id>: <status> <reason>"
+        self.lost: list[str] = []  # chunk ids refused by a deleted copy's version
+
+    def stored_versions(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        with self.index._errors("read versions"):
+            resp = self.client.search(
+                index=self.index.index_name,
+                size=0,
+                track_total_hits=False,
+                query={"terms": {"doc_id": list(doc_ids)}},
+                aggregations={
+                    "docs": {
+                        "terms": {"field": "doc_id", "size": len(doc_ids)},
+                        "aggs": {"version": {"max": {"field": "version"}}},
+                    }
+                },
+            )
+        buckets = resp["aggregations"]["docs"]["buckets"]
+        return highest_versions((b["key"], int(b["version"]["value"] or 0)) for b in buckets)
+
+    def put(self, chunks: Sequence[Chunk], extras: Sequence[Sequence[str]]) -> dict[str, int]:
+        doc_of = {chunk.id: chunk.doc_id for chunk in chunks}
+        conflicts: dict[str, str] = {}  # chunk id -> document id
+        self.sent = True
+        settings = self.index.settings
+        with self.index._errors("bulk index"):
+            for ok, item in streaming_bulk(
+                self.client,
+                self.index._actions(chunks, extras),
+                chunk_size=_BULK_CHUNK,
+                raise_on_error=False,
+                raise_on_exception=False,
+                max_retries=settings.es_max_retries,
+                initial_backoff=_INITIAL_BACKOFF_S,
+                max_backoff=_MAX_BACKOFF_S,
+                yield_ok=False,
+            ):
+                if ok:
+                    continue
+                _, info = next(iter(item.items()))
+                if info.get("status") == _VERSION_CONFLICT and info.get("_id") in doc_of:
+                    conflicts[info["_id"]] = doc_of[info["_id"]]
+                else:
+                    self.failed.append(_bulk_failure(item))
+        if not conflicts:
+            return {}
+        return self._settle(conflicts, {chunk.doc_id: chunk.version for chunk in chunks})
+
+    def _settle(self, conflicts: dict[str, str], offered: dict[str, int]) -> dict[str, int]:
+        """Sort out chunks refused (409) as not newer than what Elasticsearch holds.
+
+        A realtime multi-get reads what each holds now. The same version: a
+        replay, nothing to do. A newer version: that document was superseded
+        while this write ran (returned, so that its strays go). Nothing as new:
+        the refusal came from a deleted chunk's remembered version
+        (``index.gc_deletes``), so this write did not land (``lost``).
+        """
+        newest: dict[str, int] = {}
+        ids = list(conflicts)
+        for start in range(0, len(ids), _MGET_BATCH):
+            with self.index._errors("mget"):
+                resp = self.client.mget(
+                    index=self.index.index_name, ids=ids[start : start + _MGET_BATCH], source=False
+                )
+            for doc in resp["docs"]:
+                doc_id = conflicts[doc["_id"]]
+                held = int(doc.get("_version", 0)) if doc.get("found") else 0
+                if held < offered[doc_id]:
+                    self.lost.append(doc["_id"])
+                elif held > offered[doc_id]:
+                    newest[doc_id] = max(held, newest.get(doc_id, 0))
+        if newest:
+            # The strays are this write's own, not visible to a delete query yet.
+            self.index._refresh(self.client)
+        return newest
+
+    def delete(self, where: DocFilter) -> None:
+        clauses: list[dict[str, Any]] = [{"terms": {"doc_id": list(where.doc_ids)}}]
+        if where.at_most is not None:
+            clauses.append({"range": {"version": {"lte": where.at_most}}})
+        query: dict[str, Any] = {"bool": {"filter": clauses}}
+        if where.keep:
+            query["bool"]["must_not"] = [{"ids": {"values": sorted(where.keep)}}]
+        with self.index._errors("delete_by_query"):
+            resp = self.client.delete_by_query(
+                index=self.index.index_name,
+                query=query,
+                # A chunk changed since the query's snapshot (a concurrent
+                # write) is skipped as a conflict, not deleted: it is newer.
+                conflicts="proceed",
+                # The caller refreshes once at the end of its write;
+                # refreshing here would show the document missing.
+                refresh=False,
+            )
+        self.index._check_by_query(resp.body, "delete_by_query")
+
+
 def _bulk_failure(item: dict[str, Any]) -> str:
     """``"<chunk id>: <status> <reason>"`` of one failed bulk item."""
     _, info = next(iter(item.items()))
@@ -515,15 +527,4 @@ def _bulk_failure(item: dict[str, Any]) -> str:
 
 
 def _scored(hit: dict[str, Any]) -> ScoredChunk:
-    source = hit.get("_source") or {}
-    return ScoredChunk(
-        chunk_id=str(source.get("chunk_id", hit["_id"])),
-        doc_id=str(source.get("doc_id", "")),
-        score=float(hit["_score"]),
-        text=source.get("text", ""),
-        title=source.get("title", ""),
-        start=int(source.get("start", 0)),
-        end=int(source.get("end", 0)),
-        ordinal=int(source.get("ordinal", 0)),
-        metadata=source.get("metadata") or {},
-    )
+    return decode_hit(hit.get("_source"), hit["_score"], stored_id=hit["_id"])

@@ -16,11 +16,23 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tantivy
 
 from search.errors import BackendUnavailable
+from search.store import (
+    HIT_FIELDS,
+    DocFilter,
+    UpsertResult,
+    check_batch,
+    decode_hit,
+    decode_version,
+    delete_documents,
+    encode_chunk,
+    highest_versions,
+    replace_chunks,
+)
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
 
 # tantivy multiplies every term score by (k1 + 1); Lucene (and so Elasticsearch)
@@ -34,6 +46,12 @@ _LUCENE_SCALE = 1.0 / (1.0 + _K1)
 # the writer. tantivy wants at least 15 MB of arena per indexing thread.
 _WRITER_HEAP_BYTES = 64_000_000
 _WRITER_THREADS = 1
+# Record fields kept in stored-only bytes fields (metadata as JSON): a tantivy
+# text field is always indexed, and the passage text has no business in the
+# term dictionary.
+_BYTES_FIELDS = ("text", "title", "metadata")
+
+T = TypeVar("T")
 
 
 def _schema() -> tantivy.Schema:
@@ -43,9 +61,7 @@ def _schema() -> tantivy.Schema:
     # Term frequencies are all BM25 needs; positions would only grow the index.
     builder.add_text_field("tokens", tokenizer_name="whitespace", index_option="freq")
     builder.add_text_field("facets", tokenizer_name="raw", index_option="basic")
-    # A tantivy text field is always indexed; bytes fields can be stored only,
-    # so the passage text never lands in the term dictionary.
-    for name in ("text", "title", "metadata"):
+    for name in _BYTES_FIELDS:
         builder.add_bytes_field(name, stored=True, indexed=False)
     for name in ("start", "end", "ordinal", "version"):
         builder.add_integer_field(name, stored=True)
@@ -112,7 +128,7 @@ class TantivyKeywordIndex:
                 raise BackendUnavailable(message, backend="tantivy", path=str(self.path)) from exc
         return self._writer
 
-    def _write(self, apply: Callable[[tantivy.IndexWriter], object]) -> None:
+    def _write(self, apply: Callable[[tantivy.IndexWriter], T]) -> T:
         """Run ``apply`` on the writer, commit, and make the result searchable.
 
         Everything ``apply`` does lands in one commit or, on failure, not at all.
@@ -123,7 +139,7 @@ class TantivyKeywordIndex:
             index, _ = self._open()
             writer = self._writer_locked(index)
             try:
-                apply(writer)
+                result = apply(writer)
                 writer.commit()
             except (OSError, ValueError) as exc:
                 writer.rollback()
@@ -135,42 +151,29 @@ class TantivyKeywordIndex:
             # The reader reloads on its own only after a delay; a write must
             # be visible to this process's next search.
             index.reload()
+            return result
+
+    def _store(self, writer: tantivy.IndexWriter) -> _Commit:
+        index, schema = self._open()
+        return _Commit(index, schema, writer)
 
     # -- writes ------------------------------------------------------------
 
-    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> None:
-        """Replace every chunk of the batch's documents, in one commit."""
-        if len(chunks) != len(tokens):
-            raise ValueError(f"{len(chunks)} chunks but {len(tokens)} token lists")
+    def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> UpsertResult:
+        """Replace every chunk of the batch's documents, in one commit; older writes refused.
+
+        The version check, the write and the pruning run in one commit under
+        the writer lock, so no other write can land between them.
+        """
+        check_batch(chunks, tokens)
         if not chunks:
-            return
-        _, schema = self._open()
-        docs = [_document(schema, chunk, toks) for chunk, toks in zip(chunks, tokens, strict=True)]
-        doc_ids = list(dict.fromkeys(chunk.doc_id for chunk in chunks))
-
-        def apply(writer: tantivy.IndexWriter) -> None:
-            # A delete only hits documents added before it (tantivy orders
-            # operations by opstamp), so deleting first and adding second in
-            # one commit swaps every old chunk, even those beyond the new
-            # chunk count, for the new ones atomically.
-            for doc_id in doc_ids:
-                writer.delete_documents_by_term("doc_id", doc_id)
-            for doc in docs:
-                writer.add_document(doc)
-
-        self._write(apply)
+            return UpsertResult()
+        return self._write(lambda writer: replace_chunks(self._store(writer), chunks, tokens))
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Remove every chunk of these documents; an empty list does nothing."""
-        if not doc_ids:
-            return
-        distinct = list(dict.fromkeys(doc_ids))
-
-        def apply(writer: tantivy.IndexWriter) -> None:
-            for doc_id in distinct:
-                writer.delete_documents_by_term("doc_id", doc_id)
-
-        self._write(apply)
+        if doc_ids:
+            self._write(lambda writer: delete_documents(self._store(writer), doc_ids))
 
     def clear(self) -> None:
         """Remove every chunk."""
@@ -201,20 +204,9 @@ class TantivyKeywordIndex:
 
     def doc_versions(self) -> dict[str, int]:
         """Every document id with the version of its chunks."""
-        searcher = self._open()[0].searcher()
-        total = searcher.num_docs
-        if total == 0:
-            return {}
-        versions: dict[str, int] = {}
-        hits = searcher.search(tantivy.Query.all_query(), total, count=False).hits
-        for _, address in hits:
-            doc = searcher.doc(address)
-            doc_id = str(doc.get_first("doc_id"))
-            version = int(doc.get_first("version") or 0)
-            # Chunks of one document share a version; keep the highest if a
-            # crash ever left two behind.
-            versions[doc_id] = max(version, versions.get(doc_id, version))
-        return versions
+        index, schema = self._open()
+        stored = _stored(index.searcher(), tantivy.Query.all_query())
+        return highest_versions((doc_id, version) for _, doc_id, version in stored)
 
     def close(self) -> None:
         """Let merges finish and release the writer lock; reopens on next use."""
@@ -225,20 +217,73 @@ class TantivyKeywordIndex:
             self._opened = None
 
 
+class _Commit:
+    """The chunk-store primitives (``search.store.ChunkStore``) inside one tantivy commit.
+
+    Reads see the last commit, not this one's pending operations: the stored
+    versions are those before the write, and a delete filter is matched
+    against chunks that were there before it.
+    """
+
+    def __init__(
+        self, index: tantivy.Index, schema: tantivy.Schema, writer: tantivy.IndexWriter
+    ) -> None:
+        self.index, self.schema, self.writer = index, schema, writer
+
+    def stored_versions(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        stored = _stored(self.index.searcher(), self._of_documents(doc_ids))
+        return highest_versions((doc_id, version) for _, doc_id, version in stored)
+
+    def put(self, chunks: Sequence[Chunk], extras: Sequence[Sequence[str]]) -> dict[str, int]:
+        for chunk, tokens in zip(chunks, extras, strict=True):
+            # tantivy has no primary key: an upsert is a delete of the id and
+            # an add, and a delete only hits documents added before it (tantivy
+            # orders operations by opstamp), so the new copy survives it.
+            self.writer.delete_documents_by_term("chunk_id", chunk.id)
+            self.writer.add_document(_document(self.schema, chunk, tokens))
+        return {}
+
+    def delete(self, where: DocFilter) -> None:
+        if where.at_most is None and not where.keep:
+            for doc_id in where.doc_ids:
+                self.writer.delete_documents_by_term("doc_id", doc_id)
+            return
+        # ``version`` is stored, not indexed: the filter is matched here.
+        for chunk_id, doc_id, version in _stored(
+            self.index.searcher(), self._of_documents(where.doc_ids)
+        ):
+            if where.matches(doc_id, version, chunk_id):
+                self.writer.delete_documents_by_term("chunk_id", chunk_id)
+
+    def _of_documents(self, doc_ids: Sequence[str]) -> tantivy.Query:
+        return tantivy.Query.term_set_query(self.schema, "doc_id", list(doc_ids))
+
+
+def _stored(searcher: tantivy.Searcher, query: tantivy.Query) -> list[tuple[str, str, int]]:
+    """``(chunk_id, doc_id, version)`` of every chunk ``query`` matches."""
+    # Counted first: a limit of ``num_docs`` would size the top-k buffer by the index.
+    counted: Any = searcher.search(query, 1, count=True)  # the type stub lacks ``count``
+    total = int(counted.count or 0)
+    if not total:
+        return []
+    hits = searcher.search(query, total, count=False).hits
+    out: list[tuple[str, str, int]] = []
+    for _, address in hits:
+        doc = searcher.doc(address)
+        doc_id, version = decode_version(
+            {"doc_id": doc.get_first("doc_id"), "version": doc.get_first("version")}
+        )
+        out.append((str(doc.get_first("chunk_id")), doc_id, version))
+    return out
+
+
 def _document(schema: tantivy.Schema, chunk: Chunk, tokens: Sequence[str]) -> tantivy.Document:
-    values: dict[str, Any] = {
-        "chunk_id": chunk.id,
-        "doc_id": chunk.doc_id,
-        "tokens": " ".join(tokens),
-        "facets": list(chunk.facets),
-        "text": chunk.text.encode(),
-        "title": chunk.title.encode(),
-        "metadata": json.dumps(dict(chunk.metadata), ensure_ascii=False).encode(),
-        "start": chunk.start,
-        "end": chunk.end,
-        "ordinal": chunk.ordinal,
-        "version": chunk.version,
-    }
+    values = encode_chunk(chunk)
+    values["tokens"] = " ".join(tokens)
+    for name in _BYTES_FIELDS:
+        value = values[name]
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        values[name] = text.encode()
     return tantivy.Document.from_dict(values, schema)
 
 
@@ -275,15 +320,9 @@ def _scored(doc: tantivy.Document, score: float) -> ScoredChunk:
     # (up to ``candidates`` hits per query). Every field is written by
     # ``_document``, so none is missing.
     get: Callable[[str], Any] = doc.get_first
-    metadata = get("metadata")
-    return ScoredChunk(
-        chunk_id=get("chunk_id"),
-        doc_id=get("doc_id"),
-        score=float(score) * _LUCENE_SCALE,
-        text=get("text").decode(),
-        title=get("title").decode(),
-        start=get("start"),
-        end=get("end"),
-        ordinal=get("ordinal"),
-        metadata=json.loads(metadata) if metadata else {},
-    )
+    record = {name: get(name) for name in HIT_FIELDS}
+    for name in _BYTES_FIELDS:
+        if name in record:
+            text = record[name].decode()
+            record[name] = json.loads(text) if name == "metadata" and text else text
+    return decode_hit(record, float(score) * _LUCENE_SCALE)

@@ -1,18 +1,18 @@
-"""The vector leg: the ``VectorIndex`` contract, a factory, and the payload both Qdrants share.
+"""The vector leg: the ``VectorIndex`` contract, a factory, and helpers both Qdrants share.
 
-Both implementations store one point per chunk with the same payload, so an
-index can move between Qdrant Edge (embedded) and a Qdrant server without any
-other module noticing. Implementations are imported lazily: a deployment that
-uses the server never loads the 35 MB Qdrant Edge extension, and vice versa.
+Both implementations store one point per chunk with the same payload (the
+record of ``search.store.codec``), so an index can move between Qdrant Edge
+(embedded) and a Qdrant server without any other module noticing.
+Implementations are imported lazily: a deployment that uses the server never
+loads the 35 MB Qdrant Edge extension, and vice versa.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from search.errors import ConfigError
-from search.types import Chunk, ScoredChunk
 from search.vector.base import VectorIndex
 
 if TYPE_CHECKING:
@@ -22,9 +22,7 @@ __all__ = [
     "VectorIndex",
     "batched",
     "check_vectors",
-    "chunk_payload",
     "open_vector_index",
-    "scored_chunk",
 ]
 
 T = TypeVar("T")
@@ -57,39 +55,6 @@ def open_vector_index(settings: Settings, collection: str, dim: int) -> VectorIn
     raise ConfigError(
         f"no vector index implementation for SIEVE_VECTOR_BACKEND={settings.vector_backend!r}",
         value=settings.vector_backend,
-    )
-
-
-def chunk_payload(chunk: Chunk) -> dict[str, Any]:
-    """The payload stored with a chunk's point (the same in every Qdrant)."""
-    return {
-        "doc_id": chunk.doc_id,
-        "chunk_id": chunk.id,
-        "text": chunk.text,
-        "title": chunk.title,
-        "start": chunk.start,
-        "end": chunk.end,
-        "ordinal": chunk.ordinal,
-        "version": chunk.version,
-        # A keyword array: a filter clause is "any of these terms", clauses are ANDed.
-        "facets": list(chunk.facets),
-        "metadata": dict(chunk.metadata),
-    }
-
-
-def scored_chunk(point_id: object, score: float, payload: Mapping[str, Any] | None) -> ScoredChunk:
-    """A search hit rebuilt from a point's id, cosine score and payload."""
-    data = payload or {}
-    return ScoredChunk(
-        chunk_id=str(data.get("chunk_id") or point_id),
-        doc_id=str(data.get("doc_id", "")),
-        score=float(score),
-        text=str(data.get("text", "")),
-        title=str(data.get("title", "")),
-        start=int(data.get("start", 0)),
-        end=int(data.get("end", 0)),
-        ordinal=int(data.get("ordinal", 0)),
-        metadata=dict(data.get("metadata") or {}),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from search.store import UpsertResult
 from search.types import Chunk, Filters, ScoredChunk
 
 
@@ -13,17 +14,27 @@ class VectorIndex(Protocol):
     """Dense vectors of chunks, cosine similarity, payload filters inside the search.
 
     Point ids are the chunk ids (deterministic uuid5), so a replayed write
-    overwrites instead of duplicating.
+    overwrites instead of duplicating. Writes follow the version rule of
+    ``upsert``: an older write is refused and reported, never applied.
     """
 
     name: str
     dim: int
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> UpsertResult:
         """Replace every point of the documents in ``chunks`` with these chunks.
 
         A document's old points beyond the new chunk count are removed too.
         Returns once the write is durable and visible to searches.
+
+        The version rule (``search.store``): a document whose stored version
+        is newer than its chunks' ``version`` is refused, named in the
+        result's ``refused`` with both versions, and left exactly as it was; a
+        write is never applied in part. The stored version written again is
+        an idempotent rewrite (a replay duplicates nothing). ``ValueError``
+        when ``vectors`` does not match ``chunks`` or a document comes at two
+        versions in one write; ``ConfigError`` for a vector of the wrong
+        dimension.
         """
         ...
 

@@ -20,7 +20,6 @@ How it indexes (measured with qdrant-edge-py 0.9):
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -31,17 +30,25 @@ from typing import Any
 import qdrant_edge as qe
 
 from search.errors import BackendUnavailable, ConfigError, SieveError
+from search.store import (
+    DocFilter,
+    UpsertResult,
+    check_batch,
+    decode_hit,
+    decode_version,
+    delete_documents,
+    encode_chunk,
+    highest_versions,
+    replace_chunks,
+)
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors, chunk_payload, scored_chunk
-
-log = logging.getLogger(__name__)
+from search.vector import batched, check_vectors
 
 BACKEND = "qdrant-edge"
 # Segments with at least this many vectors get an HNSW graph at ``optimize()``;
 # below it a full scan takes well under a millisecond and a graph would not pay.
 _INDEX_MIN_POINTS = 1_000
 _WRITE_BATCH = 512  # points per update call: bounds the Python -> Rust conversion in memory
-_DELETE_BATCH = 1_000  # doc ids per delete filter
 _SCROLL_PAGE = 1_024
 
 
@@ -93,68 +100,40 @@ class QdrantEdgeIndex:
 
     # -- writes ------------------------------------------------------------
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
-        """Replace every point of the documents in ``chunks`` with these chunks.
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> UpsertResult:
+        """Replace every point of the documents in ``chunks``; older writes refused.
 
         New points are written first (ids are deterministic, so existing ones are
-        overwritten in place), then the documents' points that are not in this
-        batch are pruned: a concurrent search never sees a document vanish, only,
-        for an instant, its old surplus chunks.
-
-        A document whose stored points carry a newer version than its chunks
-        here is left alone: an out-of-order (late) write never replaces a newer
-        one, and the pruning only touches points of this version or older.
+        overwritten in place), then the documents' other points are pruned: a
+        concurrent search never sees a document vanish, only, for an instant,
+        its old surplus chunks. The version check runs under the lock, and
+        every write to this shard goes through this object (the WAL lock), so
+        nothing newer can land between the check and the write.
         """
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        if not chunks:
-            return
         values = check_vectors(self.dim, vectors)
+        check_batch(chunks, values)
+        if not chunks:
+            return UpsertResult()
         with self._lock, _engine_errors("upsert"):
             shard = self._open()
-            # Checked under the lock: every write to this shard goes through this
-            # object (the WAL lock), so nothing newer can land before ours.
-            newer = self._newer_documents(shard, chunks)
-            if newer:
-                log.info("not writing %d superseded documents: %s", len(newer), sorted(newer)[:10])
-                pairs = [
-                    (c, v) for c, v in zip(chunks, values, strict=True) if c.doc_id not in newer
-                ]
-                if not pairs:
-                    return
-                chunks, values = [c for c, _ in pairs], [v for _, v in pairs]
-            points = [
-                qe.Point(chunk.id, vector, chunk_payload(chunk))
-                for chunk, vector in zip(chunks, values, strict=True)
-            ]
-            keep: set[qe.PointId] = {chunk.id for chunk in chunks}
-            for batch in batched(points, _WRITE_BATCH):
-                shard.update(qe.UpdateOperation.upsert_points(list(batch)))
-            for version, doc_ids in _by_version(chunks).items():
-                for ids in batched(doc_ids, _DELETE_BATCH):
-                    stale = qe.Filter(
-                        must=[_doc_condition(ids), _version_at_most(version)],
-                        must_not=[qe.HasIdCondition(point_ids=keep)],
-                    )
-                    shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+            result = replace_chunks(_Shard(shard), chunks, values)
             shard.flush()
             self._points = shard.info().points_count
             # Overwritten points leave deleted copies behind: they count as backlog too.
-            self._backlog += len(points)
+            written = set(result.written)
+            self._backlog += sum(1 for chunk in chunks if chunk.doc_id in written)
             if self.auto_optimize_after and self._backlog >= self.auto_optimize_after:
                 self._optimize(shard)
+            return result
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Remove every point of these documents. Unknown ids are ignored."""
-        ids = sorted(set(doc_ids))
-        if not ids:
+        if not doc_ids:
             return
         with self._lock, _engine_errors("delete"):
             shard = self._open()
             before = self._points
-            for batch in batched(ids, _DELETE_BATCH):
-                doomed = qe.Filter(must=[_doc_condition(batch)])
-                shard.update(qe.UpdateOperation.delete_points_by_filter(doomed))
+            delete_documents(_Shard(shard), doc_ids)
             shard.flush()
             self._points = shard.info().points_count
             self._backlog += before - self._points
@@ -209,19 +188,8 @@ class QdrantEdgeIndex:
     def doc_versions(self) -> dict[str, int]:
         """Every document id in the index with the (highest) version its points carry."""
         shard = self._open()
-        versions: dict[str, int] = {}
-        offset: Any = None
-        fields = qe.PayloadSelector.Include(["doc_id", "version"])
         with _engine_errors("scroll"):
-            while True:
-                request = qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=fields)
-                records, offset = shard.scroll(request)
-                for record in records:
-                    payload = record.payload or {}
-                    doc_id, version = str(payload.get("doc_id", "")), int(payload.get("version", 0))
-                    versions[doc_id] = max(version, versions.get(doc_id, version))
-                if offset is None:
-                    return versions
+            return _Shard(shard).stored_versions(None)
 
     def stats(self) -> dict[str, int]:
         """Points, HNSW-indexed vectors and segments, as the engine reports them."""
@@ -263,7 +231,7 @@ class QdrantEdgeIndex:
         with _engine_errors("search"):
             points = shard.search(request)
         # Cosine distance: Qdrant normalises the vectors, the score is the cosine similarity.
-        return [scored_chunk(p.id, p.score, p.payload) for p in points]
+        return [decode_hit(p.payload, p.score, stored_id=p.id) for p in points]
 
     def _open(self) -> qe.EdgeShard:
         shard = self._shard
@@ -316,24 +284,6 @@ class QdrantEdgeIndex:
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
         )
 
-    def _newer_documents(self, shard: qe.EdgeShard, chunks: Sequence[Chunk]) -> set[str]:
-        """Documents of ``chunks`` that already have points of a newer version."""
-        newer: set[str] = set()
-        fields = qe.PayloadSelector.Include(["doc_id"])
-        for version, doc_ids in _by_version(chunks).items():
-            for ids in batched(doc_ids, _DELETE_BATCH):
-                found = qe.Filter(must=[_doc_condition(ids), _version_above(version)])
-                offset: Any = None
-                while True:
-                    request = qe.ScrollRequest(
-                        offset=offset, limit=_SCROLL_PAGE, filter=found, with_payload=fields
-                    )
-                    records, offset = shard.scroll(request)
-                    newer.update(str((r.payload or {}).get("doc_id", "")) for r in records)
-                    if offset is None:
-                        break
-        return newer
-
     def _optimize(self, shard: qe.EdgeShard) -> bool:
         changed = shard.optimize()
         shard.flush()
@@ -342,24 +292,48 @@ class QdrantEdgeIndex:
         return changed
 
 
+class _Shard:
+    """The chunk-store primitives (``search.store.ChunkStore``) on an open shard."""
+
+    def __init__(self, shard: qe.EdgeShard) -> None:
+        self.shard = shard
+
+    def stored_versions(self, doc_ids: Sequence[str] | None) -> dict[str, int]:
+        """As the protocol says; ``None``: of every document in the shard."""
+        found = None if doc_ids is None else qe.Filter(must=[_doc_condition(doc_ids)])
+        fields = qe.PayloadSelector.Include(["doc_id", "version"])
+        pairs: list[tuple[str, int]] = []
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=_SCROLL_PAGE, filter=found, with_payload=fields
+            )
+            records, offset = self.shard.scroll(request)
+            pairs.extend(decode_version(record.payload) for record in records)
+            if offset is None:
+                return highest_versions(pairs)
+
+    def put(self, chunks: Sequence[Chunk], extras: Sequence[list[float]]) -> dict[str, int]:
+        points = [
+            qe.Point(chunk.id, vector, encode_chunk(chunk))
+            for chunk, vector in zip(chunks, extras, strict=True)
+        ]
+        for batch in batched(points, _WRITE_BATCH):
+            self.shard.update(qe.UpdateOperation.upsert_points(list(batch)))
+        return {}
+
+    def delete(self, where: DocFilter) -> None:
+        must: list[Any] = [_doc_condition(where.doc_ids)]
+        if where.at_most is not None:
+            must.append(qe.FieldCondition(key="version", range=qe.RangeFloat(lte=where.at_most)))
+        keep: set[qe.PointId] = set(where.keep)
+        must_not: list[Any] | None = [qe.HasIdCondition(point_ids=keep)] if keep else None
+        doomed = qe.Filter(must=must, must_not=must_not)
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(doomed))
+
+
 def _doc_condition(doc_ids: Sequence[str]) -> qe.FieldCondition:
     return qe.FieldCondition(key="doc_id", match=qe.MatchAny(any=list(doc_ids)))
-
-
-def _version_above(version: int) -> qe.FieldCondition:
-    return qe.FieldCondition(key="version", range=qe.RangeFloat(gt=version))
-
-
-def _version_at_most(version: int) -> qe.FieldCondition:
-    return qe.FieldCondition(key="version", range=qe.RangeFloat(lte=version))
-
-
-def _by_version(chunks: Sequence[Chunk]) -> dict[int, list[str]]:
-    """Document ids of ``chunks`` grouped by their version (one group, usually)."""
-    groups: dict[int, set[str]] = {}
-    for chunk in chunks:
-        groups.setdefault(chunk.version, set()).add(chunk.doc_id)
-    return {version: sorted(ids) for version, ids in groups.items()}
 
 
 def _facet_filter(filters: Filters | None) -> qe.Filter | None:

@@ -1,7 +1,7 @@
 """A Qdrant server (or qdrant-client's local mode) as the vector index.
 
-The same point layout as Qdrant Edge (``search.vector.chunk_payload``), so the
-two are interchangeable. Local mode (``SIEVE_QDRANT_PATH``) is qdrant-client's
+The same point layout as Qdrant Edge (the record of ``search.store.codec``), so
+the two are interchangeable. Local mode (``SIEVE_QDRANT_PATH``) is qdrant-client's
 pure-Python brute-force store: fine for tests and small deployments; it has no
 HNSW and ignores payload indexes and search params (and warns about them), so
 neither is sent to it.
@@ -9,7 +9,6 @@ neither is sent to it.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -24,14 +23,22 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError
+from search.store import (
+    DocFilter,
+    UpsertResult,
+    check_batch,
+    decode_hit,
+    decode_version,
+    delete_documents,
+    encode_chunk,
+    highest_versions,
+    replace_chunks,
+)
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors, chunk_payload, scored_chunk
-
-log = logging.getLogger(__name__)
+from search.vector import batched, check_vectors
 
 BACKEND = "qdrant"
 _WRITE_BATCH = 256  # points per request: a 384-d batch is ~0.5 MB of JSON
-_DELETE_BATCH = 1_000
 _SCROLL_PAGE = 1_024
 # Other processes write to a server too, so the point count used to choose exact
 # search is re-read after this long; a stale count only shifts that choice a little.
@@ -67,55 +74,30 @@ class QdrantServerIndex:
 
     # -- writes ------------------------------------------------------------
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
-        """Replace every point of the documents in ``chunks`` with these chunks.
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> UpsertResult:
+        """Replace every point of the documents in ``chunks``; older writes refused.
 
         Points are written first (deterministic ids overwrite in place), then the
-        documents' points not in this batch are deleted, so a document never
-        disappears from searches while it is being replaced.
-
-        A document that already has points of a newer version is left alone,
-        and the pruning only touches points of this version or older, so a late
-        (out-of-order) write does not replace a newer one. Other processes can
-        write to a server between the check and the write; the registry's own
+        documents' other points are deleted, so a document never disappears from
+        searches while it is being replaced. Other processes can write to a
+        server between the version check and the write; the registry's own
         check (``search.indexing``) right before it keeps that window small.
         """
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        if not chunks:
-            return
         values = check_vectors(self.dim, vectors)
+        check_batch(chunks, values)
+        if not chunks:
+            return UpsertResult()
         with self._calls("upsert") as client:
-            newer = self._newer_documents(client, chunks)
-            if newer:
-                log.info("not writing %d superseded documents: %s", len(newer), sorted(newer)[:10])
-            points = [
-                models.PointStruct(id=chunk.id, vector=vector, payload=chunk_payload(chunk))
-                for chunk, vector in zip(chunks, values, strict=True)
-                if chunk.doc_id not in newer
-            ]
-            chunks = [chunk for chunk in chunks if chunk.doc_id not in newer]
-            keep: list[models.ExtendedPointId] = [chunk.id for chunk in chunks]
-            for batch in batched(points, _WRITE_BATCH):
-                client.upsert(self.collection, points=list(batch), wait=True)
-            for version, doc_ids in _by_version(chunks).items():
-                for ids in batched(doc_ids, _DELETE_BATCH):
-                    stale = models.Filter(
-                        must=[_doc_condition(ids), _version_range(lte=version)],
-                        must_not=[models.HasIdCondition(has_id=keep)],
-                    )
-                    client.delete(self.collection, models.FilterSelector(filter=stale), wait=True)
+            result = replace_chunks(_Collection(client, self.collection), chunks, values)
         self._count = None
+        return result
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Remove every point of these documents. Unknown ids are ignored."""
-        ids = sorted(set(doc_ids))
-        if not ids:
+        if not doc_ids:
             return
         with self._calls("delete") as client:
-            for batch in batched(ids, _DELETE_BATCH):
-                selector = models.FilterSelector(filter=models.Filter(must=[_doc_condition(batch)]))
-                client.delete(self.collection, selector, wait=True)
+            delete_documents(_Collection(client, self.collection), doc_ids)
         self._count = None
 
     def clear(self) -> None:
@@ -157,22 +139,8 @@ class QdrantServerIndex:
 
     def doc_versions(self) -> dict[str, int]:
         """Every document id in the index with the (highest) version its points carry."""
-        versions: dict[str, int] = {}
-        offset: Any = None
         with self._calls("scroll") as client:
-            while True:
-                records, offset = client.scroll(
-                    self.collection,
-                    limit=_SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=["doc_id", "version"],
-                )
-                for record in records:
-                    payload = record.payload or {}
-                    doc_id, version = str(payload.get("doc_id", "")), int(payload.get("version", 0))
-                    versions[doc_id] = max(version, versions.get(doc_id, version))
-                if offset is None:
-                    return versions
+            return _Collection(client, self.collection).stored_versions(None)
 
     # -- internals ---------------------------------------------------------
 
@@ -195,27 +163,7 @@ class QdrantServerIndex:
                 search_params=params,
                 with_payload=True,
             )
-        return [scored_chunk(p.id, p.score, p.payload) for p in response.points]
-
-    def _newer_documents(self, client: QdrantClient, chunks: Sequence[Chunk]) -> set[str]:
-        """Documents of ``chunks`` that already have points of a newer version."""
-        newer: set[str] = set()
-        for version, doc_ids in _by_version(chunks).items():
-            for ids in batched(doc_ids, _DELETE_BATCH):
-                found = models.Filter(must=[_doc_condition(ids), _version_range(gt=version)])
-                offset: Any = None
-                while True:
-                    records, offset = client.scroll(
-                        self.collection,
-                        scroll_filter=found,
-                        limit=_SCROLL_PAGE,
-                        offset=offset,
-                        with_payload=["doc_id"],
-                    )
-                    newer.update(str((r.payload or {}).get("doc_id", "")) for r in records)
-                    if offset is None:
-                        break
-        return newer
+        return [decode_hit(p.payload, p.score, stored_id=p.id) for p in response.points]
 
     def _approximate_count(self) -> int:
         cached = self._count
@@ -302,20 +250,52 @@ class QdrantServerIndex:
             )
 
 
+class _Collection:
+    """The chunk-store primitives (``search.store.ChunkStore``) on one collection."""
+
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client, self.collection = client, collection
+
+    def stored_versions(self, doc_ids: Sequence[str] | None) -> dict[str, int]:
+        """As the protocol says; ``None``: of every document in the collection."""
+        found = None if doc_ids is None else models.Filter(must=[_doc_condition(doc_ids)])
+        pairs: list[tuple[str, int]] = []
+        offset: Any = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=found,
+                limit=_SCROLL_PAGE,
+                offset=offset,
+                with_payload=["doc_id", "version"],
+            )
+            pairs.extend(decode_version(record.payload) for record in records)
+            if offset is None:
+                return highest_versions(pairs)
+
+    def put(self, chunks: Sequence[Chunk], extras: Sequence[list[float]]) -> dict[str, int]:
+        points = [
+            models.PointStruct(id=chunk.id, vector=vector, payload=encode_chunk(chunk))
+            for chunk, vector in zip(chunks, extras, strict=True)
+        ]
+        for batch in batched(points, _WRITE_BATCH):
+            self.client.upsert(self.collection, points=list(batch), wait=True)
+        return {}
+
+    def delete(self, where: DocFilter) -> None:
+        must: list[models.Condition] = [_doc_condition(where.doc_ids)]
+        if where.at_most is not None:
+            must.append(models.FieldCondition(key="version", range=models.Range(lte=where.at_most)))
+        keep: list[models.ExtendedPointId] = sorted(where.keep)
+        must_not: list[models.Condition] | None = (
+            [models.HasIdCondition(has_id=keep)] if keep else None
+        )
+        doomed = models.Filter(must=must, must_not=must_not)
+        self.client.delete(self.collection, models.FilterSelector(filter=doomed), wait=True)
+
+
 def _doc_condition(doc_ids: Sequence[str]) -> models.FieldCondition:
     return models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids)))
-
-
-def _version_range(*, gt: int | None = None, lte: int | None = None) -> models.FieldCondition:
-    return models.FieldCondition(key="version", range=models.Range(gt=gt, lte=lte))
-
-
-def _by_version(chunks: Sequence[Chunk]) -> dict[int, list[str]]:
-    """Document ids of ``chunks`` grouped by their version (one group, usually)."""
-    groups: dict[int, set[str]] = {}
-    for chunk in chunks:
-        groups.setdefault(chunk.version, set()).add(chunk.doc_id)
-    return {version: sorted(ids) for version, ids in groups.items()}
 
 
 def _facet_filter(filters: Filters | None) -> models.Filter | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.chunk_store_contract import ChunkStoreContract, KeywordLeg, chunks_of
 from support.servers import es_test_settings
 
 from search.errors import BackendUnavailable
@@ -63,6 +64,15 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeywordInd
     if not ES_URL:
         pytest.skip("SIEVE_TEST_ES_URL is not set: no Elasticsearch to run the contract against")
     yield from _es_index()
+
+
+@pytest.fixture
+def leg(index: KeywordIndex) -> KeywordLeg:
+    return KeywordLeg(index)
+
+
+class TestVersionedChunkStore(ChunkStoreContract):
+    """The chunk-store contract (``support.chunk_store_contract``) on this leg."""
 
 
 def chunk(
@@ -291,6 +301,29 @@ def test_count_doc_versions_and_clear(index: KeywordIndex) -> None:
 def test_upsert_rejects_mismatched_tokens(index: KeywordIndex) -> None:
     with pytest.raises(ValueError):
         index.upsert([chunk("a"), chunk("b")], [["appl"]])
+
+
+# -- Elasticsearch only ----------------------------------------------------------
+
+
+@pytest.fixture
+def es_index() -> Iterator[KeywordIndex]:
+    if not ES_URL:
+        pytest.skip("SIEVE_TEST_ES_URL is not set: no Elasticsearch to test against")
+    yield from _es_index()
+
+
+def test_elasticsearch_rebuild_after_clear_and_rewrite_after_delete(
+    es_index: KeywordIndex,
+) -> None:
+    es_index.upsert(chunks_of("a", 2, version=1) + chunks_of("b", 1, version=1), [["x"]] * 3)
+    es_index.clear()  # drops the index, so the same versions can be written again
+    es_index.upsert(chunks_of("a", 2, version=1), [["x"]] * 2)
+    assert es_index.count() == 2
+    es_index.delete_documents(["a"])
+    # A deleted chunk's version is remembered for index.gc_deletes: refused, and said so.
+    with pytest.raises(BackendUnavailable, match="gc_deletes"):
+        es_index.upsert(chunks_of("a", 1, version=1), [["x"]])
 
 
 # -- tantivy only --------------------------------------------------------------

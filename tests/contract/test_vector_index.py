@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.chunk_store_contract import ChunkStoreContract, VectorLeg
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError
@@ -116,6 +117,15 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
 def index(opener: Opener) -> VectorIndex:
     built: VectorIndex = opener()
     return built
+
+
+@pytest.fixture
+def leg(index: VectorIndex) -> VectorLeg:
+    return VectorLeg(index)
+
+
+class TestVersionedChunkStore(ChunkStoreContract):
+    """The chunk-store contract (``support.chunk_store_contract``) on this leg."""
 
 
 def test_implements_the_protocol(index: VectorIndex) -> None:

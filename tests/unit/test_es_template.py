@@ -15,6 +15,7 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig, ObjectApiResponse
 from elasticsearch import ApiError, BadRequestError
 from elasticsearch import ConnectionError as ESConnectionError
+from support.chunk_store_contract import chunks_of
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
@@ -24,6 +25,7 @@ from search.keyword.elasticsearch_index import (
     index_template_body,
     template_name,
 )
+from search.store import Refusal, UpsertResult
 from search.types import Chunk, chunk_id
 
 pytestmark = pytest.mark.unit
@@ -142,12 +144,22 @@ class FakeIndices:
         self.calls.append(("refresh", kwargs))
         return response({})
 
+    def delete(self, **kwargs: Any) -> ObjectApiResponse[Any]:
+        self.calls.append(("delete", kwargs))
+        return response({"acknowledged": True})
+
 
 class FakeClient:
+    """Records every call. ``searched`` is what a search (as of the last refresh)
+    finds, document id -> version; ``held`` is what a realtime get finds, chunk
+    id -> version (absent: not found)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.indices = FakeIndices(self.calls)
         self.search_responses: list[dict[str, Any]] = []
+        self.searched: dict[str, int] = {}
+        self.held: dict[str, int] = {}
         self.by_query_response: dict[str, Any] = {"deleted": 0, "failures": []}
         self.fail_with: Exception | None = None
 
@@ -155,7 +167,21 @@ class FakeClient:
         self.calls.append(("search", kwargs))
         if self.fail_with is not None:
             raise self.fail_with
+        if "terms" in kwargs.get("aggregations", {}).get("docs", {}):  # stored versions
+            wanted = kwargs["query"]["terms"]["doc_id"]
+            buckets = [
+                {"key": d, "version": {"value": float(self.searched[d])}}
+                for d in wanted
+                if d in self.searched
+            ]
+            return response({"aggregations": {"docs": {"buckets": buckets}}})
         return response(self.search_responses.pop(0))
+
+    def mget(self, **kwargs: Any) -> ObjectApiResponse[Any]:
+        self.calls.append(("mget", kwargs))
+        found = {i: {"found": True, "_version": v} for i, v in self.held.items()}
+        docs = [{"_id": i, **found.get(i, {"found": False})} for i in kwargs["ids"]]
+        return response({"docs": docs})
 
     def delete_by_query(self, **kwargs: Any) -> ObjectApiResponse[Any]:
         self.calls.append(("delete_by_query", kwargs))
@@ -246,12 +272,11 @@ def test_upsert_reads_every_bulk_item(fake: Any, monkeypatch: pytest.MonkeyPatch
     assert failed[0].startswith("c-bad: 400 mapper_parsing_exception: bad field")
     assert failed[1] == "c-busy: 429 rejected"
     assert "\n" not in str(caught.value)
-    # Older versions' chunks go after the write, which is made visible even on
-    # partial failure.
+    # The documents' other chunks (this version or older) go after the write,
+    # which is made visible even on partial failure.
     assert names(client)[-2:] == ["delete_by_query", "refresh"]
     delete = client.calls[-2][1]
-    older = [{"terms": {"doc_id": ["a", "b"]}}, {"range": {"version": {"lt": 1}}}]
-    assert delete["query"] == {"bool": {"filter": older}}
+    assert delete["query"] == replaced_below(["a", "b"], 1, [c.id for c in chunks])
     assert delete["conflicts"] == "proceed"
     assert seen["raise_on_error"] is False and seen["raise_on_exception"] is False
     assert seen["max_retries"] == 5
@@ -299,3 +324,113 @@ def test_doc_versions_pages_through_the_composite_aggregation(fake: Any) -> None
     assert "after" not in searches[0]["aggregations"]["docs"]["composite"]
     assert searches[1]["aggregations"]["docs"]["composite"]["after"] == {"doc_id": "a"}
     assert len(searches) == 3
+
+
+# -- the version rule: what Elasticsearch is asked, and how its answers are read --
+
+
+def replaced_below(doc_ids: list[str], version: int, keep: list[str] | None = None) -> Any:
+    """The delete query of chunks of ``doc_ids`` at ``version`` or older, but ``keep``."""
+    older = [{"terms": {"doc_id": doc_ids}}, {"range": {"version": {"lte": version}}}]
+    query: dict[str, Any] = {"bool": {"filter": older}}
+    if keep:
+        query["bool"]["must_not"] = [{"ids": {"values": sorted(keep)}}]
+    return query
+
+
+def deletes(client: FakeClient) -> list[dict[str, Any]]:
+    return [kwargs["query"] for name, kwargs in client.calls if name == "delete_by_query"]
+
+
+@pytest.fixture
+def conflicts(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Chunk ids the fake bulk refuses with 409 (every other item succeeds)."""
+    refused: set[str] = set()
+
+    def bulk(client: Any, actions: Any, **_: Any) -> Iterator[tuple[bool, dict[str, Any]]]:
+        for action in actions:
+            if action["_id"] in refused:
+                info = {"_id": action["_id"], "status": 409, "error": {"type": "version_conflict"}}
+                yield False, {"index": info}
+
+    monkeypatch.setattr(es_module, "streaming_bulk", bulk)
+    return refused
+
+
+def test_actions_carry_external_versions() -> None:
+    from elasticsearch.helpers import expand_action
+
+    (action,) = list(es_index("c")._actions(chunks_of("a", 1, version=7), [["tok"]]))
+    meta, source = expand_action(action)
+    assert meta == {
+        "index": {
+            "_index": "sieve-c",
+            "_id": chunk_id("a", 0),
+            "version": 7,
+            "version_type": "external",
+        }
+    }
+    assert source["version"] == 7 and "version_type" not in source
+
+
+def test_a_stored_newer_version_refuses_the_write_before_any_bulk(
+    fake: Any, conflicts: set[str]
+) -> None:
+    index, client = fake
+    client.searched = {"a": 3}
+    result = index.upsert(chunks_of("a", 2, version=2), [["x"], ["y"]])
+    assert result == UpsertResult(written=(), refused=(Refusal("a", stored=3, offered=2),))
+    (read,) = [kwargs for name, kwargs in client.calls if name == "search"]
+    assert read["query"] == {"terms": {"doc_id": ["a"]}} and read["size"] == 0
+    assert read["aggregations"]["docs"]["terms"] == {"field": "doc_id", "size": 1}
+    assert read["aggregations"]["docs"]["aggs"] == {"version": {"max": {"field": "version"}}}
+    # Nothing written, so nothing pruned and nothing to refresh.
+    assert not {"delete_by_query", "refresh", "mget"} & set(names(client))
+
+
+def test_replay_conflicts_are_harmless(fake: Any, conflicts: set[str]) -> None:
+    index, client = fake
+    chunks = chunks_of("a", 2, version=1)
+    client.searched, client.held = {"a": 1}, {c.id: 1 for c in chunks}
+    conflicts.update(c.id for c in chunks)  # every chunk refused: the same version is there
+    assert index.upsert(chunks, [["x"], ["y"]]) == UpsertResult(written=("a",))
+    assert deletes(client) == [replaced_below(["a"], 1, [c.id for c in chunks])]
+    assert names(client)[-1] == "refresh"
+
+
+def test_late_write_removes_its_own_strays(fake: Any, conflicts: set[str]) -> None:
+    index, client = fake
+    late = chunks_of("a", 3, version=1)
+    # Version 2 (one chunk) landed after the version read, before the bulk.
+    client.held = {late[0].id: 2}
+    conflicts.add(late[0].id)
+    result = index.upsert(late, [["x"]] * 3)
+    assert result == UpsertResult(written=(), refused=(Refusal("a", stored=2, offered=1),))
+    # Chunks 1 and 2 were written at version 1: made visible, then everything below 2 goes.
+    assert deletes(client) == [replaced_below(["a"], 1)]
+    assert names(client)[-3:] == ["refresh", "delete_by_query", "refresh"]
+
+
+def test_tombstone_conflict_is_reported_not_ignored(fake: Any, conflicts: set[str]) -> None:
+    index, client = fake
+    chunks = chunks_of("a", 1, version=1)
+    conflicts.add(chunks[0].id)  # refused, yet nothing is stored: a deleted copy
+    with pytest.raises(BackendUnavailable, match="gc_deletes") as caught:
+        index.upsert(chunks, [["x"]])
+    assert caught.value.data["refused"] == [chunks[0].id]
+    assert names(client)[-1] == "refresh"
+
+
+def test_delete_documents_deletes_by_document_then_refreshes(fake: Any) -> None:
+    index, client = fake
+    index.delete_documents(["b", "a", "b"])
+    assert deletes(client) == [{"bool": {"filter": [{"terms": {"doc_id": ["a", "b"]}}]}}]
+    assert names(client)[-1] == "refresh"
+
+
+def test_clear_deletes_the_index(fake: Any) -> None:
+    index, client = fake
+    index._ready = True
+    index.clear()
+    assert client.calls == [("delete", {"index": "sieve-docs", "ignore_unavailable": True})]
+    assert index._ready is False  # created again (template and all) on next use
