@@ -1,8 +1,9 @@
 """The Flask application factory.
 
-``create_app(settings, engine)`` wires the pieces in the order requests meet
-them: metrics (time everything), CORS (answer preflights before anything
-asks for credentials), rate limiting, authentication, then the blueprints.
+``create_app(config, engine)`` reads every layer's settings once (unless given a
+``ServiceSettings``) and wires the pieces in the order requests meet them:
+metrics (time everything), CORS (answer preflights before anything asks for
+credentials), rate limiting, authentication, then the blueprints.
 Errors of every kind are turned into JSON in ``api.errors``.
 """
 
@@ -18,10 +19,12 @@ from flask_limiter.util import get_remote_address
 from api import auth
 from api.auth import KeyRing, presented_key
 from api.errors import register_error_handlers
+from api.factory import celery_app, make_engine, uses_celery
 from api.jobs import JobQueue, ThreadJobQueue
 from api.metrics import Metrics
 from api.paging import CursorSigner
 from api.routes import admin, ops, search
+from api.settings import ServiceSettings
 from api.state import EXTENSION, Services
 from search.config import Settings
 from search.engine import SearchEngine
@@ -34,34 +37,42 @@ CORS_EXPOSE = "Location, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, 
 UNLIMITED = {"ops.healthz", "ops.readyz", "ops.metrics", "static"}
 
 
-def create_app(settings: Settings | None = None, engine: SearchEngine | None = None) -> Flask:
-    """A configured app; the engine is built from ``settings`` when not given."""
-    settings = Settings.from_env() if settings is None else settings
-    if engine is None:
-        from api.factory import make_engine
+def create_app(
+    config: ServiceSettings | None = None, engine: SearchEngine | None = None
+) -> Flask:
+    """A configured app; the engine is built from ``config`` when not given.
 
-        engine = make_engine(settings)
+    With a Celery backend the app's one Celery app is built here and handed to
+    the rerank client and the job queue.
+    """
+    config = ServiceSettings.from_env() if config is None else config
+    settings, api = config.engine, config.api
+    celery = celery_app(config) if uses_celery(config) else None
+    if engine is None:
+        engine = make_engine(config, celery)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 
-    keys = KeyRing(settings.api_keys)
+    keys = KeyRing(api.api_keys)
     jobs: JobQueue
-    if settings.index_backend == "celery":
+    if api.index_backend == "celery":
         from api.jobs_celery import CeleryJobQueue
+        from workers.index_client import IndexClient
 
-        jobs = CeleryJobQueue(engine)
+        assert celery is not None  # uses_celery(config)
+        jobs = CeleryJobQueue(engine, IndexClient(celery, config.workers))
     else:
         jobs = ThreadJobQueue(engine)
     metrics = Metrics(lambda: _cache_stats(engine), jobs.depth)
     app.extensions[EXTENSION] = Services(
-        settings, engine, keys, jobs, metrics, CursorSigner(settings.cursor_secret)
+        settings, api, engine, keys, jobs, metrics, CursorSigner(api.cursor_secret)
     )
 
     metrics.install(app)
-    _install_cors(app, settings.cors_origins)
-    if settings.rate_limit:
-        _install_rate_limit(app, settings, keys)
+    _install_cors(app, api.cors_origins)
+    if api.rate_limit:
+        _install_rate_limit(app, api.rate_limit, settings, keys)
     auth.install(app, keys)
     register_error_handlers(app)
     for blueprint in (search.bp, admin.bp, ops.bp):
@@ -112,7 +123,7 @@ def _install_cors(app: Flask, origins: tuple[str, ...]) -> None:
         return response
 
 
-def _install_rate_limit(app: Flask, settings: Settings, keys: KeyRing) -> None:
+def _install_rate_limit(app: Flask, limit: str, settings: Settings, keys: KeyRing) -> None:
     """``SIEVE_RATE_LIMIT`` per known key (per client address otherwise), in Redis if set."""
 
     def bucket() -> str:
@@ -125,7 +136,7 @@ def _install_rate_limit(app: Flask, settings: Settings, keys: KeyRing) -> None:
     Limiter(
         bucket,
         app=app,
-        application_limits=[settings.rate_limit],
+        application_limits=[limit],
         application_limits_exempt_when=lambda: (
             request.method == "OPTIONS" or request.endpoint in UNLIMITED
         ),

@@ -20,7 +20,7 @@ from typing import TypeVar
 from flask import Flask, g, request
 
 from api.errors import ApiError
-from search.config import parse_api_keys
+from api.settings import parse_api_keys
 
 F = TypeVar("F", bound=Callable[..., object])
 ROLE_ATTR = "sieve_role"

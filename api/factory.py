@@ -1,25 +1,45 @@
-"""Builds the engine for an edge (command line, HTTP app) from ``Settings``.
+"""Builds what an edge (command line, HTTP app) runs on from its ``ServiceSettings``.
 
-The engine never imports Celery; when reranking runs on Celery workers, this
-is where the Celery client is made and handed to it.
+The engine never imports Celery; when reranking or indexing runs on Celery
+workers, the edge builds the process's one Celery app (``workers.app.celery_init_app``)
+and this module hands it to the clients that send with it.
 """
 
 from __future__ import annotations
 
-from search.config import Settings
+from typing import TYPE_CHECKING
+
+from api.settings import ServiceSettings
 from search.engine import SearchEngine, build_reranker
 from search.rerank import Reranker
 
+if TYPE_CHECKING:
+    from celery import Celery
 
-def remote_reranker(settings: Settings) -> Reranker | None:
-    """The Celery reranker client when ``SIEVE_RERANK_BACKEND=celery``, else None."""
-    if settings.rerank_backend != "celery":
+
+def uses_celery(config: ServiceSettings) -> bool:
+    """Whether reranking or the API's indexing jobs go to Celery workers."""
+    return config.engine.rerank_backend == "celery" or config.api.index_backend == "celery"
+
+
+def celery_app(config: ServiceSettings) -> Celery:
+    """The Celery app for ``config`` (imported late: the embedded mode needs no Celery)."""
+    from workers.app import celery_init_app
+
+    return celery_init_app(config.engine, config.workers)
+
+
+def remote_reranker(config: ServiceSettings, app: Celery | None) -> Reranker | None:
+    """The Celery reranker client (sending with ``app``) when ``SIEVE_RERANK_BACKEND=celery``."""
+    if config.engine.rerank_backend != "celery":
         return None
     from workers.client import CeleryReranker
 
-    return CeleryReranker(settings)
+    return CeleryReranker(app or celery_app(config), config.engine, config.workers)
 
 
-def make_engine(settings: Settings) -> SearchEngine:
+def make_engine(config: ServiceSettings, app: Celery | None = None) -> SearchEngine:
     """A ``SearchEngine`` with the configured reranker (in-process, Celery or none)."""
-    return SearchEngine(settings, reranker=build_reranker(settings, remote_reranker(settings)))
+    settings = config.engine
+    remote = remote_reranker(config, app)
+    return SearchEngine(settings, reranker=build_reranker(settings, remote))

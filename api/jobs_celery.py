@@ -17,6 +17,7 @@ from typing import Any
 
 from api.jobs import MAX_ERRORS, IndexJob, expand
 from search.engine import SearchEngine
+from workers.index_client import IndexClient
 
 JOB_KEY = "sieve:job:{}"
 JOB_TTL_S = 7 * 24 * 3600
@@ -34,31 +35,20 @@ STATES = {
 class CeleryJobQueue:
     """``JobQueue`` over Celery: stage in the registry, then enqueue the ids."""
 
-    def __init__(self, engine: SearchEngine) -> None:
+    def __init__(self, engine: SearchEngine, client: IndexClient) -> None:
         self.engine = engine
-        self.settings = engine.settings
-        self._app: Any = None
-
-    @property
-    def app(self) -> Any:
-        """The Celery app (built on first use)."""
-        if self._app is None:
-            from workers.app import make_celery
-
-            self._app = make_celery(self.settings)
-        return self._app
+        self.client = client
+        self.app = client.app
 
     def _redis(self) -> Any:
         return self.app.backend.client
 
     def submit(self, job: IndexJob) -> str:
         """Record the documents, enqueue their ids; returns the task id."""
-        from workers.indexing import enqueue_index
-
         documents, errors = expand(job)
         staged = self.engine.registry.stage(job.collection, documents) if documents else []
         todo = [s.document.id for s in staged if s.needs_indexing]
-        task_id = enqueue_index(self.settings, job.collection, todo, app=self.app) if todo else ""
+        task_id = self.client.enqueue_index(job.collection, todo) if todo else ""
         task_id = task_id or uuid.uuid4().hex  # nothing to do: a task that is already done
         meta = {
             "collection": job.collection,
@@ -106,7 +96,7 @@ class CeleryJobQueue:
 
     def depth(self) -> int:
         """Index tasks waiting in the broker's queue."""
-        return int(self._redis().llen(self.settings.index_queue))
+        return int(self._redis().llen(self.client.queue))
 
     def close(self) -> None:
         """Nothing held open beyond the Celery app's pools."""

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from api.jobs import JobQueue
     from api.metrics import Metrics
     from api.paging import CursorSigner
+    from api.settings import ApiSettings
     from search.config import Settings
     from search.engine import SearchEngine
 
@@ -30,7 +31,8 @@ M = TypeVar("M", bound=BaseModel)
 class Services:
     """The per-app objects behind the views."""
 
-    settings: Settings
+    settings: Settings  # the engine's
+    api: ApiSettings
     engine: SearchEngine
     keys: KeyRing
     jobs: JobQueue

@@ -401,7 +401,6 @@ def main() -> None:
             rerank_model=model.name,
             rerank_models_dir=model.parent,
             cache_url="",
-            rate_limit="",
         )
         # The server and this process each own a copy: the embedded indexes admit
         # one process per folder.

@@ -60,6 +60,7 @@ def warm_cache(reranker, store, calls: int) -> dict:
 
 
 def celery_round_trip(model_dir: Path, redis: RedisServer, calls: int, log: Path) -> dict:
+    from workers.app import celery_init_app
     from workers.client import CeleryReranker
 
     worker = start_worker(
@@ -68,7 +69,8 @@ def celery_round_trip(model_dir: Path, redis: RedisServer, calls: int, log: Path
         env={"SIEVE_RERANK_MODEL": str(model_dir), "SIEVE_RERANK_TIMEOUT_S": "10"},
     )
     try:
-        client = CeleryReranker(worker.settings)
+        app = celery_init_app(worker.settings, worker.workers)
+        client = CeleryReranker(app, worker.settings, worker.workers)
         out = {}
         for n in (1, 50):
             docs = passages(n)

@@ -1,6 +1,9 @@
 """The Celery application: one factory, and a lazy ``app`` for the ``celery`` command line.
 
-``make_celery(settings)`` builds a configured app and registers Sieve's tasks on it;
+``celery_init_app(settings, workers)`` is the one place a Celery app is built: it
+configures the app from the engine's and the workers' settings and registers
+Sieve's tasks on it. Every sender (the rerank client, the API's job queue, the
+index client) is handed such an app; none builds its own. On the app,
 nothing connects to the broker and no model loads until a worker starts (models
 load in each pool process after the fork, see ``workers.tasks``). Run one worker
 process per GPU, each pinned to its device::
@@ -18,68 +21,56 @@ forward pass already uses every core it can get, and torch's idle threads spin
 on the cores the broker, the worker's main process and the clients need.
 
 ``import workers.app`` reads no environment; the module attribute ``app`` is
-created from ``SIEVE_*`` variables on first access, which is how
-``celery -A workers.app`` finds it.
+created from ``SIEVE_*`` variables on first access (this module is the Celery
+command line's edge), which is how ``celery -A workers.app`` finds it.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 from celery import Celery
 
 from search.config import Settings
-from search.errors import ConfigError
+from workers.names import (
+    DELETE_TASK,
+    INDEX_TASK,
+    RECONCILE_SCHEDULE,
+    RECONCILE_TASK,
+    RERANK_TASK,
+)
 from workers.results import backend_url
+from workers.settings import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, WorkerSettings, check_broker_url
 
-# Connecting is quick or it is not happening: a broker on the LAN answers a
-# connect in milliseconds, and a client must not spend its rerank deadline on one.
-CONNECT_TIMEOUT_S = 1.0
-# Reads on an established connection. Above kombu's 1 s BRPOP poll (a worker's
-# idle read), and a bound on how long a hung Redis can stall a call.
-SOCKET_TIMEOUT_S = 5.0
 # A pool process reports "up" only after worker_process_init, i.e. after the model
 # loaded; Celery kills one that takes longer than 4 s (its default), which a real
 # model on a cold disk always does, and then the next one, in a loop.
 MODEL_LOAD_TIMEOUT_S = 600.0
 # Results are read within the client's deadline (seconds); nobody reads them later.
 RESULT_EXPIRES_S = 300
-REDIS_SCHEMES = ("redis", "rediss")
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings``: JSON only, acks late with a delivery limit, timeouts.
+def celery_init_app(settings: Settings, workers: WorkerSettings) -> Celery:
+    """A Celery app: JSON only, acks late with a delivery limit, timeouts, Sieve's tasks.
 
-    Raises ``ConfigError`` when there is no broker URL, or it is not Redis (the
-    delivery limit keeps its counters in the broker's Redis).
+    Nothing connects yet. Raises ``ConfigError`` when there is no broker URL, or
+    it is not Redis (the delivery limit keeps its counters in the broker's Redis).
     """
-    check_broker_url(settings.broker_url)
+    check_broker_url(workers.broker_url)
     app = Celery("sieve", set_as_current=False)
-    app.conf.update(_config(settings))
-    # Imported here, not at module level: workers.tasks needs the app's settings,
-    # and importing it must stay as cheap as importing this module (no torch).
-    from workers.tasks import register_tasks
+    app.conf.update(_config(workers))
+    # Imported here: the task modules pull in the engine's indexing code, and
+    # importing this module stays as cheap as it was (a client needs no tasks' code).
+    from workers.indexing import register_index_tasks
+    from workers.tasks import register_rerank_task
 
-    register_tasks(app, settings)
+    register_rerank_task(app, settings, workers)
+    register_index_tasks(app, settings, workers)
     return app
 
 
-def check_broker_url(url: str) -> None:
-    """Raise ``ConfigError`` unless ``url`` is a Redis URL."""
-    if not url:
-        raise ConfigError("the Celery workers need SIEVE_BROKER_URL (a Redis URL)")
-    scheme = urlsplit(url).scheme
-    if scheme not in REDIS_SCHEMES:
-        raise ConfigError(
-            f"SIEVE_BROKER_URL scheme {scheme!r} is not supported; use one of "
-            f"{', '.join(REDIS_SCHEMES)} (the delivery limit keeps its counters in Redis)",
-            value=url,
-        )
-
-
-def _config(settings: Settings) -> dict[str, Any]:
+def _config(settings: WorkerSettings) -> dict[str, Any]:
     redis_timeouts = {
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -107,7 +98,7 @@ def _config(settings: Settings) -> dict[str, Any]:
         # Each process reserves one message: a GPU worker busy with a long batch
         # does not sit on requests another worker could serve now.
         "worker_prefetch_multiplier": 1,
-        # Settings guarantees soft < hard < visibility timeout, so a running task
+        # WorkerSettings guarantees soft < hard < visibility timeout, so a running task
         # is never handed to a second worker while the first is still on it.
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
@@ -127,12 +118,11 @@ def _config(settings: Settings) -> dict[str, Any]:
         "redis_socket_timeout": SOCKET_TIMEOUT_S,
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_S,
         "result_expires": RESULT_EXPIRES_S,
-        # Names of workers.tasks.RERANK_TASK and workers.indexing.INDEX_TASKS.
         "task_routes": {
-            "sieve.rerank": {"queue": settings.rerank_queue},
-            "sieve.index_documents": {"queue": settings.index_queue},
-            "sieve.delete_documents": {"queue": settings.index_queue},
-            "sieve.reconcile": {"queue": settings.index_queue},
+            RERANK_TASK: {"queue": settings.rerank_queue},
+            INDEX_TASK: {"queue": settings.index_queue},
+            DELETE_TASK: {"queue": settings.index_queue},
+            RECONCILE_TASK: {"queue": settings.index_queue},
         },
         # `celery -A workers.app beat` sends these; run exactly one beat process.
         "beat_schedule": _beat_schedule(settings),
@@ -152,14 +142,14 @@ def _config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _beat_schedule(settings: Settings) -> dict[str, Any]:
+def _beat_schedule(settings: WorkerSettings) -> dict[str, Any]:
     """The periodic reconcile of every collection (none when the interval is 0)."""
     interval = settings.reconcile_interval_s
     if interval <= 0:
         return {}
     return {
-        "sieve-reconcile": {
-            "task": "sieve.reconcile",  # workers.indexing.RECONCILE_TASK
+        RECONCILE_SCHEDULE: {
+            "task": RECONCILE_TASK,
             "schedule": float(interval),
             # Runs that pile up while no index worker is up are dropped, not replayed.
             "options": {"queue": settings.index_queue, "expires": float(interval)},
@@ -182,5 +172,5 @@ def __getattr__(name: str) -> Any:
     global _lazy_app
     with _lazy_lock:
         if _lazy_app is None:
-            _lazy_app = make_celery(Settings.from_env())
+            _lazy_app = celery_init_app(Settings.from_env(), WorkerSettings.from_env())
         return _lazy_app

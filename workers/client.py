@@ -5,7 +5,7 @@ expiry, and the client waits that long for the result. Whatever goes wrong (a
 late worker, no worker, a broker that is down, a task that failed) is raised as
 ``BackendUnavailable(backend="rerank", reason=...)`` and the pipeline degrades to
 the fused order. The wait ends within ~50 ms of the deadline (a Redis that hangs
-rather than refuses can hold a call up to ``workers.app.SOCKET_TIMEOUT_S``).
+rather than refuses can hold a call up to ``workers.settings.SOCKET_TIMEOUT_S``).
 
 ``model_key`` (what the pair-score cache files scores under) starts as the
 settings' ``model@revision:max_length`` (``default`` for an unset revision) and
@@ -28,12 +28,12 @@ scores under it, so:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
+from celery import Celery
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
@@ -42,11 +42,8 @@ from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
 from search.rerank.base import check_scores, left_s, sigmoid
 from search.types import RerankBatch, RerankScore
-from workers.app import check_broker_url, make_celery
-from workers.tasks import RERANK_TASK
-
-if TYPE_CHECKING:
-    from celery import Celery
+from workers.names import RERANK_TASK
+from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +52,17 @@ _BROKER_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, O
 
 
 class CeleryReranker:
-    """Scores pairs on the Celery workers that serve ``settings.rerank_queue``.
+    """Scores pairs on the Celery workers that serve ``workers.rerank_queue``.
 
-    Construction is free; the Celery app (no connection yet) is made on first
-    use unless one is given. Thread-safe: Celery keeps one result consumer per
-    thread, and the producer pool is shared.
+    ``app`` comes from ``workers.app.celery_init_app`` (no connection yet); this
+    holds it and never builds one. Thread-safe: Celery keeps one result consumer
+    per thread, and the producer pool is shared.
     """
 
-    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
-        if app is None:
-            check_broker_url(settings.broker_url)  # fail here, not on the first query
+    def __init__(self, app: Celery, settings: Settings, workers: WorkerSettings) -> None:
+        self.app = app
         self.settings = settings
-        self._app = app
-        self._app_lock = threading.Lock()
+        self.queue = workers.rerank_queue
         self._reported_key: str | None = None
 
     @property
@@ -77,15 +72,6 @@ class CeleryReranker:
             return self._reported_key
         s = self.settings
         return f"{s.rerank_model}@{s.rerank_revision or 'default'}:{s.rerank_max_length}"
-
-    @property
-    def app(self) -> Celery:
-        """The Celery app this client sends with (made from the settings on first use)."""
-        if self._app is None:
-            with self._app_lock:
-                if self._app is None:
-                    self._app = make_celery(self.settings)
-        return self._app
 
     def rerank(
         self, query: str, passages: Sequence[str], *, deadline: float | None = None
@@ -112,7 +98,7 @@ class CeleryReranker:
             result = self.app.send_task(
                 RERANK_TASK,
                 args=(query, list(passages)),
-                queue=self.settings.rerank_queue,
+                queue=self.queue,
                 # A message still queued at the deadline is dropped by the worker:
                 # nobody waits for its answer any more. (Expiry is wall-clock time:
                 # client and worker clocks must agree to well under the deadline.)

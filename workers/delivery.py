@@ -33,7 +33,7 @@ import redis
 from celery import Task
 
 from search.errors import ConfigError, SieveError
-from workers.app import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
+from workers.settings import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class DeadLettered(SieveError):
 class DeliveryLimitedTask(Task):
     """Base class of Sieve's tasks: acks late, and runs a message at most N times.
 
-    Needs an app from ``workers.app.make_celery`` (it reads the limit and the
+    Needs an app from ``workers.app.celery_init_app`` (it reads the limit and the
     counter lifetime from the app's configuration).
     """
 
@@ -76,7 +76,7 @@ class DeliveryLimitedTask(Task):
         ttl_s = self.app.conf.get("sieve_delivery_ttl_s")
         if limit is None or ttl_s is None:
             raise ConfigError(
-                f"{type(self).__name__} needs an app made by workers.app.make_celery"
+                f"{type(self).__name__} needs an app made by workers.app.celery_init_app"
             )
         try:
             deliveries = self._count(task_id, int(ttl_s))

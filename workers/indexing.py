@@ -1,4 +1,4 @@
-"""Indexing jobs on Celery: the ``index`` queue's tasks and the calls that enqueue them.
+"""Indexing jobs on Celery: the ``index`` queue's tasks (``workers.index_client`` sends them).
 
 Tasks take ids and small JSON, never objects, and are thin adapters around
 ``search.indexing`` and ``search.reconcile``:
@@ -6,7 +6,7 @@ Tasks take ids and small JSON, never objects, and are thin adapters around
 - ``sieve.index_documents(collection, doc_ids)`` indexes documents the registry
   already holds, each at its recorded version. The registry is the outbox: an
   upload stages documents (``Registry.stage``) and only then enqueues their ids
-  (``enqueue_index``), so a lost message loses nothing the reconciler cannot
+  (``IndexClient.enqueue_index``), so a lost message loses nothing the reconciler cannot
   find. Idempotent: chunk and point ids are deterministic, a document already
   in both indexes at its registry version is skipped, and an older version
   than the registry's is never written. Returns
@@ -55,32 +55,26 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest, ModelIncompatible, ModelNotFound
 from search.indexing import IndexReport
 from search.reconcile import reconcile
-from workers.app import make_celery
 from workers.delivery import DeadLettered, DeliveryLimitedTask, deliveries
+from workers.names import DELETE_TASK, INDEX_TASK, RECONCILE_TASK
+from workers.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from search.engine import SearchEngine
 
 log = logging.getLogger(__name__)
 
-INDEX_TASK = "sieve.index_documents"
-DELETE_TASK = "sieve.delete_documents"
-RECONCILE_TASK = "sieve.reconcile"
-INDEX_TASKS = (INDEX_TASK, DELETE_TASK, RECONCILE_TASK)
 # The longest wait between two retries, unless the visibility timeout is shorter.
 RETRY_BACKOFF_MAX_S = 300
 # Worth another attempt: an engine or the registry's database unreachable, or the
 # job's time limit (the next attempt skips what this one acknowledged).
 RETRYABLE: tuple[type[Exception], ...] = (BackendUnavailable, DatabaseError, SoftTimeLimitExceeded)
-# The broker is unreachable (kombu wraps most of redis-py's errors).
-_BROKER_ERRORS = (BrokerError, redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 def attempt_id(task_id: str, retries: int) -> str:
@@ -93,9 +87,9 @@ def attempt_deliveries(client: redis.Redis, task_id: str, retries: int = 0) -> i
     return deliveries(client, attempt_id(task_id, retries))
 
 
-def retry_backoff_max(settings: Settings) -> int:
+def retry_backoff_max(workers: WorkerSettings) -> int:
     """The cap of the exponential backoff: at most half the broker's visibility timeout."""
-    return max(1, min(RETRY_BACKOFF_MAX_S, settings.broker_visibility_timeout_s // 2))
+    return max(1, min(RETRY_BACKOFF_MAX_S, workers.broker_visibility_timeout_s // 2))
 
 
 class IndexTask(DeliveryLimitedTask):
@@ -108,9 +102,10 @@ class IndexTask(DeliveryLimitedTask):
 class EngineSlot:
     """The one ``SearchEngine`` of a worker process, built after the fork."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, queue: str) -> None:
         self.app = app
         self.settings = settings
+        self.queue = queue  # the index queue: only its workers build the engine early
         self._engine: SearchEngine | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -157,7 +152,7 @@ _slots: weakref.WeakSet[EngineSlot] = weakref.WeakSet()
 @worker_process_init.connect
 def _build_after_fork(**_: Any) -> None:
     for slot in list(_slots):
-        if slot.settings.index_queue in slot.app.amqp.queues.consume_from:
+        if slot.queue in slot.app.amqp.queues.consume_from:
             slot.warm_up()
 
 
@@ -167,8 +162,12 @@ def _close_on_exit(**_: Any) -> None:
         slot.close()
 
 
-def check_doc_ids(doc_ids: object, settings: Settings) -> list[str]:
-    """``doc_ids`` as a list of distinct non-empty strings, or ``InvalidRequest``."""
+def check_doc_ids(doc_ids: object) -> list[str]:
+    """``doc_ids`` as a list of distinct non-empty strings, or ``InvalidRequest``.
+
+    How many a job may hold is the sender's rule: the API admits at most
+    ``SIEVE_MAX_BATCH_DOCS`` documents per request, and one request is one job.
+    """
     if isinstance(doc_ids, str) or not isinstance(doc_ids, Sequence):
         raise InvalidRequest("doc_ids must be a list of document ids")
     if not all(isinstance(d, str) and d for d in doc_ids):
@@ -176,12 +175,6 @@ def check_doc_ids(doc_ids: object, settings: Settings) -> list[str]:
     ids = list(dict.fromkeys(doc_ids))
     if not ids:
         raise InvalidRequest("no document ids given: nothing to do")
-    if len(ids) > settings.max_batch_docs:
-        raise InvalidRequest(
-            f"{len(ids)} document ids in one job; at most SIEVE_MAX_BATCH_DOCS="
-            f"{settings.max_batch_docs}: send several jobs",
-            count=len(ids),
-        )
     return ids
 
 
@@ -198,27 +191,27 @@ def report_dict(report: IndexReport) -> dict[str, Any]:
     }
 
 
-def register_index_tasks(app: Celery, settings: Settings) -> None:
-    """Add the index, delete and reconcile tasks to ``app`` (``workers.tasks`` calls this)."""
-    slot = EngineSlot(app, settings)
+def register_index_tasks(app: Celery, settings: Settings, workers: WorkerSettings) -> None:
+    """Add the index, delete and reconcile tasks (``workers.app.celery_init_app`` calls this)."""
+    slot = EngineSlot(app, settings, workers.index_queue)
     _slots.add(slot)
     retries: dict[str, Any] = {
         "autoretry_for": RETRYABLE,
         "retry_backoff": True,
-        "retry_backoff_max": retry_backoff_max(settings),
+        "retry_backoff_max": retry_backoff_max(workers),
         "retry_jitter": True,
-        "max_retries": settings.index_max_retries,
+        "max_retries": workers.index_max_retries,
     }
     expected = (InvalidRequest, DeadLettered)
 
     @app.task(name=INDEX_TASK, base=IndexTask, bind=True, shared=False, throws=expected, **retries)
     def index_documents(self: Task, collection: str, doc_ids: list[str]) -> dict[str, Any]:
         """Index documents staged in the registry; ``{"indexed", "skipped", "failed", ...}``."""
-        ids = check_doc_ids(doc_ids, settings)
+        ids = check_doc_ids(doc_ids)
         # Outages end the attempt (to be retried) except on the last one, which
         # records them as the documents' failures. The time limit always ends it:
         # it says nothing about the document that was being written.
-        last = self.request.retries >= settings.index_max_retries
+        last = self.request.retries >= workers.index_max_retries
         propagate = (
             (SoftTimeLimitExceeded,) if last else (SoftTimeLimitExceeded, BackendUnavailable)
         )
@@ -238,7 +231,7 @@ def register_index_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=DELETE_TASK, base=IndexTask, bind=True, shared=False, throws=expected, **retries)
     def delete_documents(self: Task, collection: str, doc_ids: list[str]) -> dict[str, Any]:
         """Delete documents from both indexes and the registry; ``{"deleted": [...]}``."""
-        ids = check_doc_ids(doc_ids, settings)
+        ids = check_doc_ids(doc_ids)
         return {"deleted": slot.get().collection(collection).indexer.delete(ids)}
 
     # No automatic retry: the next scheduled run is the retry.
@@ -260,60 +253,3 @@ def register_index_tasks(app: Celery, settings: Settings) -> None:
             if report.total:
                 log.warning("reconcile %s: %s", name, reports[name])
         return {"collections": reports}
-
-
-# -- the sending side (the API) ------------------------------------------------
-
-_apps: dict[int, tuple[Settings, Celery]] = {}
-_apps_lock = threading.Lock()
-
-
-def _app_for(settings: Settings) -> Celery:
-    # One app (and so one connection pool) per settings object, made on first use.
-    with _apps_lock:
-        entry = _apps.get(id(settings))
-        if entry is None or entry[0] is not settings:
-            entry = (settings, make_celery(settings))
-            _apps[id(settings)] = entry
-        return entry[1]
-
-
-def enqueue_index(
-    settings: Settings, collection: str, doc_ids: Sequence[str], *, app: Celery | None = None
-) -> str:
-    """Send ``sieve.index_documents`` for documents already staged in the registry.
-
-    Returns the task id. Stage first (``Registry.stage``), enqueue second: if
-    this raises (``BackendUnavailable(backend="broker")``) the documents stay
-    ``pending`` and the periodic reconcile indexes them.
-    """
-    return _send(settings, app, INDEX_TASK, collection, doc_ids)
-
-
-def enqueue_delete(
-    settings: Settings, collection: str, doc_ids: Sequence[str], *, app: Celery | None = None
-) -> str:
-    """Send ``sieve.delete_documents``; returns the task id."""
-    return _send(settings, app, DELETE_TASK, collection, doc_ids)
-
-
-def _send(
-    settings: Settings,
-    app: Celery | None,
-    name: str,
-    collection: str,
-    doc_ids: Sequence[str],
-) -> str:
-    from search.engine import check_collection
-
-    check_collection(collection)
-    ids = check_doc_ids(doc_ids, settings)
-    try:
-        result = (app or _app_for(settings)).send_task(
-            name, args=(collection, ids), queue=settings.index_queue
-        )
-    except _BROKER_ERRORS as exc:
-        raise BackendUnavailable(
-            f"could not enqueue {name}: broker unreachable: {exc}", backend="broker"
-        ) from exc
-    return str(result.id)

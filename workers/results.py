@@ -9,7 +9,7 @@ a second, so this backend waits in slices of a tenth of the timeout (at most
 50 ms). A result still arrives the moment it is published; only an expired
 deadline is seen sooner.
 
-``workers.app.make_celery`` selects it with Celery's ``<class>+<url>`` form of
+``workers.app.celery_init_app`` selects it with Celery's ``<class>+<url>`` form of
 ``result_backend`` for ``redis://`` and ``rediss://`` URLs.
 """
 

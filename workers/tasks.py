@@ -1,7 +1,7 @@
-"""Sieve's Celery tasks: thin adapters around the engine in ``search/``.
+"""Sieve's rerank task: a thin adapter around the engine's cross-encoder.
 
 The indexing tasks (index, delete, reconcile) live in ``workers.indexing``;
-``register_tasks`` adds them too.
+``workers.app.celery_init_app`` registers both on the app it builds.
 
 ``sieve.rerank`` scores (query, passage) pairs with the process's
 ``CrossEncoderReranker``. Arguments and result are small JSON: strings in,
@@ -31,11 +31,11 @@ from search.config import Settings
 from search.errors import ConfigError, ModelIncompatible, ModelNotFound, SieveError
 from search.rerank import CrossEncoderReranker
 from workers.delivery import DeadLettered, DeliveryLimitedTask
-from workers.indexing import register_index_tasks
+from workers.names import RERANK_TASK
+from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-RERANK_TASK = "sieve.rerank"
 # Errors of the model itself: the same on every delivery, so no traceback spam.
 _MODEL_ERRORS = (ModelNotFound, ModelIncompatible, ConfigError)
 
@@ -43,9 +43,10 @@ _MODEL_ERRORS = (ModelNotFound, ModelIncompatible, ConfigError)
 class ModelSlot:
     """The one reranker of a worker process, loaded once (after the fork)."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, queue: str) -> None:
         self.app = app
         self.settings = settings
+        self.queue = queue  # the rerank queue: only its workers load the model early
         self._reranker: CrossEncoderReranker | None = None
         self._error: SieveError | None = None
         self._lock = threading.Lock()
@@ -89,7 +90,7 @@ _slots: weakref.WeakSet[ModelSlot] = weakref.WeakSet()
 @worker_process_init.connect
 def _load_after_fork(**_: Any) -> None:
     for slot in list(_slots):
-        if _consumes(slot.app, slot.settings.rerank_queue):
+        if _consumes(slot.app, slot.queue):
             slot.load()
 
 
@@ -99,13 +100,9 @@ def _consumes(app: Celery, queue: str) -> bool:
     return queue in app.amqp.queues.consume_from
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
-    """Add Sieve's tasks to ``app`` (``workers.app.make_celery`` calls this).
-
-    ``sieve.rerank`` here; the index, delete and reconcile tasks in ``workers.indexing``.
-    """
-    register_index_tasks(app, settings)
-    slot = ModelSlot(app, settings)
+def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSettings) -> None:
+    """Add ``sieve.rerank`` to ``app`` (``workers.app.celery_init_app`` calls this)."""
+    slot = ModelSlot(app, settings, workers.rerank_queue)
     _slots.add(slot)
 
     # shared=False: a shared task would be added to every app made later in this

@@ -33,7 +33,7 @@ def _accepted(job: IndexJob) -> Response:
 
 
 def _check_batch(count: int) -> None:
-    limit = services().settings.max_batch_docs
+    limit = services().api.max_batch_docs
     if count > limit:
         raise ApiError(
             413,

@@ -72,7 +72,7 @@ def rerank() -> Response:
             "SIEVE_RERANK_MODEL (and SIEVE_RERANK_BACKEND to local or celery)",
             backend="rerank",
         )
-    limit = svc.settings.max_rerank_docs
+    limit = svc.api.max_rerank_docs
     if len(body.documents) > limit:
         raise ApiError(
             413,

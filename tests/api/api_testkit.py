@@ -8,15 +8,23 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from api.settings import ApiSettings, ServiceSettings
 from search.config import Settings
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
 DEAD_URL = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
-def api_settings(data_dir: Path, **changes: Any) -> Settings:
-    """Settings for a test app: nothing read from the environment, no rate limit."""
-    return Settings.from_env({}).with_overrides(data_dir=data_dir, rate_limit="", **changes)
+def engine_settings(data_dir: Path, **changes: Any) -> Settings:
+    """The engine's settings for a test app: nothing read from the environment."""
+    return Settings.from_env({}).with_overrides(data_dir=data_dir, **changes)
+
+
+def app_config(settings: Settings, **changes: Any) -> ServiceSettings:
+    """Every layer's settings for a test app over ``settings``: no rate limit unless changed."""
+    return ServiceSettings(engine=settings, api=ApiSettings(rate_limit="")).with_overrides(
+        **changes
+    )
 
 
 def wait_task(client: FlaskClient, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:

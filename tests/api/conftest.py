@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_testkit import SAMPLE, api_settings
+from api_testkit import SAMPLE, app_config, engine_settings
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -40,7 +40,7 @@ def sample_docs() -> list[Document]:
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory, reranker, sample_docs) -> Iterator[SearchEngine]:
     """The sample corpus in ``default``, searched with the tiny reranker."""
-    settings = api_settings(tmp_path_factory.mktemp("api-engine"))
+    settings = engine_settings(tmp_path_factory.mktemp("api-engine"))
     eng = SearchEngine(settings, reranker=reranker)
     report = eng.index(sample_docs)
     assert report.indexed == len(sample_docs) and not report.failed
@@ -50,7 +50,7 @@ def engine(tmp_path_factory, reranker, sample_docs) -> Iterator[SearchEngine]:
 
 @pytest.fixture(scope="session")
 def app(engine) -> Flask:
-    return create_app(engine.settings, engine)
+    return create_app(app_config(engine.settings), engine)
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def make_app(engine) -> Callable[..., Flask]:
     """Another app over the same engine, with some settings changed."""
 
     def build(**changes: Any) -> Flask:
-        return create_app(engine.settings.with_overrides(**changes), engine)
+        return create_app(app_config(engine.settings, **changes), engine)
 
     return build
 

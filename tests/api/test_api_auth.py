@@ -4,7 +4,7 @@ to one collection seeing every other collection as 404, through every endpoint."
 from __future__ import annotations
 
 import pytest
-from api_testkit import error_code, wait_task
+from api_testkit import app_config, error_code, wait_task
 
 from api.auth import PUBLIC, ROLE_ATTR
 
@@ -39,7 +39,7 @@ def keyed(engine, app):
         assert wait_task(opened, task.json["task_id"])["indexed"] == 1
     from api.app import create_app
 
-    yield create_app(engine.settings.with_overrides(api_keys=KEYS), engine)
+    yield create_app(app_config(engine.settings, api_keys=KEYS), engine)
     for name in (A, B):
         opened.delete(f"/v1/collections/{name}")
 

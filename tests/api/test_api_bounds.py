@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from api_testkit import api_settings
+from api_testkit import app_config, engine_settings
 
 from api.app import create_app
 from search.engine import SearchEngine
@@ -26,7 +26,7 @@ SLACK_S = 1.0
 
 @pytest.fixture(scope="module")
 def bounded_app(tmp_path_factory, tiny_reranker_dir, sample_docs):
-    settings = api_settings(
+    settings = engine_settings(
         tmp_path_factory.mktemp("bounds"),
         rerank_backend="local",
         rerank_model=tiny_reranker_dir.name,
@@ -35,7 +35,7 @@ def bounded_app(tmp_path_factory, tiny_reranker_dir, sample_docs):
     )
     engine = SearchEngine(settings)
     assert not engine.index(sample_docs).failed
-    yield create_app(settings, engine)
+    yield create_app(app_config(settings), engine)
     engine.close()
 
 

@@ -12,11 +12,11 @@ import urllib.request
 
 import pytest
 import schemathesis
-from api_testkit import DEAD_URL, api_settings, error_code
+from api_testkit import DEAD_URL, app_config, engine_settings, error_code
 
 from api.app import create_app
-from api.cli_serve import serve_plan
-from search.config import Settings
+from api.cli.serve import serve_plan
+from api.settings import ApiSettings, ServiceSettings
 from search.engine import SearchEngine
 
 pytestmark = [
@@ -47,14 +47,14 @@ def test_healthz_and_readyz(client):
 @pytest.fixture(scope="module")
 def dead_vector_app(engine, tmp_path_factory):
     """An app whose vector backend is a Qdrant server that is not there, and no reranker."""
-    settings = api_settings(
+    settings = engine_settings(
         tmp_path_factory.mktemp("dead"),
         vector_backend="qdrant",
         qdrant_url=DEAD_URL,
         qdrant_timeout_s=1.0,
     )
     dead = SearchEngine(settings, embedder=engine.embedder, reranker=None)
-    yield create_app(settings, dead)
+    yield create_app(app_config(settings), dead)
     dead.close()
 
 
@@ -181,12 +181,12 @@ def test_rate_limit_is_shared_through_redis(make_app, redis_server):
 
 
 def test_serve_plan_binds_localhost_without_keys_and_one_embedded_worker():
-    open_plan = serve_plan(Settings(host="0.0.0.0", workers=4))
+    open_plan = serve_plan(ServiceSettings().with_overrides(host="0.0.0.0", workers=4))
     assert open_plan.host == "127.0.0.1" and open_plan.workers == 1
     assert any("127.0.0.1" in note for note in open_plan.notes)
     assert any("1 worker" in note for note in open_plan.notes)
     keyed = serve_plan(
-        Settings(
+        ServiceSettings().with_overrides(
             api_keys="k:admin",
             host="0.0.0.0",
             workers=3,
@@ -259,6 +259,6 @@ def test_bad_api_settings_fail_at_startup_with_a_reason(changes):
     from search.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
-        Settings(**changes)
+        ApiSettings(**changes)
     message = str(caught.value)
     assert "SIEVE_" in message and "s3cret" not in message  # names the setting, not the key

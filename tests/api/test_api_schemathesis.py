@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from api_testkit import api_settings
+from api_testkit import app_config, engine_settings
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -38,10 +38,10 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def fuzz_schema(engine, tmp_path_factory):
-    settings_ = api_settings(tmp_path_factory.mktemp("fuzz"))
+    settings_ = engine_settings(tmp_path_factory.mktemp("fuzz"))
     fuzz = SearchEngine(settings_, embedder=engine.embedder, reranker=engine.reranker)
     fuzz.index([Document(id=f"d{i}", text=f"storm safety tip number {i}") for i in range(5)])
-    yield schemathesis.openapi.from_wsgi("/openapi.json", create_app(settings_, fuzz))
+    yield schemathesis.openapi.from_wsgi("/openapi.json", create_app(app_config(settings_), fuzz))
     fuzz.close()
 
 

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from api.app import create_app
-from search.config import Settings
+from api.settings import ServiceSettings
 from search.engine import SearchEngine
 from search.types import SearchRequest
 
@@ -39,16 +39,16 @@ def setup(celery_worker, redis_server, tmp_path_factory):
     }
     worker = celery_worker(db=DB, queue=queue, env=env)
     worker.wait_for_log(r"@\S+ ready\.", timeout_s=120)
-    settings = Settings.from_env({}).with_overrides(
+    config = ServiceSettings.from_env({}).with_overrides(
         data_dir=data_dir,
-        broker_url=worker.settings.broker_url,
+        broker_url=worker.workers.broker_url,
         index_queue=queue,
         index_backend="celery",
         rerank_backend="none",
         rate_limit="",
     )
-    engine = SearchEngine(settings, reranker=None)
-    app = create_app(settings, engine)
+    engine = SearchEngine(config.engine, reranker=None)
+    app = create_app(config, engine)
     yield worker, engine, app.test_client()
     engine.close()
 

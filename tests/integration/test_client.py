@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.client import SieveAPIError, SieveClient, SieveConnectionError
+from api.settings import ApiSettings, ServiceSettings
 from api.state import EXTENSION
 from search.ingest import iter_jsonl
 from search.types import Document
@@ -42,8 +43,11 @@ QUERY = "how do I clean a cast iron skillet"
 def keyed(live_server) -> Iterator[str]:
     """The base URL of an app over ``live_server``'s engine that demands API keys."""
     engine = live_server.engine
-    settings = engine.settings.with_overrides(api_keys=f"{ADMIN_KEY}:admin,{SEARCH_KEY}:search")
-    app = create_app(settings, engine)
+    config = ServiceSettings(
+        engine=engine.settings,
+        api=ApiSettings(rate_limit="", api_keys=f"{ADMIN_KEY}:admin,{SEARCH_KEY}:search"),
+    )
+    app = create_app(config, engine)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, name="keyed-server", daemon=True)
     thread.start()

@@ -46,9 +46,12 @@ from search.registry import Registry
 from search.scores import CachedScore, RedisScoreStore, pair_key
 from search.types import Document
 from search.vector.edge import QdrantEdgeIndex
-from workers.app import make_celery
+from workers.app import celery_init_app
 from workers.delivery import DEAD_LETTER_KEY
-from workers.indexing import INDEX_TASK, RECONCILE_TASK, attempt_deliveries, enqueue_index
+from workers.index_client import IndexClient
+from workers.indexing import attempt_deliveries
+from workers.names import INDEX_TASK, RECONCILE_TASK
+from workers.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -130,11 +133,11 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(
     env = failure_env(tmp_path / "data", pg_url, queue)
     first = celery_worker(db=DB, queue=queue, env=env)
     first.wait_for_log(READY, timeout_s=120)
-    app = make_celery(first.settings)
-    broker = redis.Redis.from_url(first.settings.broker_url, socket_timeout=5)
+    app = celery_init_app(first.settings, first.workers)
+    broker = redis.Redis.from_url(first.workers.broker_url, socket_timeout=5)
     ids = stage(registry, "crash", documents("crash", 64, words=80))
 
-    task_id = enqueue_index(first.settings, "crash", ids)
+    task_id = IndexClient(app, first.workers).enqueue_index("crash", ids)
     wait_until(lambda: registry.stats("crash")["indexed"] >= 8, 60, "no batch written", first)
     os.killpg(first.process.pid, signal.SIGKILL)  # main process and pool process at once
     first.process.wait(timeout=10)
@@ -173,7 +176,8 @@ def worker(pg_url, celery_worker, tmp_path_factory) -> CeleryWorker:
 
 
 def test_documents_wait_out_a_vector_store_outage(worker, registry, pg_url):
-    app = make_celery(worker.settings)
+    app = celery_init_app(worker.settings, worker.workers)
+    jobs = IndexClient(app, worker.workers)
     shard = worker.settings.data_dir / "collections" / "outage" / "qdrant-edge"
     # The outage: this process opens the collection's shard first and keeps it,
     # so the worker's Qdrant Edge cannot take the write-ahead log's lock.
@@ -181,8 +185,8 @@ def test_documents_wait_out_a_vector_store_outage(worker, registry, pg_url):
     holder.count()
     try:
         ids = stage(registry, "outage", documents("outage", 12, seed=1))
-        first = enqueue_index(worker.settings, "outage", ids[:6])
-        second = enqueue_index(worker.settings, "outage", ids[6:])
+        first = jobs.enqueue_index("outage", ids[:6])
+        second = jobs.enqueue_index("outage", ids[6:])
         # Each attempt fails on the vector write and is retried with backoff (and
         # jitter: 0-1 s, 0-2 s, 0-4 s, ...); three attempts each, then it comes back.
         for task_id in (first, second):
@@ -200,7 +204,7 @@ def test_documents_wait_out_a_vector_store_outage(worker, registry, pg_url):
     assert [(r["indexed"], r["failed"]) for r in results] == [(6, {}), (6, {})]
     # Every retry was a new attempt with a delivery count of its own: four or more
     # deliveries of one task id, none dead-lettered (the limit is 3 per attempt).
-    broker = redis.Redis.from_url(worker.settings.broker_url, socket_timeout=5)
+    broker = redis.Redis.from_url(worker.workers.broker_url, socket_timeout=5)
     for task_id in (first, second):
         attempts = worker.log().count(f"{task_id}] retry: Retry in") + 1
         assert attempts >= 4
@@ -213,14 +217,15 @@ def test_documents_wait_out_a_vector_store_outage(worker, registry, pg_url):
 
 
 def test_a_poison_document_fails_alone_and_is_recorded(worker, registry):
-    app = make_celery(worker.settings)
+    app = celery_init_app(worker.settings, worker.workers)
+    jobs = IndexClient(app, worker.workers)
     # Markup with no text: cleaning leaves nothing to chunk, every time.
     poison = Document(
         id="poison-bad", text="<div><p> </p><!-- empty --></div>", content_type="html"
     )
     ids = stage(registry, "poison", [*documents("poison", 7, seed=2), poison])
 
-    result = result_of(app, enqueue_index(worker.settings, "poison", ids))
+    result = result_of(app, jobs.enqueue_index("poison", ids))
 
     assert result["indexed"] == 7 and list(result["failed"]) == ["poison-bad"]
     assert "no text after cleaning" in result["failed"]["poison-bad"]
@@ -228,7 +233,7 @@ def test_a_poison_document_fails_alone_and_is_recorded(worker, registry):
     assert row.status == "failed" and "no text after cleaning" in row.error
     assert registry.stats("poison")["indexed"] == 7
     # Sent again it fails again, at once: not retried, not dead-lettered.
-    again_id = enqueue_index(worker.settings, "poison", ids)
+    again_id = jobs.enqueue_index("poison", ids)
     again = result_of(app, again_id)
     assert (again["indexed"], again["skipped"], list(again["failed"])) == (0, 7, ["poison-bad"])
     assert f"{again_id}] retry" not in worker.log()
@@ -256,12 +261,14 @@ def test_a_full_cache_never_touches_the_broker():
     try:
         cache.start()
         broker_server.start()
-        settings = Settings(broker_url=broker_server.url, cache_url=cache.url, index_queue="idle")
-        app = make_celery(settings)
+        settings = Settings(cache_url=cache.url)
+        workers = WorkerSettings(broker_url=broker_server.url, index_queue="idle")
+        app = celery_init_app(settings, workers)
         broker = redis.Redis.from_url(broker_server.url, socket_timeout=5)
         # Jobs waiting in the broker (no worker consumes "idle"), one of them taken
         # by a consumer that has not acknowledged it, and a delivery counter.
-        task_ids = [enqueue_index(settings, "docs", [f"d{i}"], app=app) for i in range(20)]
+        jobs = IndexClient(app, workers)
+        task_ids = [jobs.enqueue_index("docs", [f"d{i}"]) for i in range(20)]
         with app.connection_for_read() as conn, conn.SimpleQueue("idle") as queue:
             taken = queue.get(timeout=5)
             task = app.tasks[INDEX_TASK]

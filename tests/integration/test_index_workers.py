@@ -40,14 +40,11 @@ from search.keyword.tantivy_index import TantivyKeywordIndex
 from search.reconcile import reconcile
 from search.registry import Registry
 from search.types import Document
-from workers.app import make_celery
-from workers.indexing import (
-    INDEX_TASK,
-    RECONCILE_TASK,
-    attempt_deliveries,
-    enqueue_delete,
-    enqueue_index,
-)
+from workers.app import celery_init_app
+from workers.index_client import IndexClient
+from workers.indexing import attempt_deliveries
+from workers.names import INDEX_TASK, RECONCILE_TASK
+from workers.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +62,12 @@ def worker(pg_url, celery_worker, tmp_path_factory) -> CeleryWorker:
 
 @pytest.fixture(scope="module")
 def app(worker) -> Celery:
-    return make_celery(worker.settings)
+    return celery_init_app(worker.settings, worker.workers)
+
+
+@pytest.fixture(scope="module")
+def jobs(worker, app) -> IndexClient:
+    return IndexClient(app, worker.workers)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +92,9 @@ def registry_chunks(registry: Registry, collection: str) -> Counter[str]:
     return out
 
 
-def test_round_trip_stage_enqueue_index_acknowledge(worker, app, registry):
+def test_round_trip_stage_enqueue_index_acknowledge(worker, app, jobs, registry):
     ids = stage(registry, "trip", documents("trip", 6, titled=True))
-    task_id = enqueue_index(worker.settings, "trip", ids)
+    task_id = jobs.enqueue_index("trip", ids)
 
     result = result_of(app, task_id)
 
@@ -107,15 +109,15 @@ def test_round_trip_stage_enqueue_index_acknowledge(worker, app, registry):
     assert worker.log().count(f"{task_id}] succeeded") == 1
 
 
-def test_replayed_and_duplicated_jobs_change_nothing(worker, app, registry):
+def test_replayed_and_duplicated_jobs_change_nothing(worker, app, jobs, registry):
     ids = stage(registry, "replay", documents("replay", 6, seed=1, titled=True))
-    first_id = enqueue_index(worker.settings, "replay", ids)
+    first_id = jobs.enqueue_index("replay", ids)
     assert result_of(app, first_id)["indexed"] == 6
     before = keyword_chunks(worker.settings.data_dir, "replay")
 
     # A replay of the job, two concurrent duplicates, and the same message again
     # (same task id, as a redelivery would bring it): all skip, nothing written.
-    replays = [enqueue_index(worker.settings, "replay", ids) for _ in range(3)]
+    replays = [jobs.enqueue_index("replay", ids) for _ in range(3)]
     redelivered = app.send_task(
         INDEX_TASK, args=("replay", ids), queue=worker.queue, task_id=first_id
     )
@@ -137,15 +139,15 @@ def test_replayed_and_duplicated_jobs_change_nothing(worker, app, registry):
                 "WHERE collection = 'replay'"
             )
         )
-    result = result_of(app, enqueue_index(worker.settings, "replay", ids))
+    result = result_of(app, jobs.enqueue_index("replay", ids))
     assert (result["indexed"], result["skipped"]) == (6, 0)
     assert keyword_chunks(worker.settings.data_dir, "replay") == before
     assert registry_chunks(registry, "replay") == before
 
 
-def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, registry):
+def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, jobs, registry):
     ids = stage(registry, "order", documents("order", 48, seed=2, titled=True))
-    task_id = enqueue_index(worker.settings, "order", ids)
+    task_id = jobs.enqueue_index("order", ids)
     # The job read every row (version 1) when it started; once its first batch
     # is acknowledged, a new version of its last document is staged.
     deadline = time.monotonic() + 60
@@ -162,7 +164,7 @@ def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, registr
     assert (result["indexed"], result["skipped"], result["failed"]) == (47, 1, {})
     row = registry.get("order", ids[-1])
     assert row.version == 2 and row.status == "pending" and row.keyword_version is None
-    result = result_of(app, enqueue_index(worker.settings, "order", [ids[-1]]))
+    result = result_of(app, jobs.enqueue_index("order", [ids[-1]]))
     assert result["indexed"] == 1
     row = registry.get("order", ids[-1])
     assert row.status == "indexed" and row.keyword_version == row.vector_version == 2
@@ -174,27 +176,27 @@ def test_a_version_superseded_while_its_job_runs_is_skipped(worker, app, registr
         reader.close()
 
 
-def test_delete_missing_ids_and_reconcile(worker, app, registry):
+def test_delete_missing_ids_and_reconcile(worker, app, jobs, registry):
     ids = stage(registry, "gone", documents("gone", 4, seed=3, titled=True))
-    assert result_of(app, enqueue_index(worker.settings, "gone", ids))["indexed"] == 4
+    assert result_of(app, jobs.enqueue_index("gone", ids))["indexed"] == 4
 
-    deleted = result_of(app, enqueue_delete(worker.settings, "gone", ids[:2] + ["never"]))
+    deleted = result_of(app, jobs.enqueue_delete("gone", ids[:2] + ["never"]))
 
     assert deleted == {"deleted": ids[:2]}
     assert sorted(registry.versions("gone")) == ids[2:]
-    result = result_of(app, enqueue_index(worker.settings, "gone", ids))
+    result = result_of(app, jobs.enqueue_index("gone", ids))
     assert result["missing"] == ids[:2] and result["skipped"] == 4 and result["indexed"] == 0
     report = result_of(app, app.send_task(RECONCILE_TASK, queue=worker.queue).id)
     assert set(report["collections"]) >= {"gone", "trip", "replay", "order"}
     assert all(r["total"] == 0 for r in report["collections"].values()), report
 
 
-def test_invalid_jobs_are_refused(worker, app):
+def test_invalid_jobs_are_refused(worker, app, jobs):
     with pytest.raises(InvalidRequest):
-        enqueue_index(worker.settings, "trip", [])
+        jobs.enqueue_index("trip", [])
     with pytest.raises(InvalidRequest):
-        enqueue_index(worker.settings, "Not A Name", ["x"])
-    # A malformed message (not from enqueue_index) fails without a retry.
+        jobs.enqueue_index("Not A Name", ["x"])
+    # A malformed message (not from IndexClient) fails without a retry.
     bad = app.send_task(INDEX_TASK, args=("trip", "not-a-list"), queue=worker.queue)
     error = AsyncResult(bad.id, app=app).get(timeout=30, propagate=False)
     assert "list of document ids" in str(error)
@@ -203,7 +205,8 @@ def test_invalid_jobs_are_refused(worker, app):
 
 def test_beat_sends_the_periodic_reconcile_to_the_index_queue(worker, tmp_path):
     env = {**worker.env, "SIEVE_RECONCILE_INTERVAL_S": "1"}
-    assert make_celery(Settings.from_env(env)).conf.beat_schedule["sieve-reconcile"] == {
+    beat_app = celery_init_app(Settings.from_env(env), WorkerSettings.from_env(env))
+    assert beat_app.conf.beat_schedule["sieve-reconcile"] == {
         "task": RECONCILE_TASK,
         "schedule": 1.0,
         "options": {"queue": worker.queue, "expires": 1.0},
@@ -247,4 +250,4 @@ def test_both_indexes_hold_every_document_exactly_once(worker, registry, pg_url)
 def _broker(worker: CeleryWorker):
     import redis
 
-    return redis.Redis.from_url(worker.settings.broker_url, socket_timeout=5)
+    return redis.Redis.from_url(worker.workers.broker_url, socket_timeout=5)

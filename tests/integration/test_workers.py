@@ -29,9 +29,10 @@ from support.redis_server import RedisServer
 from search.config import Settings
 from search.errors import BackendUnavailable
 from search.rerank import CrossEncoderReranker
-from workers.app import make_celery
+from workers.app import celery_init_app
 from workers.client import CeleryReranker
 from workers.delivery import DEAD_LETTER_KEY, DELIVERIES_KEY, DeadLettered, deliveries
+from workers.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +70,12 @@ def worker(celery_worker, tiny_reranker_dir) -> CeleryWorker:
 
 @pytest.fixture(scope="module")
 def broker(worker) -> redis.Redis:
-    return redis.Redis.from_url(worker.settings.broker_url, socket_timeout=5)
+    return redis.Redis.from_url(worker.workers.broker_url, socket_timeout=5)
 
 
 def client(worker: CeleryWorker, timeout_s: float) -> CeleryReranker:
-    return CeleryReranker(worker.settings.with_overrides(rerank_timeout_s=timeout_s))
+    settings = worker.settings.with_overrides(rerank_timeout_s=timeout_s)
+    return CeleryReranker(celery_init_app(settings, worker.workers), settings, worker.workers)
 
 
 def test_round_trip_matches_the_in_process_reranker(worker):
@@ -155,7 +157,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(celery_worker, broker):
         # Not the queue it consumes: this worker never loads the reranker model.
         env={"SIEVE_TASK_MAX_DELIVERIES": str(limit), "SIEVE_RERANK_QUEUE": "rerank-unused"},
     )
-    app = make_celery(crasher.settings)
+    app = celery_init_app(crasher.settings, crasher.workers)
     result = app.send_task(CRASH_TASK, queue=crasher.queue)
 
     error = result.get(timeout=60, propagate=False)
@@ -201,8 +203,9 @@ def test_no_worker_or_no_broker_is_unavailable_not_a_hang():
     server = RedisServer()  # its own: stopping the shared one would disturb the module's worker
     try:
         server.start()
-        settings = Settings(broker_url=server.url, rerank_timeout_s=0.5, rerank_queue="nobody")
-        reranker = CeleryReranker(settings)
+        settings = Settings(rerank_timeout_s=0.5)
+        workers = WorkerSettings(broker_url=server.url, rerank_queue="nobody")
+        reranker = CeleryReranker(celery_init_app(settings, workers), settings, workers)
 
         def attempt() -> tuple[str, float]:
             started = time.perf_counter()

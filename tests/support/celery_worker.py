@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from search.config import Settings
+from workers.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
@@ -48,10 +49,12 @@ class CeleryWorker:
     env: dict[str, str]
     log_path: Path
     settings: Settings = field(init=False)
+    workers: WorkerSettings = field(init=False)
 
     def __post_init__(self) -> None:
         # What a client needs to reach this worker: same broker, same queue.
         self.settings = Settings.from_env(self.env)
+        self.workers = WorkerSettings.from_env(self.env)
 
     @property
     def alive(self) -> bool:

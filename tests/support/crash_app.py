@@ -11,12 +11,13 @@ import os
 import signal
 
 from search.config import Settings
-from workers.app import make_celery
+from workers.app import celery_init_app
 from workers.delivery import DeliveryLimitedTask
+from workers.settings import WorkerSettings
 
 CRASH_TASK = "sieve.test.crash"
 
-app = make_celery(Settings.from_env())
+app = celery_init_app(Settings.from_env(), WorkerSettings.from_env())
 
 
 @app.task(name=CRASH_TASK, base=DeliveryLimitedTask, shared=False)

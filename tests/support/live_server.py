@@ -41,6 +41,7 @@ def live_server(
     from werkzeug.serving import make_server
 
     from api.app import create_app
+    from api.settings import ApiSettings, ServiceSettings
     from api.state import EXTENSION
     from search.config import Settings
     from search.engine import SearchEngine
@@ -49,16 +50,14 @@ def live_server(
     from search.scores import LruScoreStore
     from search.types import Document
 
-    settings = Settings.from_env({}).with_overrides(
-        data_dir=tmp_path_factory.mktemp("live-server"), rate_limit=""
-    )
+    settings = Settings.from_env({}).with_overrides(data_dir=tmp_path_factory.mktemp("live-server"))
     inner = CrossEncoderReranker(str(tiny_reranker_dir), models_dir=tiny_reranker_dir.parent)
     engine = SearchEngine(settings, reranker=CachingReranker(inner, LruScoreStore(10_000), 60))
     docs = [d for d in iter_paths([SAMPLE_CORPUS]) if isinstance(d, Document)]
     report = engine.index(docs)
     assert report.indexed == len(docs) and not report.failed, report
 
-    app = create_app(settings, engine)
+    app = create_app(ServiceSettings(engine=settings, api=ApiSettings(rate_limit="")), engine)
     # Port 0: the OS picks a free port, so parallel runs never collide.
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)

@@ -5,8 +5,8 @@ reads it: YAML (anchors and ``<<`` merge keys), then ``${VAR}`` interpolation wi
 values of .env.example, then validation against the Compose Specification's JSON schema.
 The schema is the real one, vendored in tests/data/compose-spec.json (its source is in
 tests/data/README.md). On top of the schema: every SIEVE_* variable an app container gets
-is a ``Settings`` field and the result is a valid ``Settings``; the two Redis roles; the
-GPU reservations; healthchecks and start order; the Dockerfiles' torch pin.
+is a field of one layer's settings and the result is a valid ``ServiceSettings``; the two
+Redis roles; the GPU reservations; healthchecks and start order; the Dockerfiles' torch pin.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 import shlex
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import jsonschema
 import pytest
 import yaml
 
-from search.config import Settings, parse_api_keys
+from api.settings import LAYERS, ServiceSettings, parse_api_keys
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ SECRETS = (
     "SIEVE_API_KEYS",
     "SIEVE_CURSOR_SECRET",
 )
-SIEVE_VARIABLES = {"SIEVE_" + f.name.upper() for f in fields(Settings) if f.name != "extra"}
+SIEVE_VARIABLES = frozenset().union(*(layer.variables() for layer in LAYERS))
 
 
 # --- Compose's interpolation, as far as this project uses it ---------------------------
@@ -218,8 +218,10 @@ def container_env(service: Mapping[str, Any], dotenv: Mapping[str, str]) -> dict
     return env
 
 
-def settings_of(services: Mapping[str, Any], dotenv: Mapping[str, str], name: str) -> Settings:
-    return Settings.from_env(container_env(services[name], dotenv))
+def config_of(
+    services: Mapping[str, Any], dotenv: Mapping[str, str], name: str
+) -> ServiceSettings:
+    return ServiceSettings.from_env(container_env(services[name], dotenv))
 
 
 def command_of(service: Mapping[str, Any]) -> list[str]:
@@ -302,8 +304,9 @@ def test_app_services_load_valid_settings_with_nothing_unknown(services, dotenv)
     names = app_services(services)
     assert {"api", "migrate", "worker-index", "worker-rerank"} <= set(names)
     for name in names:
-        settings = settings_of(services, dotenv, name)
-        assert dict(settings.extra) == {}, name
+        config = config_of(services, dotenv, name)
+        settings, api, workers = config.engine, config.api, config.workers
+        assert dict(config.extra) == {}, name
         assert settings.keyword_backend == "elasticsearch", name
         assert settings.es_url == "http://elasticsearch:9200", name
         assert settings.es_username == "elastic" and settings.es_password, name
@@ -315,22 +318,22 @@ def test_app_services_load_valid_settings_with_nothing_unknown(services, dotenv)
             f"postgresql+psycopg://{dotenv['POSTGRES_USER']}:{dotenv['POSTGRES_PASSWORD']}"
             f"@postgres:5432/{dotenv['POSTGRES_DB']}"
         ), name
-        assert settings.broker_url == "redis://redis-broker:6379/0", name
+        assert workers.broker_url == "redis://redis-broker:6379/0", name
         assert settings.cache_url == "redis://redis-cache:6379/0", name
-        assert parse_api_keys(settings.api_keys) and settings.cursor_secret, name
+        assert parse_api_keys(api.api_keys) and api.cursor_secret, name
 
 
 def test_api_reranks_on_the_gpu_workers_and_serves_all_interfaces(services, dotenv):
-    from api.cli_serve import serve_plan
+    from api.cli.serve import serve_plan
 
-    settings = settings_of(services, dotenv, "api")
-    assert settings.rerank_backend == "celery"
-    plan = serve_plan(settings)
+    config = config_of(services, dotenv, "api")
+    assert config.engine.rerank_backend == "celery"
+    plan = serve_plan(config)
     # Keys are set, so gunicorn binds every interface of the container, and the
     # distributed backends let it run SIEVE_WORKERS processes.
     assert plan.host == "0.0.0.0" and plan.workers == int(dotenv["SIEVE_WORKERS"])
     published = [str(p).rsplit(":", 1)[-1] for p in services["api"]["ports"]]
-    assert published == [str(settings.port)]
+    assert published == [str(config.api.port)]
 
 
 def test_app_services_share_one_environment(services):
@@ -366,8 +369,8 @@ def test_the_cli_accepts_every_compose_command(services):
 
 
 def test_index_workers_consume_the_index_queue(services, dotenv):
-    settings = settings_of(services, dotenv, "worker-index")
-    assert option(command_of(services["worker-index"]), "--queues") == settings.index_queue
+    workers = config_of(services, dotenv, "worker-index").workers
+    assert option(command_of(services["worker-index"]), "--queues") == workers.index_queue
 
 
 # --- Redis: a broker that never evicts, a cache that does -----------------------------
@@ -432,8 +435,9 @@ def test_each_rerank_worker_is_one_process_on_its_own_gpu(services, dotenv):
         # Compose rejects a reservation with both; Docker maps count N to GPUs 0..N-1.
         assert ("count" in device) != ("device_ids" in device), name
         devices_seen += [str(device["count"] - 1)] if "count" in device else device["device_ids"]
-        settings = settings_of(services, dotenv, name)
-        assert option(command, "--queues") == settings.rerank_queue, name
+        config = config_of(services, dotenv, name)
+        settings = config.engine
+        assert option(command, "--queues") == config.workers.rerank_queue, name
         assert settings.rerank_backend == "local", name
         assert (settings.rerank_device, settings.rerank_dtype) == ("cuda", "float16"), name
         mount = f"./models:{settings.rerank_models_dir}:ro"

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from search.config import Settings
+from api.settings import LAYERS, ServiceSettings
+from search.config import Settings, unknown_variables
 from search.errors import BackendUnavailable, ConfigError, LoadError
 
 pytestmark = pytest.mark.unit
@@ -17,22 +18,22 @@ def test_defaults_are_the_embedded_engines():
 
 
 def test_reads_typed_values_from_sieve_variables():
-    s = Settings.from_env(
-        {
-            "SIEVE_DATA_DIR": "/tmp/x",
-            "SIEVE_CHUNK_TOKENS": "128",
-            "SIEVE_LEG_TIMEOUT_S": "0.5",
-            "SIEVE_ALLOW_DOWNLOAD": "yes",
-            "SIEVE_FUSION_WEIGHTS": "1, 0.5",
-            "SIEVE_EMBED_LANGUAGES": "en,zh",
-            "SIEVE_SOMETHING_NEW": "kept",
-            "OTHER": "ignored",
-        }
-    )
+    env = {
+        "SIEVE_DATA_DIR": "/tmp/x",
+        "SIEVE_CHUNK_TOKENS": "128",
+        "SIEVE_LEG_TIMEOUT_S": "0.5",
+        "SIEVE_ALLOW_DOWNLOAD": "yes",
+        "SIEVE_FUSION_WEIGHTS": "1, 0.5",
+        "SIEVE_EMBED_LANGUAGES": "en,zh",
+        "SIEVE_SOMETHING_NEW": "kept",
+        "OTHER": "ignored",
+    }
+    s = Settings.from_env(env)
     assert s.data_dir == Path("/tmp/x") and s.chunk_tokens == 128 and s.leg_timeout_s == 0.5
     assert s.allow_download is True
     assert s.fusion_weights == (1.0, 0.5) and s.embed_languages == ("en", "zh")
-    assert s.extra == {"SIEVE_SOMETHING_NEW": "kept"}
+    assert unknown_variables(env, LAYERS) == {"SIEVE_SOMETHING_NEW": "kept"}
+    assert ServiceSettings.from_env(env).extra == {"SIEVE_SOMETHING_NEW": "kept"}
 
 
 @pytest.mark.parametrize(
@@ -46,11 +47,26 @@ def test_reads_typed_values_from_sieve_variables():
         ({"SIEVE_KEYWORD_BACKEND": "elasticsearch"}, "needs SIEVE_ES_URL"),
         ({"SIEVE_VECTOR_BACKEND": "qdrant"}, "exactly one of SIEVE_QDRANT_URL"),
         ({"SIEVE_CHUNK_OVERLAP": "150"}, "SIEVE_CHUNK_OVERLAP"),
+        # The other layers' settings, and the checks across layers.
+        ({"SIEVE_PORT": "http"}, "SIEVE_PORT='http' is not a valid value"),
+        ({"SIEVE_INDEX_BACKEND": "cron"}, "choose one of thread, celery"),
+        ({"SIEVE_TASK_TIME_LIMIT_S": "400"}, "SIEVE_TASK_TIME_LIMIT_S"),
+        ({"SIEVE_INDEX_BACKEND": "celery"}, "SIEVE_INDEX_BACKEND=celery needs SIEVE_BROKER_URL"),
+        ({"SIEVE_RERANK_BACKEND": "celery"}, "SIEVE_RERANK_BACKEND=celery needs SIEVE_BROKER_URL"),
     ],
 )
 def test_bad_values_fail_loudly_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env(env)
+        ServiceSettings.from_env(env)
+
+
+def test_overrides_go_to_the_layer_that_has_the_field():
+    config = ServiceSettings().with_overrides(data_dir=Path("d"), port=9000, index_queue="q")
+    assert (config.engine.data_dir, config.api.port, config.workers.index_queue) == (
+        Path("d"), 9000, "q"
+    )
+    with pytest.raises(TypeError, match="no layer has a setting named 'nonsense'"):
+        ServiceSettings().with_overrides(nonsense=1)
 
 
 def test_zero_is_not_replaced_by_a_default():

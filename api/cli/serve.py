@@ -18,7 +18,8 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from search.config import Settings, parse_api_keys
+from api.cli.context import SAMPLE_DIR, Context
+from api.settings import ServiceSettings, parse_api_keys
 
 log = logging.getLogger("sieve.serve")
 
@@ -36,11 +37,12 @@ class ServePlan:
     notes: tuple[str, ...]
 
 
-def serve_plan(settings: Settings) -> ServePlan:
+def serve_plan(config: ServiceSettings) -> ServePlan:
     """Bind address and worker count from the settings, with the reasons for any change."""
+    settings, api = config.engine, config.api
     notes: list[str] = []
-    host = settings.host
-    if not parse_api_keys(settings.api_keys):
+    host = api.host
+    if not parse_api_keys(api.api_keys):
         host = "127.0.0.1"
         notes.append(
             "no SIEVE_API_KEYS: the API is open, so it is bound to 127.0.0.1 only "
@@ -54,22 +56,22 @@ def serve_plan(settings: Settings) -> ServePlan:
         )
         if on
     ]
-    workers = settings.workers
+    workers = api.workers
     if embedded and workers > 1:
         notes.append(
             f"running 1 worker process instead of {workers}: the embedded "
             f"{' and '.join(embedded)} index lets one process own its folder; "
-            f"concurrency comes from {settings.threads} threads"
+            f"concurrency comes from {api.threads} threads"
         )
         workers = 1
-    return ServePlan(host, settings.port, workers, settings.threads, tuple(notes))
+    return ServePlan(host, api.port, workers, api.threads, tuple(notes))
 
 
 class SieveApplication(BaseApplication):
-    """gunicorn running ``create_app(settings)`` in each worker."""
+    """gunicorn running ``create_app(config)`` in each worker."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self.settings = settings
+    def __init__(self, config: ServiceSettings, options: dict[str, Any]) -> None:
+        self.config = config
         self.options = options
         super().__init__()
 
@@ -83,12 +85,11 @@ class SieveApplication(BaseApplication):
         """Build the app (called in the worker, after the fork)."""
         from api.app import create_app
 
-        return create_app(self.settings)
+        return create_app(self.config)
 
 
-def _index_demo(settings: Settings) -> None:
-    from api.cli import SAMPLE_DIR
-
+def _index_demo(config: ServiceSettings) -> None:
+    settings = config.engine
     paths = [str(p) for p in (SAMPLE_DIR / "corpus.jsonl", SAMPLE_DIR / "docs") if p.exists()]
     command = [sys.executable, "-m", "api", "--data-dir", str(settings.data_dir)]
     command += ["--collection", settings.collection, "index", *paths]
@@ -106,7 +107,7 @@ def _index_demo(settings: Settings) -> None:
 @click.option("--demo", is_flag=True, help="Index the sample corpus before serving.")
 @click.pass_obj
 def serve_cmd(
-    ctx: Any,
+    ctx: Context,
     host: str | None,
     port: int | None,
     workers: int | None,
@@ -115,17 +116,15 @@ def serve_cmd(
 ) -> None:
     """Serve the HTTP API (search, admin, metrics, /docs) with gunicorn."""
     given = {"host": host, "port": port, "workers": workers, "threads": threads}
-    settings: Settings = ctx.settings.with_overrides(
-        **{k: v for k, v in given.items() if v is not None}
-    )
-    if not settings.cursor_secret:
+    config = ctx.config.with_overrides(**{k: v for k, v in given.items() if v is not None})
+    if not config.api.cursor_secret:
         # Every worker must accept the cursors any other worker signed.
-        settings = settings.with_overrides(cursor_secret=secrets.token_urlsafe(32))
-    plan = serve_plan(settings)
+        config = config.with_overrides(cursor_secret=secrets.token_urlsafe(32))
+    plan = serve_plan(config)
     for note in plan.notes:
         log.warning("%s", note)
     if demo:
-        _index_demo(settings)
+        _index_demo(config)
     shown = "localhost" if plan.host in ("0.0.0.0", "::") else plan.host
     click.echo(f"Sieve API on http://{shown}:{plan.port}  (docs: /docs, bound to {plan.host})")
     options = {
@@ -142,4 +141,4 @@ def serve_cmd(
         # instances would fight over it, and nothing here uses it.
         "control_socket_disable": True,
     }
-    SieveApplication(settings, options).run()
+    SieveApplication(config, options).run()

@@ -1,13 +1,13 @@
-"""Reranking commands: ``sieve worker``, ``sieve rerank``, ``sieve compare``."""
+"""Reranking commands: ``sieve rerank``, ``sieve compare``."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
 
+from api.cli.context import Context
 from search.errors import BackendUnavailable
 from search.types import Hit, SearchRequest, SearchResult
 
@@ -22,62 +22,21 @@ def bar(value: float, top: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-@click.command("worker")
-@click.option("--queues", default="rerank", show_default=True, help="Comma-separated queues.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Worker processes: one per GPU for the rerank queue.",
-)
-@click.option("--loglevel", default="INFO", show_default=True)
-@click.pass_obj
-def worker_cmd(ctx: Any, queues: str, concurrency: int, loglevel: str) -> None:
-    """Start a Celery worker (GPU workers: one per GPU, CUDA_VISIBLE_DEVICES set)."""
-    from workers.app import make_celery
-
-    if not ctx.settings.broker_url:
-        raise click.UsageError("set SIEVE_BROKER_URL (e.g. redis://localhost:6379/0) first")
-    app = make_celery(ctx.settings)
-    app.worker_main(
-        [
-            "worker",
-            f"--queues={queues}",
-            f"--concurrency={concurrency}",
-            f"--loglevel={loglevel}",
-            "--prefetch-multiplier=1",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
-
-
-@click.command("beat")
-@click.option("--loglevel", default="INFO", show_default=True)
-@click.pass_obj
-def beat_cmd(ctx: Any, loglevel: str) -> None:
-    """Start Celery beat: the periodic reconcile (run exactly one per deployment)."""
-    from workers.app import make_celery
-
-    if not ctx.settings.broker_url:
-        raise click.UsageError("set SIEVE_BROKER_URL (e.g. redis://localhost:6379/0) first")
-    make_celery(ctx.settings).start(["beat", f"--loglevel={loglevel}"])
-
-
 @click.command("rerank")
 @click.argument("query")
 @click.argument("docs", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def rerank_cmd(ctx: Any, query: str, docs: tuple[str, ...], as_json: bool) -> None:
+def rerank_cmd(ctx: Context, query: str, docs: tuple[str, ...], as_json: bool) -> None:
     """Score DOCS (texts) against QUERY with the configured cross-encoder."""
     from api.factory import remote_reranker
     from search.rerank import CrossEncoderReranker
 
     if not query.strip():
         raise click.UsageError("the query is empty")
-    reranker = remote_reranker(ctx.settings) or CrossEncoderReranker.from_settings(ctx.settings)
+    remote = ctx.settings.rerank_backend == "celery"
+    reranker = remote_reranker(ctx.config, ctx.celery if remote else None)
+    reranker = reranker or CrossEncoderReranker.from_settings(ctx.settings)
     batch = reranker.rerank(query, list(docs))
     order = batch.best_first()
     if as_json:
@@ -145,7 +104,7 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
 @click.option("--top-k", type=click.IntRange(1, 50), default=10, show_default=True)
 @click.option("--depth", type=click.IntRange(1, 500), default=None, help="Rerank depth.")
 @click.pass_obj
-def compare_cmd(ctx: Any, query: str, top_k: int, depth: int | None) -> None:
+def compare_cmd(ctx: Context, query: str, top_k: int, depth: int | None) -> None:
     """Retrieval order next to the reranked order, with score bars and timings."""
     engine = ctx.engine
     if engine.reranker is None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
+
+from api.cli.context import Context, progress
 
 
 @click.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Report differences without repairing them.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def reconcile_cmd(ctx: Any, dry_run: bool, as_json: bool) -> None:
+def reconcile_cmd(ctx: Context, dry_run: bool, as_json: bool) -> None:
     """Compare the registry with both indexes and repair any difference."""
     from search.reconcile import reconcile
 
@@ -45,9 +46,8 @@ def reconcile_cmd(ctx: Any, dry_run: bool, as_json: bool) -> None:
     show_default=True,
 )
 @click.pass_obj
-def reindex_cmd(ctx: Any, target: str) -> None:
+def reindex_cmd(ctx: Context, target: str) -> None:
     """Rebuild an index from the registry alone."""
-    from api.cli import progress
     from search.reconcile import rebuild
 
     indexer = ctx.engine.collection(ctx.settings.collection).indexer
@@ -58,7 +58,7 @@ def reindex_cmd(ctx: Any, target: str) -> None:
 
 @click.command("init")
 @click.pass_obj
-def init_cmd(ctx: Any) -> None:
+def init_cmd(ctx: Context) -> None:
     """Create what the backends need (idempotent): registry tables, BM25 index, vector collection.
 
     The distributed deployment runs this once (the ``migrate`` service) before the API and

@@ -1,131 +1,21 @@
-"""The ``sieve`` command line: index, search, delete, stats, eval, demo.
-
-A thin adapter over ``search.engine.SearchEngine``. Every engine error becomes
-one line on stderr and a non-zero exit, never a traceback. Progress bars go to
-stderr and only appear on a terminal.
-"""
+"""Search commands: ``sieve search``, ``sieve eval``, ``sieve demo``."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from search.config import FUSION_METHODS, Settings
-from search.errors import LoadError, SieveError
+from api.cli.context import SAMPLE_DIR, Context, fail, progress
+from api.cli.index import index_paths
+from search.config import FUSION_METHODS
 from search.serialize import result_json
-from search.types import MODES, Document, SearchRequest, SearchResult
-
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
-EXIT_USAGE = 2
+from search.types import MODES, SearchRequest, SearchResult
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print one line to stderr and exit."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def progress(total: int | None, desc: str) -> Any:
-    """A tqdm bar on stderr, silent when stderr is not a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, disable=None, leave=False)
-
-
-class Context:
-    """Settings and a lazily built engine, shared by the sub-commands."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._engine: Any = None
-
-    @property
-    def engine(self) -> Any:
-        """The engine, built on first use (importing it pulls in torch)."""
-        if self._engine is None:
-            from api.factory import make_engine
-
-            self._engine = make_engine(self.settings)
-        return self._engine
-
-
-class SieveGroup(click.Group):
-    """Turns ``SieveError`` into one line and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SieveError as exc:
-            fail(str(exc))
-
-
-@click.group(cls=SieveGroup)
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides SIEVE_DATA_DIR.")
-@click.option("--collection", help="Overrides SIEVE_COLLECTION.")
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-@click.pass_context
-def main(ctx: click.Context, data_dir: Path | None, collection: str | None, verbose: bool) -> None:
-    """Sieve: hybrid search (BM25 + vectors + fusion) over your documents."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        settings = Settings.from_env()
-        overrides: dict[str, Any] = {}
-        if data_dir is not None:
-            overrides["data_dir"] = data_dir
-        if collection is not None:
-            overrides["collection"] = collection
-        settings = settings.with_overrides(**overrides)
-    except SieveError as exc:
-        fail(str(exc))
-    ctx.obj = Context(settings)
-
-
-def load_documents(paths: tuple[str, ...], errors: list[LoadError]) -> Iterator[Document]:
-    """Documents from paths; load errors are collected, not raised."""
-    from search.ingest import iter_paths
-
-    for item in iter_paths(paths):
-        if isinstance(item, LoadError):
-            errors.append(item)
-            click.echo(f"skipped: {item}", err=True)
-        else:
-            yield item
-
-
-def index_paths(ctx: Context, paths: tuple[str, ...]) -> tuple[Any, list[LoadError]]:
-    """Index files with a progress bar; returns the report and the load errors."""
-    errors: list[LoadError] = []
-    with progress(None, "indexing") as bar:
-        report = ctx.engine.index(load_documents(paths, errors), on_progress=bar.update)
-    return report, errors
-
-
-@main.command("index")
-@click.argument("paths", nargs=-1, required=True)
-@click.pass_obj
-def index_cmd(ctx: Context, paths: tuple[str, ...]) -> None:
-    """Index files or folders (corpus.jsonl, .jsonl, .txt, .md, .html)."""
-    report, errors = index_paths(ctx, paths)
-    click.echo(
-        f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}, "
-        f"skipped lines {len(errors)}, chunks {report.chunks} in {report.seconds:.1f}s"
-    )
-    for doc_id, error in sorted(report.failed.items()):
-        click.echo(f"failed: {doc_id}: {error}", err=True)
-    if report.failed or errors:
-        sys.exit(1)
-
-
-@main.command("search")
+@click.command("search")
 @click.argument("query")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
 @click.option("--top-k", type=click.IntRange(1, 1000), default=10, show_default=True)
@@ -194,34 +84,7 @@ def print_result(result: SearchResult, width: int = 100) -> None:
         click.echo("  no results")
 
 
-@main.command("delete")
-@click.argument("ids", nargs=-1)
-@click.pass_obj
-def delete_cmd(ctx: Context, ids: tuple[str, ...]) -> None:
-    """Delete documents by id from the registry and both indexes."""
-    if not ids or not all(i.strip() for i in ids):
-        fail("give one or more non-empty document ids; nothing was deleted")
-    known = ctx.engine.delete(list(ids))
-    missing = sorted(set(ids) - set(known))
-    click.echo(f"deleted {len(known)} document(s)")
-    if missing:
-        click.echo(f"not found: {', '.join(missing)}", err=True)
-
-
-@main.command("stats")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def stats_cmd(ctx: Context, as_json: bool) -> None:
-    """Document and chunk counts of the collection."""
-    stats = ctx.engine.stats()
-    if as_json:
-        click.echo(json.dumps(stats))
-    else:
-        for key, value in stats.items():
-            click.echo(f"{key:>16}: {value}")
-
-
-@main.command("eval")
+@click.command("eval")
 @click.argument("dataset_dir", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True)
 @click.option("--mode", type=click.Choice([*MODES, "all"]), default="all", show_default=True)
@@ -282,7 +145,7 @@ def eval_cmd(
         click.echo(json.dumps(report))
 
 
-@main.command("demo")
+@click.command("demo")
 @click.option("--sample", type=click.Path(path_type=Path), default=SAMPLE_DIR, show_default=True)
 @click.pass_obj
 def demo_cmd(ctx: Context, sample: Path) -> None:
@@ -300,25 +163,3 @@ def demo_cmd(ctx: Context, sample: Path) -> None:
     for query in queries[:3] + queries[-2:]:
         click.echo()
         print_result(ctx.engine.search(SearchRequest(query=query, top_k=3)))
-
-
-def _register() -> None:
-    from api.cli_ops import init_cmd, reconcile_cmd, reindex_cmd
-    from api.cli_rerank import beat_cmd, compare_cmd, rerank_cmd, worker_cmd
-    from api.cli_serve import serve_cmd
-
-    commands = (
-        worker_cmd,
-        beat_cmd,
-        rerank_cmd,
-        compare_cmd,
-        serve_cmd,
-        reconcile_cmd,
-        reindex_cmd,
-        init_cmd,
-    )
-    for command in commands:
-        main.add_command(command)
-
-
-_register()

@@ -1,0 +1,80 @@
+"""The ``sieve`` command line: index, search, delete, stats, eval, demo, serve, workers.
+
+A thin adapter over ``search.engine.SearchEngine``. Every engine error becomes
+one line on stderr and a non-zero exit, never a traceback. Progress bars go to
+stderr and only appear on a terminal.
+
+``main`` reads every layer's settings once (``ServiceSettings.from_env``) into the
+``api.cli.context.Context`` each command receives. The commands live in modules
+by role (``index``, ``search``, ``ops``, ``rerank``, ``worker``, ``serve``), which
+import ``api.cli.context`` and never this package: only this module imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from api.cli import index, ops, rerank, search, serve, worker
+from api.cli.context import Context, fail
+from api.settings import ServiceSettings
+from search.errors import SieveError
+
+__all__ = ["main"]
+
+
+class SieveGroup(click.Group):
+    """Turns ``SieveError`` into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SieveError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=SieveGroup)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides SIEVE_DATA_DIR.")
+@click.option("--collection", help="Overrides SIEVE_COLLECTION.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, collection: str | None, verbose: bool) -> None:
+    """Sieve: hybrid search (BM25 + vectors + fusion) over your documents."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = ServiceSettings.from_env()
+        overrides: dict[str, Any] = {}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        if collection is not None:
+            overrides["collection"] = collection
+        config = config.with_overrides(**overrides)
+    except SieveError as exc:
+        fail(str(exc))
+    ctx.obj = Context(config)
+
+
+COMMANDS = (
+    index.index_cmd,
+    index.delete_cmd,
+    index.stats_cmd,
+    search.search_cmd,
+    search.eval_cmd,
+    search.demo_cmd,
+    ops.reconcile_cmd,
+    ops.reindex_cmd,
+    ops.init_cmd,
+    rerank.rerank_cmd,
+    rerank.compare_cmd,
+    worker.worker_cmd,
+    worker.beat_cmd,
+    serve.serve_cmd,
+)
+for _command in COMMANDS:
+    main.add_command(_command)

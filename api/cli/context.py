@@ -1,0 +1,82 @@
+"""What every ``sieve`` command shares: the settings, a lazy engine, and output helpers.
+
+The command modules import this one and nothing of each other's, except
+``api.cli.search`` importing ``api.cli.index``; ``api.cli`` imports them all.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from api.settings import ApiSettings, ServiceSettings
+from search.config import Settings
+from workers.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from search.engine import SearchEngine
+
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample"
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one line to stderr and exit."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def progress(total: int | None, desc: str) -> Any:
+    """A tqdm bar on stderr, silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, disable=None, leave=False)
+
+
+class Context:
+    """Every layer's settings (read once, in ``main``), a lazy engine and Celery app."""
+
+    def __init__(self, config: ServiceSettings) -> None:
+        self.config = config
+        self._engine: SearchEngine | None = None
+        self._celery: Celery | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings."""
+        return self.config.engine
+
+    @property
+    def api(self) -> ApiSettings:
+        """The HTTP API's settings (``sieve serve``)."""
+        return self.config.api
+
+    @property
+    def workers(self) -> WorkerSettings:
+        """The Celery layer's settings (``sieve worker``, ``sieve beat``)."""
+        return self.config.workers
+
+    @property
+    def celery(self) -> Celery:
+        """The process's one Celery app, built on first use (needs ``SIEVE_BROKER_URL``)."""
+        if self._celery is None:
+            from api.factory import celery_app
+
+            self._celery = celery_app(self.config)
+        return self._celery
+
+    @property
+    def engine(self) -> SearchEngine:
+        """The engine, built on first use (importing it pulls in torch)."""
+        if self._engine is None:
+            from api.factory import make_engine, uses_celery
+
+            self._engine = make_engine(
+                self.config, self.celery if uses_celery(self.config) else None
+            )
+        return self._engine

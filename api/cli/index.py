@@ -1,0 +1,80 @@
+"""Indexing commands: ``sieve index``, ``sieve delete``, ``sieve stats``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import click
+
+from api.cli.context import Context, fail, progress
+from search.errors import LoadError
+from search.types import Document
+
+if TYPE_CHECKING:
+    from search.indexing import IndexReport
+
+
+def load_documents(paths: tuple[str, ...], errors: list[LoadError]) -> Iterator[Document]:
+    """Documents from paths; load errors are collected, not raised."""
+    from search.ingest import iter_paths
+
+    for item in iter_paths(paths):
+        if isinstance(item, LoadError):
+            errors.append(item)
+            click.echo(f"skipped: {item}", err=True)
+        else:
+            yield item
+
+
+def index_paths(ctx: Context, paths: tuple[str, ...]) -> tuple[IndexReport, list[LoadError]]:
+    """Index files with a progress bar; returns the report and the load errors."""
+    errors: list[LoadError] = []
+    with progress(None, "indexing") as bar:
+        report = ctx.engine.index(load_documents(paths, errors), on_progress=bar.update)
+    return report, errors
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1, required=True)
+@click.pass_obj
+def index_cmd(ctx: Context, paths: tuple[str, ...]) -> None:
+    """Index files or folders (corpus.jsonl, .jsonl, .txt, .md, .html)."""
+    report, errors = index_paths(ctx, paths)
+    click.echo(
+        f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}, "
+        f"skipped lines {len(errors)}, chunks {report.chunks} in {report.seconds:.1f}s"
+    )
+    for doc_id, error in sorted(report.failed.items()):
+        click.echo(f"failed: {doc_id}: {error}", err=True)
+    if report.failed or errors:
+        sys.exit(1)
+
+
+@click.command("delete")
+@click.argument("ids", nargs=-1)
+@click.pass_obj
+def delete_cmd(ctx: Context, ids: tuple[str, ...]) -> None:
+    """Delete documents by id from the registry and both indexes."""
+    if not ids or not all(i.strip() for i in ids):
+        fail("give one or more non-empty document ids; nothing was deleted")
+    known = ctx.engine.delete(list(ids))
+    missing = sorted(set(ids) - set(known))
+    click.echo(f"deleted {len(known)} document(s)")
+    if missing:
+        click.echo(f"not found: {', '.join(missing)}", err=True)
+
+
+@click.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats_cmd(ctx: Context, as_json: bool) -> None:
+    """Document and chunk counts of the collection."""
+    stats = ctx.engine.stats()
+    if as_json:
+        click.echo(json.dumps(stats))
+    else:
+        for key, value in stats.items():
+            click.echo(f"{key:>16}: {value}")

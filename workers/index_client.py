@@ -1,0 +1,58 @@
+"""``IndexClient``: the sending side of the indexing jobs (the API's Celery job queue uses it).
+
+Stage first (``Registry.stage``), enqueue second: if sending fails
+(``BackendUnavailable(backend="broker")``) the documents stay ``pending`` and the
+periodic reconcile indexes them. The tasks themselves are in ``workers.indexing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from search.errors import BackendUnavailable
+from workers.indexing import check_doc_ids
+from workers.names import DELETE_TASK, INDEX_TASK
+from workers.settings import WorkerSettings
+
+# The broker is unreachable (kombu wraps most of redis-py's errors).
+_BROKER_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class IndexClient:
+    """Sends index and delete jobs to the index queue through ``app``.
+
+    ``app`` comes from ``workers.app.celery_init_app``; this holds it and never
+    builds one. Thread-safe (Celery's producer pool is).
+    """
+
+    def __init__(self, app: Celery, workers: WorkerSettings) -> None:
+        self.app = app
+        self.queue = workers.index_queue
+
+    def enqueue_index(self, collection: str, doc_ids: Sequence[str]) -> str:
+        """Send ``sieve.index_documents`` for documents already staged in the registry.
+
+        Returns the task id.
+        """
+        return self._send(INDEX_TASK, collection, doc_ids)
+
+    def enqueue_delete(self, collection: str, doc_ids: Sequence[str]) -> str:
+        """Send ``sieve.delete_documents``; returns the task id."""
+        return self._send(DELETE_TASK, collection, doc_ids)
+
+    def _send(self, name: str, collection: str, doc_ids: Sequence[str]) -> str:
+        from search.engine import check_collection
+
+        check_collection(collection)
+        ids = check_doc_ids(doc_ids)
+        try:
+            result = self.app.send_task(name, args=(collection, ids), queue=self.queue)
+        except _BROKER_ERRORS as exc:
+            raise BackendUnavailable(
+                f"could not enqueue {name}: broker unreachable: {exc}", backend="broker"
+            ) from exc
+        return str(result.id)
