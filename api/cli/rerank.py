@@ -9,6 +9,7 @@ import click
 
 from api.cli.context import Context
 from search.errors import BackendUnavailable
+from search.request import MAX_RERANK_DEPTH
 from search.types import Hit, SearchRequest, SearchResult
 
 BAR_WIDTH = 20
@@ -102,7 +103,9 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
 @click.command("compare")
 @click.argument("query")
 @click.option("--top-k", type=click.IntRange(1, 50), default=10, show_default=True)
-@click.option("--depth", type=click.IntRange(1, 500), default=None, help="Rerank depth.")
+@click.option(
+    "--depth", type=click.IntRange(1, MAX_RERANK_DEPTH), default=None, help="Rerank depth."
+)
 @click.pass_obj
 def compare_cmd(ctx: Context, query: str, top_k: int, depth: int | None) -> None:
     """Retrieval order next to the reranked order, with score bars and timings."""

@@ -10,7 +10,7 @@ import click
 
 from api.cli.context import SAMPLE_DIR, Context, fail, progress
 from api.cli.index import index_paths
-from search.config import FUSION_METHODS
+from search.request import FUSION_METHODS, MAX_RERANK_DEPTH, MAX_TOP_K
 from search.serialize import result_json
 from search.types import MODES, SearchRequest, SearchResult
 
@@ -18,11 +18,11 @@ from search.types import MODES, SearchRequest, SearchResult
 @click.command("search")
 @click.argument("query")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
-@click.option("--top-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=10, show_default=True)
 @click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None)
 @click.option("--filter", "filters", multiple=True, help="key=value metadata filter (repeatable).")
 @click.option("--rerank/--no-rerank", default=None, help="Default: on when a reranker is set up.")
-@click.option("--rerank-depth", type=click.IntRange(1, 500), default=None)
+@click.option("--rerank-depth", type=click.IntRange(1, MAX_RERANK_DEPTH), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def search_cmd(

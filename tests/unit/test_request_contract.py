@@ -110,3 +110,19 @@ def test_a_pinned_window_is_kept_and_bounds_the_page():
 def test_integer_fields_refuse_other_types(value):
     with pytest.raises(InvalidRequest, match="top_k"):
         contract.validate(SearchRequest(query="q", top_k=value))  # type: ignore[arg-type]
+
+
+def _option(command, name: str):
+    return next(p for p in command.params if p.name == name)
+
+
+def test_the_command_line_offers_the_engine_limits_and_choices():
+    from api.cli.rerank import compare_cmd
+    from api.cli.search import eval_cmd, search_cmd
+
+    assert tuple(_option(search_cmd, "mode").type.choices) == MODES
+    assert tuple(_option(search_cmd, "fusion").type.choices) == METHODS
+    assert tuple(_option(eval_cmd, "fusion").type.choices) == METHODS
+    assert _option(search_cmd, "top_k").type.max == contract.MAX_TOP_K
+    assert _option(search_cmd, "rerank_depth").type.max == contract.MAX_RERANK_DEPTH
+    assert _option(compare_cmd, "depth").type.max == contract.MAX_RERANK_DEPTH
