@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from search.batching import batched
 from search.config import Settings
 from search.embed import Embedder
 from search.errors import IndexingError, SieveError
@@ -102,13 +103,6 @@ def prepare(staged: Staged, settings: Settings) -> Prepared:
     tokens = [title_tokens + analyze(chunk.text) for chunk in chunks]
     inputs = [f"{doc.title}. {chunk.text}" if doc.title else chunk.text for chunk in chunks]
     return Prepared(staged, chunks, tokens, inputs)
-
-
-def batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    """Consecutive lists of at most ``size`` items."""
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 class Indexer:

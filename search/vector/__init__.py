@@ -9,8 +9,8 @@ loads the 35 MB Qdrant Edge extension, and vice versa.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from search.errors import ConfigError
 from search.vector.base import VectorIndex
@@ -20,12 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VectorIndex",
-    "batched",
     "check_vectors",
     "open_vector_index",
 ]
 
-T = TypeVar("T")
 
 
 def open_vector_index(settings: Settings, collection: str, dim: int) -> VectorIndex:
@@ -79,7 +77,3 @@ def check_vectors(dim: int, vectors: Sequence[Sequence[float]]) -> list[list[flo
     return out
 
 
-def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    """Consecutive slices of at most ``size`` items (``itertools.batched`` is 3.12+)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -29,6 +29,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from search.batching import batched
 from search.errors import BackendUnavailable, ConfigError, SieveError
 from search.store import (
     DocFilter,
@@ -42,7 +43,7 @@ from search.store import (
     replace_chunks,
 )
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors
+from search.vector import check_vectors
 
 BACKEND = "qdrant-edge"
 # Segments with at least this many vectors get an HNSW graph at ``optimize()``;

@@ -21,6 +21,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from search.batching import batched
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError
 from search.store import (
@@ -35,7 +36,7 @@ from search.store import (
     replace_chunks,
 )
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors
+from search.vector import check_vectors
 
 BACKEND = "qdrant"
 _WRITE_BATCH = 256  # points per request: a 384-d batch is ~0.5 MB of JSON
