@@ -33,6 +33,10 @@ class ApiSettings(EnvSettings):
     # API that `sieve serve` binds to 127.0.0.1 only.
     api_keys: str = field(default="", repr=False)  # secrets stay out of logged reprs
     max_body_bytes: int = 32 * 1024 * 1024
+    # One document's text (a JSON document, an uploaded file, a JSONL line): a
+    # bound on what one indexing step holds, so one huge file cannot hold the
+    # indexer (and its memory) for minutes while other collections wait.
+    max_document_bytes: int = 2 * 1024 * 1024
     max_batch_docs: int = 1000
     max_rerank_docs: int = 1000
     rate_limit: str = "600/minute"  # per key (or per IP when open); "" turns it off
@@ -51,7 +55,14 @@ class ApiSettings(EnvSettings):
     def __post_init__(self) -> None:
         one_of("index_backend", self.index_backend, INDEX_BACKENDS)
         parse_api_keys(self.api_keys)
-        for name in ("max_body_bytes", "max_batch_docs", "max_rerank_docs", "workers", "threads"):
+        for name in (
+            "max_body_bytes",
+            "max_document_bytes",
+            "max_batch_docs",
+            "max_rerank_docs",
+            "workers",
+            "threads",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SIEVE_{name.upper()} must be >= 1", value=getattr(self, name))
         if not 0 <= self.port <= 65535:

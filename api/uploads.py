@@ -73,6 +73,16 @@ def count_documents(upload: Upload) -> int:
     return 1
 
 
+def document_sizes(upload: Upload) -> Iterator[tuple[str, int]]:
+    """``(name, bytes)`` of each document of the file: each JSONL line, or the whole file."""
+    if Path(upload.name).suffix.lower() in JSONL_SUFFIXES:
+        for lineno, line in enumerate(upload.data.split(b"\n"), start=1):
+            if line.strip():
+                yield f"{upload.name}:{lineno}", len(line)
+    else:
+        yield upload.name, len(upload.data)
+
+
 def load_upload(upload: Upload) -> Iterator[Loaded]:
     """The documents of one uploaded file, with a ``LoadError`` for each bad part."""
     suffix = Path(upload.name).suffix.lower()

@@ -19,6 +19,8 @@ from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback
+from search.job_runner import JobRunner
+from search.jobs import TaskLog
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
 from search.registry import Registry
@@ -112,6 +114,21 @@ class SearchEngine:
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sieve-leg")
+        self.tasks = TaskLog(self.registry)  # durable indexing tasks (search.jobs)
+        self._runner: JobRunner | None = None
+
+    def job_runner(self) -> JobRunner:
+        """This process's indexing runner, started on first use; it resumes unfinished tasks.
+
+        One per engine, whichever app or queue asks: two runners over one task
+        log would only race for the same batches.
+        """
+        with self._lock:
+            if self._runner is None:
+                self._runner = JobRunner(self, self.tasks)
+            runner = self._runner
+        runner.start()
+        return runner
 
     def collection(self, name: str | None = None) -> Collection:
         """Open (once) and return a collection's indexes, pipeline and indexer."""
@@ -238,7 +255,9 @@ class SearchEngine:
         }
 
     def close(self) -> None:
-        """Close every opened index and the registry."""
+        """Stop the indexing runner (after its batch), close every opened index and the registry."""
+        if self._runner is not None:
+            self._runner.close()
         with self._lock:
             for col in self._collections.values():
                 col.keyword.close()

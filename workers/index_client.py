@@ -33,24 +33,31 @@ class IndexClient:
         self.app = app
         self.queue = workers.index_queue
 
-    def enqueue_index(self, collection: str, doc_ids: Sequence[str]) -> str:
+    def enqueue_index(
+        self, collection: str, doc_ids: Sequence[str], *, task_id: str | None = None
+    ) -> str:
         """Send ``sieve.index_documents`` for documents already staged in the registry.
 
-        Returns the task id.
+        ``task_id``: the id of its task in the task log (``search.jobs``), so the
+        worker records its progress there. Returns the task id.
         """
-        return self._send(INDEX_TASK, collection, doc_ids)
+        return self._send(INDEX_TASK, collection, doc_ids, task_id)
 
     def enqueue_delete(self, collection: str, doc_ids: Sequence[str]) -> str:
         """Send ``sieve.delete_documents``; returns the task id."""
         return self._send(DELETE_TASK, collection, doc_ids)
 
-    def _send(self, name: str, collection: str, doc_ids: Sequence[str]) -> str:
+    def _send(
+        self, name: str, collection: str, doc_ids: Sequence[str], task_id: str | None = None
+    ) -> str:
         from search.engine import check_collection
 
         check_collection(collection)
         ids = check_doc_ids(doc_ids)
         try:
-            result = self.app.send_task(name, args=(collection, ids), queue=self.queue)
+            result = self.app.send_task(
+                name, args=(collection, ids), queue=self.queue, task_id=task_id
+            )
         except _BROKER_ERRORS as exc:
             raise BackendUnavailable(
                 f"could not enqueue {name}: broker unreachable: {exc}", backend="broker"

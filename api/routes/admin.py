@@ -25,6 +25,7 @@ def _collection(name: str) -> str:
 
 
 def _accepted(job: IndexJob) -> Response:
+    _check_sizes(job)
     task_id = services().jobs.submit(job)
     response = jsonify({"task_id": task_id})
     response.status_code = 202
@@ -40,6 +41,20 @@ def _check_batch(count: int) -> None:
             f"{count} documents; at most {limit} per request (SIEVE_MAX_BATCH_DOCS)",
             limit=limit,
         )
+
+
+def _check_sizes(job: IndexJob) -> None:
+    """413 naming the first document over ``SIEVE_MAX_DOCUMENT_BYTES``; nothing is accepted."""
+    limit = services().api.max_document_bytes
+    for name, size in job.sizes():
+        if size > limit:
+            raise ApiError(
+                413,
+                f"{name} is {size} bytes; one document may have at most {limit} "
+                "(SIEVE_MAX_DOCUMENT_BYTES): split it, or raise the limit",
+                limit=limit,
+                document=name,
+            )
 
 
 def _document(doc_id: str, fields: DocumentFields) -> Document:

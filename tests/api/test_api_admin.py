@@ -119,6 +119,28 @@ def test_batches_above_the_limit_are_413(make_app, collection):
     assert upload.status_code == 413
 
 
+def test_a_document_above_the_size_limit_is_413_and_nothing_is_accepted(make_app, collection):
+    limited = make_app(max_document_bytes=1000).test_client()
+    url = f"/v1/collections/{collection}/documents"
+    big = {"id": "big", "text": "word " * 300}
+    response = limited.post(url, json={"documents": [DOCS[0], big]})
+    assert response.status_code == 413 and error_code(response) == "payload_too_large"
+    message = response.json["error"]["message"]
+    assert "big" in message and "SIEVE_MAX_DOCUMENT_BYTES" in message
+    lines = b"\n".join(json.dumps(d).encode() for d in [DOCS[0], big])
+    for data, name in ((lines, "two.jsonl"), (b"x" * 1001, "huge.txt")):
+        upload = limited.post(
+            f"{url}:upload",
+            data={"file": (io.BytesIO(data), name)},
+            content_type="multipart/form-data",
+        )
+        assert upload.status_code == 413, name
+        assert name in upload.json["error"]["message"]
+    assert stats(limited, collection)["documents"] == 0
+    small = limited.post(url, json={"documents": [DOCS[0]]})
+    assert small.status_code == 202
+
+
 def test_deletes(client, collection):
     add(client, collection, DOCS)
     before = stats(client, collection)

@@ -1,0 +1,103 @@
+"""``JobRunner``: runs the durable indexing tasks of ``search.jobs`` in this process.
+
+The embedded deployment's indexing worker: one thread that takes one batch of
+the oldest unfinished task of each collection in turn, so that a huge upload to
+one collection holds a one-document job in another for at most one batch. Every
+batch is recorded in the task log when written; a process killed midway redoes
+at most that batch (idempotently), and ``start`` resumes whatever a previous
+process left unfinished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from search.errors import SieveError
+from search.jobs import TaskLog, TaskRecord
+
+if TYPE_CHECKING:
+    from search.engine import SearchEngine
+
+log = logging.getLogger(__name__)
+
+BATCH_DOCS = 8  # documents per step: small, so collections take turns often
+
+
+class JobRunner:
+    """One indexing thread over the task log, fair across collections."""
+
+    def __init__(self, engine: SearchEngine, tasks: TaskLog, *, batch_docs: int = BATCH_DOCS):
+        self.engine, self.tasks, self.batch_docs = engine, tasks, batch_docs
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the thread (once); it resumes any unfinished task at once."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="sieve-index", daemon=True
+                )
+                self._thread.start()
+        self.wake()
+
+    def wake(self) -> None:
+        """New work was recorded: look at the task log again."""
+        self._wake.set()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop after the batch in progress; unfinished tasks stay resumable."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before reading: a wake from here on is not lost
+            try:
+                tasks = self.tasks.unfinished()
+            except Exception:
+                log.exception("indexing runner: could not read the task log")
+                self._wake.wait(5.0)
+                continue
+            if not tasks:
+                self._wake.wait()
+                continue
+            oldest: dict[str, TaskRecord] = {}
+            for task in tasks:  # oldest first: the first of each collection
+                oldest.setdefault(task.collection, task)
+            for task in oldest.values():
+                if self._stop.is_set():
+                    return
+                self._step(task)
+
+    def _step(self, task: TaskRecord) -> None:
+        """Index one batch of ``task``; close the task when nothing is left."""
+        ids = self.tasks.pending(task.id, self.batch_docs)
+        if not ids:
+            self.tasks.finish(task.id)
+            return
+        try:
+            collection = self.engine.collection(task.collection)
+            report = collection.indexer.index_registered(ids)
+            records = self.engine.registry.records(task.collection, ids)
+        except Exception as exc:
+            # The collection was dropped, the registry refused...: the task ends
+            # with why, and its documents stay staged for the reconciler.
+            if isinstance(exc, SieveError):
+                log.warning("indexing task %s failed: %s", task.id, exc)
+            else:
+                log.exception("indexing task %s failed", task.id)
+            self.tasks.finish(task.id, error=f"{type(exc).__name__}: {exc}")
+            return
+        indexed = {doc_id for doc_id, record in records.items() if record.indexed}
+        self.tasks.record(
+            task.id, ids, indexed=indexed, failed={**report.failed, **report.refused}
+        )
+        if self.tasks.remaining(task.id) == 0:
+            self.tasks.finish(task.id)
