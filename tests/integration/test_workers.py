@@ -170,11 +170,17 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(celery_worker, broker):
     records = [json.loads(r) for r in broker.lrange(DEAD_LETTER_KEY, 0, -1)]
     [record] = [r for r in records if r["task_id"] == result.id]
     assert record["name"] == CRASH_TASK and record["deliveries"] == limit + 1
-    # The message is gone from the broker (not queued, not handed out), so it
-    # cannot be delivered again; the worker is alive and idle.
-    queued = [json.loads(m)["headers"]["id"] for m in broker.lrange(crasher.queue, 0, -1)]
-    unacked = [json.loads(m)[0]["headers"]["id"] for m in broker.hvals("unacked")]
-    assert result.id not in queued and result.id not in unacked
+    # The message leaves the broker (acknowledged right after its result is
+    # stored: poll for it), so it cannot be delivered again.
+    def in_broker() -> bool:
+        queued = [json.loads(m)["headers"]["id"] for m in broker.lrange(crasher.queue, 0, -1)]
+        unacked = [json.loads(m)[0]["headers"]["id"] for m in broker.hvals("unacked")]
+        return result.id in queued or result.id in unacked
+
+    deadline = time.monotonic() + 10
+    while in_broker():
+        assert time.monotonic() < deadline, "the dead-lettered message is still in the broker"
+        time.sleep(0.05)
     assert crasher.log().count(KILLED) == limit
     assert crasher.alive and len(crasher.wait_for_pool(1)) == 1
     active = app.control.inspect(destination=[crasher.hostname], timeout=5).active()
