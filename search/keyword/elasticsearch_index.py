@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, TransportError
-from elasticsearch.helpers import streaming_bulk
+from elasticsearch.helpers import ScanError, scan, streaming_bulk
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
-from search.types import Chunk, Filters, ScoredChunk, filter_terms
+from search.types import Chunk, Filters, ScoredChunk, facet_terms, filter_terms
 
 TEMPLATE_VERSION = 1
 _SOURCE_FIELDS = ("chunk_id", "doc_id", "text", "title", "start", "end", "ordinal", "metadata")
@@ -493,6 +493,65 @@ class ElasticsearchKeywordIndex:
             after = agg.get("after_key")
             if not agg["buckets"] or after is None:
                 return versions
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (tokens aside), in no order: to rebuild a lost registry."""
+        client = self._es()
+        hits = scan(
+            client,
+            query={"query": {"match_all": {}}},
+            index=self.index_name,
+            source=[*_SOURCE_FIELDS, "version"],
+            size=_MGET_BATCH,
+            scroll="5m",
+        )
+        with self._errors("scan"):
+            try:
+                for hit in hits:
+                    source = hit.get("_source") or {}
+                    metadata = dict(source.get("metadata") or {})
+                    yield Chunk(
+                        id=str(source.get("chunk_id", hit["_id"])),
+                        doc_id=str(source.get("doc_id", "")),
+                        ordinal=int(source.get("ordinal", 0)),
+                        text=str(source.get("text", "")),
+                        start=int(source.get("start", 0)),
+                        end=int(source.get("end", 0)),
+                        title=str(source.get("title", "")),
+                        version=int(source.get("version", 0)),
+                        facets=tuple(facet_terms(metadata)),
+                        metadata=metadata,
+                    )
+            except ScanError as exc:
+                raise BackendUnavailable(
+                    f"elasticsearch scan of {self.index_name} failed: {_one_line(str(exc))}",
+                    backend="elasticsearch",
+                    index=self.index_name,
+                ) from exc
+
+    def get_meta(self, key: str) -> str | None:
+        """A value kept in the index mapping's ``_meta`` (None when unset)."""
+        meta = self._mapping_meta(self._es())
+        value = meta.get(key)
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` in the mapping's ``_meta``; other keys stay.
+
+        ``_meta`` is replaced as a whole by a mapping update, hence the read first.
+        """
+        client = self._es()
+        meta = {**self._mapping_meta(client), key: value}
+        with self._errors("put mapping"):
+            client.indices.put_mapping(index=self.index_name, meta=meta)
+
+    def _mapping_meta(self, client: Elasticsearch) -> dict[str, Any]:
+        with self._errors("get mapping"):
+            resp = client.indices.get_mapping(index=self.index_name)
+        # Keyed by the concrete index name, which an alias would hide: take the one entry.
+        for entry in resp.body.values():
+            return dict((entry.get("mappings") or {}).get("_meta") or {})
+        return {}
 
     def close(self) -> None:
         """Close the client's connections; the next call opens new ones."""

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import tantivy
 
 from search.errors import BackendUnavailable
-from search.types import Chunk, Filters, ScoredChunk, filter_terms
+from search.types import Chunk, Filters, ScoredChunk, facet_terms, filter_terms
 
 # tantivy multiplies every term score by (k1 + 1); Lucene (and so Elasticsearch)
 # dropped that constant in Lucene 8. Dividing it out makes both backends return
@@ -215,6 +215,30 @@ class TantivyKeywordIndex:
             # crash ever left two behind.
             versions[doc_id] = max(version, versions.get(doc_id, version))
         return versions
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (tokens aside), in no order: to rebuild a lost registry."""
+        searcher = self._open()[0].searcher()
+        total = searcher.num_docs
+        if total == 0:
+            return
+        for _, address in searcher.search(tantivy.Query.all_query(), total, count=False).hits:
+            doc = searcher.doc(address)
+            get: Callable[[str], Any] = doc.get_first
+            raw = get("metadata")
+            metadata = json.loads(raw) if raw else {}
+            yield Chunk(
+                id=get("chunk_id"),
+                doc_id=get("doc_id"),
+                ordinal=get("ordinal"),
+                text=get("text").decode(),
+                start=get("start"),
+                end=get("end"),
+                title=get("title").decode(),
+                version=int(get("version") or 0),
+                facets=tuple(facet_terms(metadata)),
+                metadata=metadata,
+            )
 
     def close(self) -> None:
         """Let merges finish and release the writer lock; reopens on next use."""

@@ -32,7 +32,7 @@ import qdrant_edge as qe
 
 from search.errors import BackendUnavailable, ConfigError, SieveError
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors, chunk_payload, scored_chunk
+from search.vector import batched, check_vectors, chunk_payload, payload_chunk, scored_chunk
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,19 @@ class QdrantEdgeIndex:
                     versions[doc_id] = max(version, versions.get(doc_id, version))
                 if offset is None:
                     return versions
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (vectors aside), in no order: to rebuild a lost registry."""
+        shard = self._open()
+        offset: Any = None
+        with _engine_errors("scroll"):
+            while True:
+                request = qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=True)
+                records, offset = shard.scroll(request)
+                for record in records:
+                    yield payload_chunk(record.id, record.payload)
+                if offset is None:
+                    return
 
     def stats(self) -> dict[str, int]:
         """Points, HNSW-indexed vectors and segments, as the engine reports them."""

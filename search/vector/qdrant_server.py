@@ -25,7 +25,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors, chunk_payload, scored_chunk
+from search.vector import batched, check_vectors, chunk_payload, payload_chunk, scored_chunk
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,31 @@ class QdrantServerIndex:
                     versions[doc_id] = max(version, versions.get(doc_id, version))
                 if offset is None:
                     return versions
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (vectors aside), in no order: to rebuild a lost registry."""
+        offset: Any = None
+        with self._calls("scroll") as client:
+            while True:
+                records, offset = client.scroll(
+                    self.collection, limit=_SCROLL_PAGE, offset=offset, with_payload=True
+                )
+                for record in records:
+                    yield payload_chunk(record.id, record.payload)
+                if offset is None:
+                    return
+
+    def get_meta(self, key: str) -> str | None:
+        """A value kept in the collection's metadata (Qdrant 1.16+); None when unset."""
+        with self._calls("get collection") as client:
+            metadata = client.get_collection(self.collection).config.metadata or {}
+        value = metadata.get(key)
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` in the collection's metadata (merged with the rest)."""
+        with self._calls("update collection") as client:
+            client.update_collection(self.collection, metadata={key: value})
 
     # -- internals ---------------------------------------------------------
 
