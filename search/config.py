@@ -123,6 +123,8 @@ class Settings:
     index_backend: str = "thread"
     index_max_retries: int = 10
     reconcile_interval_s: int = 600
+    # Reconcile refuses to delete more than this share of an index's documents without force.
+    reconcile_max_delete_share: float = 0.1
 
     # HTTP API (api/, docs/api.md). Keys: "key:role[:collection|collection],...";
     # none configured means an open API that `sieve serve` binds to 127.0.0.1 only.
