@@ -93,10 +93,10 @@ def stamped_collections(settings: Settings) -> list[str]:
 
 def _registry_state(registry: Registry) -> str:
     if registry.identity.created:
-        return "new: it was missing or empty and has just been created"
+        return "missing or empty (a new, empty one was just created)"
     if not registry.collections():
-        return "empty: it holds no documents"
-    return "another registry: it was replaced"
+        return "missing or empty (it holds no documents)"
+    return "another registry (was it replaced?)"
 
 
 def verify_collection(
