@@ -222,6 +222,13 @@ def content_hash(doc: Document) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _write_content(row: _DocumentRow, doc: Document, digest: str) -> None:
+    """Copy what the registry stores of a document onto its row."""
+    row.content_hash = digest
+    row.title, row.text, row.source = doc.title, doc.text, doc.source
+    row.content_type, row.meta = doc.content_type, dict(doc.metadata)
+
+
 ID_BATCH = 500  # ids per IN (...) clause: well under every driver's parameter limit
 
 
@@ -412,9 +419,7 @@ class Registry:
                     continue
                 else:
                     row.version += 1
-                row.content_hash = digest
-                row.title, row.text, row.source = doc.title, doc.text, doc.source
-                row.content_type, row.meta = doc.content_type, dict(doc.metadata)
+                _write_content(row, doc, digest)
                 row.status, row.error, row.updated_at = "pending", None, _now()
                 staged.append(Staged(doc, row.version, needs_indexing=True))
         return staged
@@ -621,23 +626,11 @@ class Registry:
                     )
                 )
             for item in {item.document.id: item for item in items}.values():
-                doc = item.document
-                row = _DocumentRow(
-                    collection=collection,
-                    doc_id=doc.id,
-                    version=item.version,
-                    content_hash=content_hash(doc),
-                    title=doc.title,
-                    text=doc.text,
-                    content_type=doc.content_type,
-                    source=doc.source,
-                    meta=dict(doc.metadata),
-                    keyword_version=item.keyword_version,
-                    vector_version=item.vector_version,
-                    chunks=item.chunks,
-                    error=None,
-                    updated_at=now,
-                )
+                row = _DocumentRow(collection=collection, doc_id=item.document.id)
+                _write_content(row, item.document, content_hash(item.document))
+                row.version, row.chunks = item.version, item.chunks
+                row.keyword_version, row.vector_version = item.keyword_version, item.vector_version
+                row.error, row.updated_at = None, now
                 row.status = "indexed" if _record(row).indexed else "pending"
                 session.add(row)
         return len({item.document.id for item in items})

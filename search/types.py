@@ -94,6 +94,27 @@ class Chunk:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+def stored_chunk(record: Mapping[str, Any], fallback_id: object = "") -> Chunk:
+    """A ``Chunk`` read back from the fields an index stores for it (a payload, a _source).
+
+    ``fallback_id`` (the point or document id) stands in for a missing ``chunk_id``.
+    """
+    metadata = dict(record.get("metadata") or {})
+    facets = record.get("facets")
+    return Chunk(
+        id=str(record.get("chunk_id") or fallback_id),
+        doc_id=str(record.get("doc_id", "")),
+        ordinal=int(record.get("ordinal", 0)),
+        text=str(record.get("text", "")),
+        start=int(record.get("start", 0)),
+        end=int(record.get("end", 0)),
+        title=str(record.get("title", "")),
+        version=int(record.get("version", 0)),
+        facets=tuple(facet_terms(metadata)) if facets is None else tuple(map(str, facets)),
+        metadata=metadata,
+    )
+
+
 @dataclass(frozen=True)
 class ScoredChunk:
     """One hit from one leg (BM25 or vector), before fusion."""

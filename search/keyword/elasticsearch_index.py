@@ -25,7 +25,7 @@ from elasticsearch.helpers import ScanError, scan, streaming_bulk
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
-from search.types import Chunk, Filters, ScoredChunk, facet_terms, filter_terms
+from search.types import Chunk, Filters, ScoredChunk, filter_terms, stored_chunk
 
 TEMPLATE_VERSION = 1
 _SOURCE_FIELDS = ("chunk_id", "doc_id", "text", "title", "start", "end", "ordinal", "metadata")
@@ -171,7 +171,7 @@ class ElasticsearchKeywordIndex:
                 status=exc.status_code,
                 index=self.index_name,
             ) from exc
-        except TransportError as exc:
+        except (TransportError, ScanError) as exc:  # ScanError: a scroll failed on some shards
             raise BackendUnavailable(
                 f"elasticsearch {action} on {self.index_name} failed: {_one_line(str(exc))}",
                 backend="elasticsearch",
@@ -501,33 +501,13 @@ class ElasticsearchKeywordIndex:
             client,
             query={"query": {"match_all": {}}},
             index=self.index_name,
-            source=[*_SOURCE_FIELDS, "version"],
+            source=[*_SOURCE_FIELDS, "version", "facets"],
             size=_MGET_BATCH,
             scroll="5m",
         )
         with self._errors("scan"):
-            try:
-                for hit in hits:
-                    source = hit.get("_source") or {}
-                    metadata = dict(source.get("metadata") or {})
-                    yield Chunk(
-                        id=str(source.get("chunk_id", hit["_id"])),
-                        doc_id=str(source.get("doc_id", "")),
-                        ordinal=int(source.get("ordinal", 0)),
-                        text=str(source.get("text", "")),
-                        start=int(source.get("start", 0)),
-                        end=int(source.get("end", 0)),
-                        title=str(source.get("title", "")),
-                        version=int(source.get("version", 0)),
-                        facets=tuple(facet_terms(metadata)),
-                        metadata=metadata,
-                    )
-            except ScanError as exc:
-                raise BackendUnavailable(
-                    f"elasticsearch scan of {self.index_name} failed: {_one_line(str(exc))}",
-                    backend="elasticsearch",
-                    index=self.index_name,
-                ) from exc
+            for hit in hits:
+                yield stored_chunk(hit.get("_source") or {}, hit["_id"])
 
     def get_meta(self, key: str) -> str | None:
         """A value kept in the index mapping's ``_meta`` (None when unset)."""

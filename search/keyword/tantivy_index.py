@@ -21,7 +21,7 @@ from typing import Any
 import tantivy
 
 from search.errors import BackendUnavailable
-from search.types import Chunk, Filters, ScoredChunk, facet_terms, filter_terms
+from search.types import Chunk, Filters, ScoredChunk, filter_terms, stored_chunk
 
 # tantivy multiplies every term score by (k1 + 1); Lucene (and so Elasticsearch)
 # dropped that constant in Lucene 8. Dividing it out makes both backends return
@@ -34,6 +34,10 @@ _LUCENE_SCALE = 1.0 / (1.0 + _K1)
 # the writer. tantivy wants at least 15 MB of arena per indexing thread.
 _WRITER_HEAP_BYTES = 64_000_000
 _WRITER_THREADS = 1
+
+
+# Every stored field, as ``_document`` writes them.
+_STORED = ("chunk_id", "doc_id", "text", "title", "metadata", "start", "end", "ordinal", "version")
 
 
 def _schema() -> tantivy.Schema:
@@ -224,21 +228,11 @@ class TantivyKeywordIndex:
             return
         for _, address in searcher.search(tantivy.Query.all_query(), total, count=False).hits:
             doc = searcher.doc(address)
-            get: Callable[[str], Any] = doc.get_first
-            raw = get("metadata")
-            metadata = json.loads(raw) if raw else {}
-            yield Chunk(
-                id=get("chunk_id"),
-                doc_id=get("doc_id"),
-                ordinal=get("ordinal"),
-                text=get("text").decode(),
-                start=get("start"),
-                end=get("end"),
-                title=get("title").decode(),
-                version=int(get("version") or 0),
-                facets=tuple(facet_terms(metadata)),
-                metadata=metadata,
-            )
+            record: dict[str, Any] = {name: doc.get_first(name) for name in _STORED}
+            for name in ("text", "title"):
+                record[name] = record[name].decode()
+            record["metadata"] = json.loads(record["metadata"]) if record["metadata"] else {}
+            yield stored_chunk(record)  # facets: recomputed from the metadata (not stored)
 
     def close(self) -> None:
         """Let merges finish and release the writer lock; reopens on next use."""

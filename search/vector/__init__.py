@@ -23,7 +23,6 @@ __all__ = [
     "batched",
     "check_vectors",
     "chunk_payload",
-    "payload_chunk",
     "open_vector_index",
     "scored_chunk",
 ]
@@ -76,23 +75,6 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
         "facets": list(chunk.facets),
         "metadata": dict(chunk.metadata),
     }
-
-
-def payload_chunk(point_id: object, payload: Mapping[str, Any] | None) -> Chunk:
-    """The chunk a point's payload stores (``chunk_payload`` read back)."""
-    data = payload or {}
-    return Chunk(
-        id=str(data.get("chunk_id") or point_id),
-        doc_id=str(data.get("doc_id", "")),
-        ordinal=int(data.get("ordinal", 0)),
-        text=str(data.get("text", "")),
-        start=int(data.get("start", 0)),
-        end=int(data.get("end", 0)),
-        title=str(data.get("title", "")),
-        version=int(data.get("version", 0)),
-        facets=tuple(str(f) for f in data.get("facets") or ()),
-        metadata=dict(data.get("metadata") or {}),
-    )
 
 
 def scored_chunk(point_id: object, score: float, payload: Mapping[str, Any] | None) -> ScoredChunk:

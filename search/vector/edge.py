@@ -31,8 +31,8 @@ from typing import Any
 import qdrant_edge as qe
 
 from search.errors import BackendUnavailable, ConfigError, SieveError
-from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors, chunk_payload, payload_chunk, scored_chunk
+from search.types import Chunk, Filters, ScoredChunk, filter_terms, stored_chunk
+from search.vector import batched, check_vectors, chunk_payload, scored_chunk
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class QdrantEdgeIndex:
                 request = qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=True)
                 records, offset = shard.scroll(request)
                 for record in records:
-                    yield payload_chunk(record.id, record.payload)
+                    yield stored_chunk(record.payload or {}, record.id)
                 if offset is None:
                     return
 

@@ -24,8 +24,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError
-from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import batched, check_vectors, chunk_payload, payload_chunk, scored_chunk
+from search.types import Chunk, Filters, ScoredChunk, filter_terms, stored_chunk
+from search.vector import batched, check_vectors, chunk_payload, scored_chunk
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class QdrantServerIndex:
                     self.collection, limit=_SCROLL_PAGE, offset=offset, with_payload=True
                 )
                 for record in records:
-                    yield payload_chunk(record.id, record.payload)
+                    yield stored_chunk(record.payload or {}, record.id)
                 if offset is None:
                     return
 
