@@ -28,6 +28,9 @@ ENGINE_ERRORS: dict[str, tuple[int, str]] = {
     "not_found": (404, "not_found"),
     "conflict": (409, "conflict"),
     "backend_unavailable": (503, "backend_unavailable"),
+    # The registry cannot be trusted: the service is unavailable until it is restored.
+    "registry_corrupt": (503, "registry_corrupt"),
+    "registry_mismatch": (503, "registry_mismatch"),
     "model_not_found": (503, "backend_unavailable"),
     "model_incompatible": (503, "backend_unavailable"),
 }

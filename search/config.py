@@ -141,6 +141,10 @@ class Settings(EnvSettings):
     cache_timeout_s: float = 0.05
     cache_lru_size: int = 100_000
 
+    # Reconcile refuses to delete more than this share of an index's documents
+    # without force: that many orphans means the registry, not the index, is wrong.
+    reconcile_max_delete_share: float = 0.1
+
     def __post_init__(self) -> None:
         one_of("keyword_backend", self.keyword_backend, KEYWORD_BACKENDS)
         one_of("vector_backend", self.vector_backend, VECTOR_BACKENDS)

@@ -19,6 +19,7 @@ from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback
+from search.integrity import verify_collection
 from search.job_runner import JobRunner
 from search.jobs import TaskLog
 from search.keyword import KeywordIndex, open_keyword_index
@@ -54,6 +55,9 @@ class Collection:
     vector: VectorIndex
     pipeline: Pipeline
     indexer: Indexer
+    # Indexes not checked against the registry when opened (their backend was
+    # down); reconcile and recovery check again, strictly, before any repair.
+    unchecked: tuple[str, ...] = ()
 
 
 def build_reranker(settings: Settings, remote: Reranker | None = None) -> Reranker | None:
@@ -131,13 +135,32 @@ class SearchEngine:
         return runner
 
     def collection(self, name: str | None = None) -> Collection:
-        """Open (once) and return a collection's indexes, pipeline and indexer."""
+        """Open (once) and return a collection's indexes, pipeline and indexer.
+
+        The indexes are checked against the registry first
+        (``search.integrity.verify_collection``): ``RegistryMismatch`` when they
+        were written by another registry, ``RegistryCorrupt`` when the registry
+        is damaged; the collection is then not opened.
+        """
         name = check_collection(name or self.settings.collection)
         with self._lock:
             found = self._collections.get(name)
             if found is None:
                 keyword = open_keyword_index(self.settings, name)
                 vector = open_vector_index(self.settings, name, self.embedder.dim)
+                try:
+                    # Before anything can be written or deleted on the registry's word.
+                    unchecked = verify_collection(
+                        self.settings,
+                        self.registry,
+                        name,
+                        {"keyword": keyword, "vector": vector},
+                        strict=False,
+                    )
+                except BaseException:
+                    keyword.close()  # releases the file locks the check took
+                    vector.close()
+                    raise
                 found = Collection(
                     name=name,
                     keyword=keyword,
@@ -153,6 +176,7 @@ class SearchEngine:
                     indexer=Indexer(
                         self.settings, self.registry, keyword, vector, self.embedder, name
                     ),
+                    unchecked=tuple(unchecked),
                 )
                 self._collections[name] = found
             return found
@@ -254,15 +278,19 @@ class SearchEngine:
             "updated_at": record.updated_at.isoformat() if record.updated_at else None,
         }
 
-    def close(self) -> None:
-        """Stop the indexing runner (after its batch), close every opened index and the registry."""
-        if self._runner is not None:
-            self._runner.close()
+    def close_collections(self) -> None:
+        """Close every opened index; a collection is opened (and checked) again on next use."""
         with self._lock:
             for col in self._collections.values():
                 col.keyword.close()
                 col.vector.close()
             self._collections.clear()
+
+    def close(self) -> None:
+        """Stop the indexing runner (after its batch), close every opened index and the registry."""
+        if self._runner is not None:
+            self._runner.close()
+        self.close_collections()
         self.registry.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -93,3 +93,25 @@ class LoadError(SieveError):
         super().__init__(message, path=path, line=line, **data)
         self.path = path
         self.line = line
+
+
+class RegistryError(SieveError):
+    """The document registry cannot be trusted; nothing may be repaired on its word."""
+
+    code = "registry_error"
+
+
+class RegistryCorrupt(RegistryError):
+    """The registry database is damaged, unreadable, or of a schema this Sieve does not read."""
+
+    code = "registry_corrupt"
+
+
+class RegistryMismatch(RegistryError):
+    """The indexes were written by another registry than the one configured.
+
+    The configured registry is missing, empty, or was replaced: restore it, or
+    rebuild one from the indexes (``search.recover.recover_registry``).
+    """
+
+    code = "registry_mismatch"

@@ -12,6 +12,13 @@ reconciler finishes, never a silent loss.
 The ORM rows stay in this module: every public method returns frozen
 ``DocumentRecord``s or plain values, so no caller holds a session-bound object
 or writes SQL.
+
+The registry is checked, not assumed. A meta table holds its identity (a
+random id written when the database is first created, which the indexes
+record, see ``search.integrity``) and its schema version; opening runs
+SQLite's ``PRAGMA quick_check``; and any database error that means damage
+(SQLite's "malformed"/"not a database", PostgreSQL's XX001/XX002) becomes
+``RegistryCorrupt`` wherever it happens, never a bare driver error.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,16 +44,26 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine.interfaces import ExceptionContext
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from search.errors import BackendUnavailable
+from search.errors import BackendUnavailable, RegistryCorrupt, RegistryMismatch
 from search.types import Document
 
 BACKENDS = ("keyword", "vector")
+# The layout of these tables; a registry written by a newer layout is refused.
+SCHEMA_VERSION = 1
+_META_ID = "registry_id"
+_META_SCHEMA = "schema_version"
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_SQLITE_DAMAGE = (11, 26)
+# PostgreSQL's SQLSTATEs for damage: data_corrupted, index_corrupted.
+_PG_DAMAGE = ("XX001", "XX002")
 
 
 class _Base(DeclarativeBase):
@@ -73,6 +91,15 @@ class _DocumentRow(_Base):
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class _MetaRow(_Base):
+    """One fact about the registry itself: its id, its schema version."""
+
+    __tablename__ = "sieve_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class _CollectionRow(_Base):
@@ -154,6 +181,27 @@ def _record(row: _DocumentRow) -> DocumentRecord:
 
 
 @dataclass(frozen=True)
+class RegistryIdentity:
+    """Who a registry is: its id (recorded by the indexes it writes) and schema version."""
+
+    id: str
+    schema_version: int
+    # True when this process created the registry: its database was missing or empty.
+    created: bool
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A document rebuilt from the indexes (``search.recover``), with what each index holds."""
+
+    document: Document
+    version: int
+    keyword_version: int | None
+    vector_version: int | None
+    chunks: int
+
+
+@dataclass(frozen=True)
 class Staged:
     """A document recorded in the registry and what indexing it needs."""
 
@@ -174,6 +222,13 @@ def content_hash(doc: Document) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _write_content(row: _DocumentRow, doc: Document, digest: str) -> None:
+    """Copy what the registry stores of a document onto its row."""
+    row.content_hash = digest
+    row.title, row.text, row.source = doc.title, doc.text, doc.source
+    row.content_type, row.meta = doc.content_type, dict(doc.metadata)
+
+
 ID_BATCH = 500  # ids per IN (...) clause: well under every driver's parameter limit
 
 
@@ -187,22 +242,70 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _damage(exc: BaseException) -> bool:
+    """Whether a driver error says the database itself is damaged (not merely unreachable)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGE:
+        return True
+    return getattr(exc, "sqlstate", None) in _PG_DAMAGE
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
 class Registry:
-    """Registry over a SQLAlchemy URL. The engine is created on first use."""
+    """Registry over a SQLAlchemy URL. The engine is created, and checked, on first use."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
+        self._identity: RegistryIdentity | None = None
+        # Set when damage was seen: every later call fails fast with it until ``ping``
+        # finds the database sound again (restored under a running process).
+        self._broken: RegistryCorrupt | None = None
         self._lock = threading.Lock()
 
     @property
+    def location(self) -> str:
+        """The URL for messages, password hidden."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @property
     def engine(self) -> Engine:
-        """The SQLAlchemy engine, tables created on first use."""
+        """The SQLAlchemy engine: tables created and the registry checked on first use."""
+        broken = self._broken
+        if broken is not None:
+            raise RegistryCorrupt(broken.message, **broken.data)
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
                     self._engine = self._connect()
         return self._engine
+
+    @property
+    def identity(self) -> RegistryIdentity:
+        """This registry's id and schema version (connects on first use)."""
+        self.engine  # noqa: B018 - connecting reads (or creates) the identity
+        identity = self._identity
+        assert identity is not None  # set by _connect
+        return identity
+
+    def _corrupt(self, why: str) -> RegistryCorrupt:
+        return RegistryCorrupt(
+            f"the registry at {self.location} is corrupt or unreadable ({why}); restore it "
+            "from a backup, or rebuild it from the indexes with `sieve recover-registry`",
+            url=self.location,
+        )
+
+    def _on_error(self, context: ExceptionContext) -> None:
+        # The one place driver errors meaning damage become RegistryCorrupt, for
+        # every statement and every connect, whichever method ran it.
+        exc = context.original_exception
+        if _damage(exc):
+            error = self._corrupt(_one_line(exc))
+            self._broken = error
+            raise error from exc
 
     def _connect(self) -> Engine:
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -212,6 +315,7 @@ class Registry:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         engine = create_engine(self.url, **kwargs)
+        event.listen(engine, "handle_error", self._on_error)
         if self.url.startswith("sqlite"):
 
             @event.listens_for(engine, "connect")
@@ -223,12 +327,64 @@ class Registry:
                 cursor.close()
 
         try:
-            _Base.metadata.create_all(engine)
+            self._identity = self._open_schema(engine)
         except SQLAlchemyError as exc:
+            engine.dispose()
             raise BackendUnavailable(
-                f"registry at {self.url} unusable: {exc}", backend="registry"
+                f"registry at {self.location} unusable: {_one_line(exc)}", backend="registry"
             ) from exc
+        except RegistryCorrupt as exc:
+            self._broken = exc
+            engine.dispose()
+            raise
+        except BaseException:
+            engine.dispose()
+            raise
         return engine
+
+    def _open_schema(self, engine: Engine) -> RegistryIdentity:
+        """Check the database, create what is missing, and read (or write) the identity."""
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                found = [str(row) for row in conn.exec_driver_sql("PRAGMA quick_check").scalars()]
+                if found != ["ok"]:
+                    raise self._corrupt("PRAGMA quick_check: " + "; ".join(found[:3]))
+            tables = set(inspect(conn).get_table_names())
+        try:
+            _Base.metadata.create_all(engine)
+        except (IntegrityError, ProgrammingError):
+            # Another process (API, worker, migrate) created the tables at the same moment.
+            _Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            meta = {row.key: row.value for row in session.scalars(select(_MetaRow))}
+        claimed = False
+        if not meta:
+            # A new database, or one written before the meta table existed.
+            claimed = self._claim(engine, {_META_ID: uuid.uuid4().hex, _META_SCHEMA: "1"})
+            with Session(engine) as session:
+                meta = {row.key: row.value for row in session.scalars(select(_MetaRow))}
+        if _META_ID not in meta or _META_SCHEMA not in meta:
+            raise self._corrupt(f"its meta table lacks {_META_ID} or {_META_SCHEMA}")
+        try:
+            version = int(meta[_META_SCHEMA])
+        except ValueError:
+            raise self._corrupt(f"schema version {meta[_META_SCHEMA]!r} is not a number") from None
+        if version != SCHEMA_VERSION:
+            raise self._corrupt(
+                f"schema version {version}; this Sieve reads schema {SCHEMA_VERSION}"
+            )
+        created = claimed and not tables & {"documents", "sieve_meta"}
+        return RegistryIdentity(meta[_META_ID], version, created)
+
+    @staticmethod
+    def _claim(engine: Engine, values: dict[str, str]) -> bool:
+        """Insert the meta rows unless another process did first; whether we did."""
+        try:
+            with Session(engine) as session, session.begin():
+                session.add_all(_MetaRow(key=key, value=value) for key, value in values.items())
+        except IntegrityError:
+            return False
+        return True
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -263,9 +419,7 @@ class Registry:
                     continue
                 else:
                     row.version += 1
-                row.content_hash = digest
-                row.title, row.text, row.source = doc.title, doc.text, doc.source
-                row.content_type, row.meta = doc.content_type, dict(doc.metadata)
+                _write_content(row, doc, digest)
                 row.status, row.error, row.updated_at = "pending", None, _now()
                 staged.append(Staged(doc, row.version, needs_indexing=True))
         return staged
@@ -429,16 +583,93 @@ class Registry:
             session.execute(delete(_CollectionRow).where(_CollectionRow.name == name))
             return int(getattr(result, "rowcount", 0) or 0)
 
+    def set_identity(self, registry_id: str) -> None:
+        """Take the id that existing indexes carry (``search.recover``); only while empty.
+
+        Raises ``RegistryMismatch`` if the registry already holds documents: an id
+        is never moved onto documents that another registry's indexes did not see.
+        """
+        if not registry_id or len(registry_id) > 64:
+            raise ValueError(f"invalid registry id {registry_id!r}")
+        with self._session() as session, session.begin():
+            if session.scalar(select(_DocumentRow.doc_id).limit(1)) is not None:
+                raise RegistryMismatch(
+                    f"the registry at {self.location} holds documents; it keeps its id",
+                    url=self.location,
+                )
+            row = session.get(_MetaRow, _META_ID)
+            if row is None:
+                session.add(_MetaRow(key=_META_ID, value=registry_id))
+            else:
+                row.value = registry_id
+        identity = self.identity
+        self._identity = RegistryIdentity(registry_id, identity.schema_version, identity.created)
+
+    def restore(self, collection: str, items: Sequence[Restored]) -> int:
+        """Write rebuilt documents with the versions the indexes hold; returns how many.
+
+        A row of the same id is replaced. The content hash is computed from the
+        rebuilt content, so a later upsert of the original (uncleaned) content
+        counts as a change and is indexed again, at the next version.
+        """
+        if not items:
+            return 0
+        now = _now()
+        with self._session() as session, session.begin():
+            if session.get(_CollectionRow, collection) is None:
+                session.add(_CollectionRow(name=collection, created_at=now))
+            ids = [item.document.id for item in items]
+            for batch in _id_batches(ids):
+                session.execute(
+                    delete(_DocumentRow).where(
+                        _DocumentRow.collection == collection, _DocumentRow.doc_id.in_(batch)
+                    )
+                )
+            for item in {item.document.id: item for item in items}.values():
+                row = _DocumentRow(collection=collection, doc_id=item.document.id)
+                _write_content(row, item.document, content_hash(item.document))
+                row.version, row.chunks = item.version, item.chunks
+                row.keyword_version, row.vector_version = item.keyword_version, item.vector_version
+                row.error, row.updated_at = None, now
+                row.status = "indexed" if _record(row).indexed else "pending"
+                session.add(row)
+        return len({item.document.id for item in items})
+
     def ping(self) -> None:
-        """One round trip to the database; raises ``BackendUnavailable`` when it fails."""
+        """A cheap check that the registry is usable and still the one opened.
+
+        Raises ``BackendUnavailable`` when the database cannot be reached,
+        ``RegistryCorrupt`` when it is damaged (after damage was seen, this
+        checks it afresh, ``PRAGMA quick_check`` included), and
+        ``RegistryMismatch`` when its id changed under this process.
+        """
+        if self._broken is not None:
+            with self._lock:
+                self._broken = None
+                engine, self._engine = self._engine, None
+                if engine is not None:
+                    engine.dispose()
+        identity = self.identity
         try:
             with self._session() as session:
-                session.execute(select(1))
+                stored = session.get(_MetaRow, _META_ID)
+                session.execute(select(_DocumentRow.doc_id).limit(1))
         except SQLAlchemyError as exc:
-            raise BackendUnavailable(f"registry unreachable: {exc}", backend="registry") from exc
+            raise BackendUnavailable(
+                f"registry unreachable: {_one_line(exc)}", backend="registry"
+            ) from exc
+        if stored is None or stored.value != identity.id:
+            raise RegistryMismatch(
+                f"the registry at {self.location} was replaced while Sieve ran (its id is "
+                f"{stored.value if stored else 'gone'}, was {identity.id}); restart to check it "
+                "against the indexes",
+                url=self.location,
+            )
 
     def close(self) -> None:
-        """Dispose of pooled connections."""
+        """Dispose of pooled connections; the next use opens and checks the database afresh."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        self._identity = None
+        self._broken = None

@@ -58,9 +58,15 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from search.config import Settings
-from search.errors import BackendUnavailable, InvalidRequest, ModelIncompatible, ModelNotFound
+from search.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    ModelIncompatible,
+    ModelNotFound,
+    RegistryError,
+)
 from search.indexing import IndexReport
-from search.reconcile import reconcile
+from search.reconcile import reconcile_all
 from workers.delivery import DeadLettered, DeliveryLimitedTask, deliveries
 from workers.names import DELETE_TASK, INDEX_TASK, RECONCILE_TASK
 from workers.settings import WorkerSettings
@@ -255,16 +261,14 @@ def register_index_tasks(app: Celery, settings: Settings, workers: WorkerSetting
         base=IndexTask,
         bind=True,
         shared=False,
-        throws=(*expected, BackendUnavailable),
+        throws=(*expected, BackendUnavailable, RegistryError),
     )
     def reconcile_collections(self: Task, collection: str | None = None) -> dict[str, Any]:
         """Find and repair differences between registry and indexes, per collection."""
         engine = slot.get()
-        names = [collection] if collection is not None else engine.registry.collection_names()
         reports: dict[str, Any] = {}
-        for name in names:
-            report = reconcile(engine.collection(name).indexer)
-            reports[name] = report.to_dict()
+        for report in reconcile_all(engine, None if collection is None else [collection]):
+            reports[report.collection] = report.to_dict()
             if report.total:
-                log.warning("reconcile %s: %s", name, reports[name])
+                log.warning("reconcile %s: %s", report.collection, reports[report.collection])
         return {"collections": reports}

@@ -68,6 +68,7 @@ COMMANDS = (
     search.eval_cmd,
     search.demo_cmd,
     ops.reconcile_cmd,
+    ops.recover_registry_cmd,
     ops.reindex_cmd,
     ops.init_cmd,
     rerank.rerank_cmd,

@@ -1,4 +1,4 @@
-"""Operations commands: ``sieve reconcile`` and ``sieve reindex``."""
+"""Operations commands: ``sieve reconcile``, ``sieve recover-registry``, ``sieve reindex``."""
 
 from __future__ import annotations
 
@@ -11,30 +11,63 @@ from api.cli.context import Context, progress
 
 
 @click.command("reconcile")
-@click.option("--dry-run", is_flag=True, help="Report differences without repairing them.")
+@click.option(
+    "--collection",
+    "collections",
+    multiple=True,
+    help="Only this collection (repeatable). Default: every collection.",
+)
+@click.option("--dry-run", is_flag=True, help="Report differences (and what would be deleted).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even more than SIEVE_RECONCILE_MAX_DELETE_SHARE of an index.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def reconcile_cmd(ctx: Context, dry_run: bool, as_json: bool) -> None:
+def reconcile_cmd(
+    ctx: Context, collections: tuple[str, ...], dry_run: bool, force: bool, as_json: bool
+) -> None:
     """Compare the registry with both indexes and repair any difference."""
-    from search.reconcile import reconcile
+    from search.reconcile import reconcile_all
 
-    indexer = ctx.engine.collection(ctx.settings.collection).indexer
-    report = reconcile(indexer, repair=not dry_run)
+    reports = reconcile_all(
+        ctx.engine, list(collections) or None, repair=not dry_run, force=force
+    )
+    for report in reports:
+        if as_json:
+            click.echo(json.dumps(report.to_dict()))
+        else:
+            for line in report.lines():
+                click.echo(line)
+        for doc_id, error in sorted(report.failed.items()):
+            click.echo(f"failed: {report.collection}/{doc_id}: {error}", err=True)
+    if any(r.failed or r.refused for r in reports):
+        sys.exit(1)
+
+
+@click.command("recover-registry")
+@click.option(
+    "--collection",
+    "collections",
+    multiple=True,
+    help="Read this collection (repeatable). Default: every collection folder found.",
+)
+@click.option("--replace", is_flag=True, help="Set aside a registry that holds other documents.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def recover_registry_cmd(
+    ctx: Context, collections: tuple[str, ...], replace: bool, as_json: bool
+) -> None:
+    """Rebuild a lost or corrupt registry from the chunks both indexes store."""
+    from search.recover import recover_registry
+
+    report = recover_registry(ctx.engine, list(collections) or None, replace=replace)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
-        click.echo(f"collection {report.collection}: {report.total} difference(s)")
-        for name, diff in report.differences.items():
-            click.echo(
-                f"  {name:>7}: missing {len(diff.missing)}, stale {len(diff.stale)}, "
-                f"orphans {len(diff.orphans)}"
-            )
-        if report.total:
-            click.echo("repaired" if report.repaired else "not repaired (dry run or failures)")
-    if report.failed:
-        for doc_id, error in sorted(report.failed.items()):
-            click.echo(f"failed: {doc_id}: {error}", err=True)
-        sys.exit(1)
+        for line in report.lines():
+            click.echo(line)
 
 
 @click.command("reindex")

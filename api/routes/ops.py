@@ -13,6 +13,7 @@ from api.errors import ApiError
 from api.openapi import build_openapi
 from api.state import services
 from search.engine import SearchEngine
+from search.errors import RegistryError
 from search.keyword import KeywordIndex
 from search.vector import VectorIndex
 
@@ -29,7 +30,8 @@ def _probe(check: Callable[[], str]) -> str:
     try:
         result = check()
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure, it never raises
-        return f"error: {type(exc).__name__}: {exc}"[:300]
+        # Long enough for a registry mismatch, which names both ids and the data dir.
+        return f"error: {type(exc).__name__}: {exc}"[:800]
     return result
 
 
@@ -73,6 +75,13 @@ def readiness(engine: SearchEngine) -> dict[str, str]:
 
     def registry() -> str:
         engine.registry.ping()
+        try:
+            # Opening the collection checks its indexes against the registry.
+            engine.collection()
+        except RegistryError:
+            raise
+        except Exception:  # noqa: BLE001 - an index's own failure is that index's probe's to report
+            return "ok"
         return "ok"
 
     return {
@@ -94,11 +103,14 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @public
 def readyz() -> Response:
-    """200 when the registry and both indexes answer, else 503."""
+    """200 when the registry and both indexes answer, else 503 with the first reason."""
     backends = readiness(services().engine)
-    ready = all(backends[name] == "ok" for name in REQUIRED)
-    response = jsonify({"ready": ready, "backends": backends})
-    response.status_code = 200 if ready else 503
+    failing = [name for name in REQUIRED if backends[name] != "ok"]
+    body: dict[str, object] = {"ready": not failing, "backends": backends}
+    if failing:
+        body["reason"] = f"{failing[0]}: {backends[failing[0]]}"
+    response = jsonify(body)
+    response.status_code = 503 if failing else 200
     return response
 
 

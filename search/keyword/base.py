@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from search.store import UpsertResult
@@ -58,6 +58,13 @@ class KeywordIndex(Protocol):
 
     def doc_versions(self) -> dict[str, int]:
         """Every document id in the index with the version its chunks carry."""
+        ...
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk as written (doc id, version, title, text, offsets, metadata).
+
+        In no particular order; what ``search.recover`` rebuilds a lost registry from.
+        """
         ...
 
     def clear(self) -> None:

@@ -23,15 +23,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, TransportError
-from elasticsearch.helpers import streaming_bulk
+from elasticsearch.helpers import ScanError, scan, streaming_bulk
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
 from search.store import (
     HIT_FIELDS,
+    RECORD_FIELDS,
     DocFilter,
     UpsertResult,
     check_batch,
+    decode_chunk,
     decode_hit,
     delete_documents,
     encode_chunk,
@@ -181,7 +183,7 @@ class ElasticsearchKeywordIndex:
                 status=exc.status_code,
                 index=self.index_name,
             ) from exc
-        except TransportError as exc:
+        except (TransportError, ScanError) as exc:  # ScanError: a scroll failed on some shards
             raise BackendUnavailable(
                 f"elasticsearch {action} on {self.index_name} failed: {_one_line(str(exc))}",
                 backend="elasticsearch",
@@ -394,6 +396,45 @@ class ElasticsearchKeywordIndex:
             after = agg.get("after_key")
             if not agg["buckets"] or after is None:
                 return versions
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (tokens aside), in no order: to rebuild a lost registry."""
+        client = self._es()
+        hits = scan(
+            client,
+            query={"query": {"match_all": {}}},
+            index=self.index_name,
+            source=list(RECORD_FIELDS),
+            size=_MGET_BATCH,
+            scroll="5m",
+        )
+        with self._errors("scan"):
+            for hit in hits:
+                yield decode_chunk(hit.get("_source") or {}, stored_id=hit["_id"])
+
+    def get_meta(self, key: str) -> str | None:
+        """A value kept in the index mapping's ``_meta`` (None when unset)."""
+        meta = self._mapping_meta(self._es())
+        value = meta.get(key)
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` in the mapping's ``_meta``; other keys stay.
+
+        ``_meta`` is replaced as a whole by a mapping update, hence the read first.
+        """
+        client = self._es()
+        meta = {**self._mapping_meta(client), key: value}
+        with self._errors("put mapping"):
+            client.indices.put_mapping(index=self.index_name, meta=meta)
+
+    def _mapping_meta(self, client: Elasticsearch) -> dict[str, Any]:
+        with self._errors("get mapping"):
+            resp = client.indices.get_mapping(index=self.index_name)
+        # Keyed by the concrete index name, which an alias would hide: take the one entry.
+        for entry in resp.body.values():
+            return dict((entry.get("mappings") or {}).get("_meta") or {})
+        return {}
 
     def close(self) -> None:
         """Close the client's connections; the next call opens new ones."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from search.store import (
     DocFilter,
     UpsertResult,
     check_batch,
+    decode_chunk,
     decode_hit,
     decode_version,
     delete_documents,
@@ -52,6 +53,10 @@ _WRITER_THREADS = 1
 _BYTES_FIELDS = ("text", "title", "metadata")
 
 T = TypeVar("T")
+
+
+# Every stored field, as ``_document`` writes them.
+_STORED = ("chunk_id", "doc_id", "text", "title", "metadata", "start", "end", "ordinal", "version")
 
 
 def _schema() -> tantivy.Schema:
@@ -207,6 +212,20 @@ class TantivyKeywordIndex:
         index, schema = self._open()
         stored = _stored(index.searcher(), tantivy.Query.all_query())
         return highest_versions((doc_id, version) for _, doc_id, version in stored)
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (tokens aside), in no order: to rebuild a lost registry."""
+        searcher = self._open()[0].searcher()
+        total = searcher.num_docs
+        if total == 0:
+            return
+        for _, address in searcher.search(tantivy.Query.all_query(), total, count=False).hits:
+            doc = searcher.doc(address)
+            record: dict[str, Any] = {name: doc.get_first(name) for name in _STORED}
+            for name in ("text", "title"):
+                record[name] = record[name].decode()
+            record["metadata"] = json.loads(record["metadata"]) if record["metadata"] else {}
+            yield decode_chunk(record)  # facets: recomputed from the metadata (not stored)
 
     def close(self) -> None:
         """Let merges finish and release the writer lock; reopens on next use."""

@@ -5,7 +5,14 @@ version rule (an older write is refused and reported, never applied) as one
 routine over a few primitives each backend provides.
 """
 
-from search.store.codec import HIT_FIELDS, RECORD_FIELDS, decode_hit, decode_version, encode_chunk
+from search.store.codec import (
+    HIT_FIELDS,
+    RECORD_FIELDS,
+    decode_chunk,
+    decode_hit,
+    decode_version,
+    encode_chunk,
+)
 from search.store.versioned import (
     ChunkStore,
     DocFilter,
@@ -25,6 +32,7 @@ __all__ = [
     "Refusal",
     "UpsertResult",
     "check_batch",
+    "decode_chunk",
     "decode_hit",
     "decode_version",
     "delete_documents",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from search.types import Chunk, ScoredChunk
+from search.types import Chunk, ScoredChunk, facet_terms
 
 # Every field of a stored record.
 RECORD_FIELDS = (
@@ -67,6 +67,29 @@ def decode_hit(
         end=int(data.get("end", 0)),
         ordinal=int(data.get("ordinal", 0)),
         metadata=dict(data.get("metadata") or {}),
+    )
+
+
+def decode_chunk(record: Mapping[str, Any] | None, *, stored_id: object = "") -> Chunk:
+    """The whole ``Chunk`` back from its stored record (to rebuild a lost registry).
+
+    ``stored_id`` as in ``decode_hit``; facets missing from a record (tantivy
+    indexes them without storing them) are recomputed from the metadata.
+    """
+    data = record or {}
+    metadata = dict(data.get("metadata") or {})
+    facets = data.get("facets")
+    return Chunk(
+        id=str(data.get("chunk_id") or stored_id),
+        doc_id=str(data.get("doc_id", "")),
+        ordinal=int(data.get("ordinal", 0)),
+        text=str(data.get("text", "")),
+        start=int(data.get("start", 0)),
+        end=int(data.get("end", 0)),
+        title=str(data.get("title", "")),
+        version=int(data.get("version") or 0),
+        facets=tuple(facet_terms(metadata)) if facets is None else tuple(map(str, facets)),
+        metadata=metadata,
     )
 
 

@@ -35,6 +35,7 @@ from search.store import (
     DocFilter,
     UpsertResult,
     check_batch,
+    decode_chunk,
     decode_hit,
     decode_version,
     delete_documents,
@@ -191,6 +192,19 @@ class QdrantEdgeIndex:
         shard = self._open()
         with _engine_errors("scroll"):
             return _Shard(shard).stored_versions(None)
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (vectors aside), in no order: to rebuild a lost registry."""
+        shard = self._open()
+        offset: Any = None
+        with _engine_errors("scroll"):
+            while True:
+                request = qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=True)
+                records, offset = shard.scroll(request)
+                for record in records:
+                    yield decode_chunk(record.payload or {}, stored_id=record.id)
+                if offset is None:
+                    return
 
     def stats(self) -> dict[str, int]:
         """Points, HNSW-indexed vectors and segments, as the engine reports them."""

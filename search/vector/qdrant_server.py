@@ -28,6 +28,7 @@ from search.store import (
     DocFilter,
     UpsertResult,
     check_batch,
+    decode_chunk,
     decode_hit,
     decode_version,
     delete_documents,
@@ -142,6 +143,31 @@ class QdrantServerIndex:
         """Every document id in the index with the (highest) version its points carry."""
         with self._calls("scroll") as client:
             return _Collection(client, self.collection).stored_versions(None)
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every stored chunk (vectors aside), in no order: to rebuild a lost registry."""
+        offset: Any = None
+        with self._calls("scroll") as client:
+            while True:
+                records, offset = client.scroll(
+                    self.collection, limit=_SCROLL_PAGE, offset=offset, with_payload=True
+                )
+                for record in records:
+                    yield decode_chunk(record.payload or {}, stored_id=record.id)
+                if offset is None:
+                    return
+
+    def get_meta(self, key: str) -> str | None:
+        """A value kept in the collection's metadata (Qdrant 1.16+); None when unset."""
+        with self._calls("get collection") as client:
+            metadata = client.get_collection(self.collection).config.metadata or {}
+        value = metadata.get(key)
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` in the collection's metadata (merged with the rest)."""
+        with self._calls("update collection") as client:
+            client.update_collection(self.collection, metadata={key: value})
 
     # -- internals ---------------------------------------------------------
 

@@ -367,3 +367,26 @@ def test_tantivy_second_writer_is_refused_clearly(tmp_path: Path) -> None:
         assert again.count() == 2
     finally:
         again.close()
+
+
+def test_iter_chunks_returns_every_chunk_as_written(index: KeywordIndex) -> None:
+    assert list(index.iter_chunks()) == []
+    meta = {"lang": "en", "tags": ["x", "y"], "nested": {"k": [1, 2]}}
+    written = [
+        chunk("a", 0, version=2, metadata=meta, title="Äpfel"),
+        chunk("a", 1, version=2, metadata=meta, title="Äpfel"),
+        chunk("b", 0),
+    ]
+    put(index, *((c, ["tok"]) for c in written))
+    assert sorted(index.iter_chunks(), key=lambda c: c.id) == sorted(written, key=lambda c: c.id)
+
+
+def test_meta_round_trip_where_the_backend_keeps_it(index: KeywordIndex) -> None:
+    from search.integrity import MetaStore
+
+    if not isinstance(index, MetaStore):
+        pytest.skip("an embedded index keeps no metadata: search.integrity uses a file")
+    assert index.get_meta("sieve_test") is None
+    index.set_meta("sieve_test", "one")
+    index.set_meta("sieve_other", "two")
+    assert (index.get_meta("sieve_test"), index.get_meta("sieve_other")) == ("one", "two")

@@ -15,7 +15,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlalchemy.orm import InstanceState
 
-from search.registry import DocumentRecord, Registry, content_hash
+from search.errors import RegistryMismatch
+from search.registry import SCHEMA_VERSION, DocumentRecord, Registry, Restored, content_hash
 from search.types import Document
 
 
@@ -155,6 +156,12 @@ def test_records_are_frozen_and_detached(registry):
     assert registry.records("c", ["d1", "nope"]) == {"d1": record}
 
 
+def _set_identity_when_empty(registry):
+    with registry.engine.begin() as conn:
+        conn.execute(text("DELETE FROM documents"))
+    registry.set_identity(registry.identity.id)
+
+
 def _orm_objects(value):
     """Every ORM-mapped object reachable from a return value."""
     if isinstance(sa_inspect(value, raiseerr=False), InstanceState):
@@ -185,7 +192,9 @@ def test_no_public_method_returns_an_orm_object(registry):
         "has_collection": lambda: registry.has_collection("e"),
         "ping": lambda: registry.ping(),
         "delete": lambda: registry.delete("c", ["b"]),
+        "restore": lambda: registry.restore("r", [Restored(doc("x"), 2, 2, 1, 1)]),
         "drop_collection": lambda: registry.drop_collection("e"),
+        "set_identity": lambda: _set_identity_when_empty(registry),
         "close": lambda: registry.close(),
     }
     public = {
@@ -199,3 +208,139 @@ def test_no_public_method_returns_an_orm_object(registry):
         name: _orm_objects(value) for name, value in returned.items() if _orm_objects(value)
     } == {}
     assert returned["records"] and returned["iter_documents"] and returned["stage"]
+
+
+# -- identity, schema version, recovery writes ----------------------------------
+
+
+def test_identity_is_written_once_and_read_by_every_instance(registry):
+    identity = registry.identity
+    assert len(identity.id) == 32 and identity.schema_version == SCHEMA_VERSION
+    other = Registry(registry.url)
+    assert other.identity.id == identity.id and not other.identity.created
+    other.close()
+
+
+def test_a_registry_of_another_schema_version_is_refused(registry):
+    from search.errors import RegistryCorrupt
+
+    registry.ping()
+    with registry.engine.begin() as conn:
+        conn.execute(text("UPDATE sieve_meta SET value = '99' WHERE key = 'schema_version'"))
+    try:
+        newer = Registry(registry.url)
+        with pytest.raises(RegistryCorrupt, match="schema version 99"):
+            newer.versions("c")
+        newer.close()
+    finally:
+        with registry.engine.begin() as conn:
+            conn.execute(text("UPDATE sieve_meta SET value = '1' WHERE key = 'schema_version'"))
+
+
+def test_set_identity_only_while_empty_and_it_persists(registry):
+    original = registry.identity.id
+    registry.set_identity("f" * 32)
+    try:
+        assert registry.identity.id == "f" * 32
+        assert Registry(registry.url).identity.id == "f" * 32
+        registry.stage("c", [doc()])
+        with pytest.raises(RegistryMismatch, match="holds documents"):
+            registry.set_identity("e" * 32)
+        assert registry.identity.id == "f" * 32
+    finally:
+        registry.delete("c", ["d1"])
+        registry.set_identity(original)
+
+
+def test_ping_notices_a_registry_replaced_under_it(registry):
+    original = registry.identity.id
+    registry.ping()
+    other = Registry(registry.url)
+    other.set_identity("a" * 32)
+    try:
+        with pytest.raises(RegistryMismatch, match="replaced while Sieve ran"):
+            registry.ping()
+    finally:
+        other.set_identity(original)
+        other.close()
+    registry.ping()
+
+
+def test_restore_writes_versions_and_per_index_state(registry):
+    registry.stage("r", [doc("old", text="to be replaced")])
+    items = [
+        Restored(doc("a", "alpha", title="A", metadata={"k": "v"}), 3, 3, 3, 2),
+        Restored(doc("b", "beta"), 2, 2, 1, 1),
+        Restored(doc("old", "restored"), 5, None, 5, 1),
+    ]
+    assert registry.restore("r", items) == 3
+    assert registry.restore("r", []) == 0
+    a, b, old = (registry.get("r", i) for i in ("a", "b", "old"))
+    assert (a.version, a.status, a.chunks, a.title) == (3, "indexed", 2, "A")
+    assert a.metadata == {"k": "v"} and a.content_hash == content_hash(items[0].document)
+    assert (b.version, b.keyword_version, b.vector_version, b.status) == (2, 2, 1, "pending")
+    assert b.behind() == ("vector",)
+    assert (old.text, old.version, old.behind()) == ("restored", 5, ("keyword",))
+    assert registry.versions("r") == {"a": 3, "b": 2, "old": 5}
+    assert "r" in registry.collection_names()
+    # A later upsert of unchanged content is a no-op; a change gets the next version.
+    (same,) = registry.stage("r", [items[0].document])
+    assert not same.needs_indexing and same.version == 3
+    (changed,) = registry.stage("r", [doc("a", "alpha, edited", title="A", metadata={"k": "v"})])
+    assert changed.version == 4
+    registry.drop_collection("r")
+
+
+# -- SQLite files that are not what they seem ----------------------------------
+
+
+@pytest.mark.unit
+def test_an_empty_or_missing_sqlite_file_is_a_new_registry(tmp_path):
+    (tmp_path / "zero.db").write_bytes(b"")
+    for name in ("zero.db", "missing.db"):
+        reg = Registry(f"sqlite:///{tmp_path / name}")
+        assert reg.identity.created
+        reg.close()
+        assert not Registry(f"sqlite:///{tmp_path / name}").identity.created
+
+
+@pytest.mark.unit
+def test_a_registry_from_before_the_meta_table_is_upgraded(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    reg = Registry(url)
+    reg.stage("c", [doc()])
+    with reg.engine.begin() as conn:
+        conn.execute(text("DROP TABLE sieve_meta"))
+    reg.close()
+    old = Registry(url)
+    assert not old.identity.created and old.versions("c") == {"d1": 1}
+    assert Registry(url).identity.id == old.identity.id
+
+
+@pytest.mark.unit
+def test_damaged_sqlite_files_are_corrupt_not_internal_errors(tmp_path):
+    import os
+    import sqlite3
+
+    from search.errors import RegistryCorrupt
+
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(os.urandom(8192))
+    with pytest.raises(RegistryCorrupt, match="not a database") as caught:
+        Registry(f"sqlite:///{junk}").stats("c")
+    assert "\n" not in str(caught.value) and "recover-registry" in str(caught.value)
+
+    path = tmp_path / "pages.db"
+    reg = Registry(f"sqlite:///{path}")
+    reg.stage("c", [doc(f"d{i}", "words " * 300) for i in range(200)])
+    reg.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with path.open("r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        f.write(os.urandom(16 * 4096))
+    damaged = Registry(f"sqlite:///{path}")
+    for call in (lambda: damaged.identity, damaged.ping, lambda: damaged.stats("c")):
+        with pytest.raises(RegistryCorrupt):
+            call()

@@ -418,3 +418,23 @@ def test_unreachable_server_is_backend_unavailable() -> None:
     for thread in threading.enumerate():
         if "_check_compatibility" in thread.name:
             thread.join(timeout=5)
+
+
+def test_iter_chunks_returns_every_chunk_as_written(index: VectorIndex) -> None:
+    assert list(index.iter_chunks()) == []
+    metadata = {"lang": "en", "tags": ["x", "y"], "nested": {"a": [1, 2]}}
+    written = [*chunks_of("a", 2, version=3, metadata=metadata, title="标题"), *chunks_of("b", 1)]
+    index.upsert(written, [basis(i) for i in range(len(written))])
+    assert sorted(index.iter_chunks(), key=lambda c: c.id) == sorted(written, key=lambda c: c.id)
+
+
+def test_meta_round_trip_where_the_backend_keeps_it(index: VectorIndex) -> None:
+    from search.integrity import MetaStore
+
+    if not isinstance(index, MetaStore):
+        pytest.skip("an embedded index keeps no metadata: search.integrity uses a file")
+    index.count()  # the collection exists from first use
+    assert index.get_meta("sieve_test") is None
+    index.set_meta("sieve_test", "one")
+    index.set_meta("sieve_other", "two")
+    assert (index.get_meta("sieve_test"), index.get_meta("sieve_other")) == ("one", "two")
