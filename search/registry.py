@@ -23,12 +23,9 @@ SQLite's ``PRAGMA quick_check``; and any database error that means damage
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -53,9 +50,26 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from search.errors import BackendUnavailable, RegistryCorrupt, RegistryMismatch
+from search.records import (
+    BACKENDS,
+    DocumentRecord,
+    RegistryIdentity,
+    Restored,
+    Staged,
+    content_hash,
+)
 from search.types import Document
 
-BACKENDS = ("keyword", "vector")
+__all__ = [
+    "BACKENDS",
+    "DocumentRecord",
+    "Registry",
+    "RegistryIdentity",
+    "Restored",
+    "Staged",
+    "content_hash",
+]
+
 # The layout of these tables; a registry written by a newer layout is refused.
 SCHEMA_VERSION = 1
 _META_ID = "registry_id"
@@ -111,54 +125,6 @@ class _CollectionRow(_Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-@dataclass(frozen=True)
-class DocumentRecord:
-    """One document as the registry holds it: content and per-backend indexing state."""
-
-    collection: str
-    id: str
-    version: int
-    content_hash: str
-    title: str
-    text: str
-    metadata: Mapping[str, Any]
-    content_type: str
-    source: str
-    # pending: recorded, not yet in both indexes; indexed; failed (see error).
-    status: str
-    # The version each index holds (None: never written there).
-    keyword_version: int | None
-    vector_version: int | None
-    chunks: int
-    error: str | None
-    updated_at: datetime
-
-    def behind(self) -> tuple[str, ...]:
-        """The backends (of ``BACKENDS``) that do not hold the current version.
-
-        The one home of the version rule: a document is fully indexed when
-        every backend holds its current version.
-        """
-        held = {"keyword": self.keyword_version, "vector": self.vector_version}
-        return tuple(backend for backend in BACKENDS if held[backend] != self.version)
-
-    @property
-    def indexed(self) -> bool:
-        """Whether both indexes hold the current version (whatever ``status`` says)."""
-        return not self.behind()
-
-    def document(self) -> Document:
-        """The ``Document`` this record stores."""
-        return Document(
-            id=self.id,
-            text=self.text,
-            title=self.title,
-            metadata=dict(self.metadata),
-            source=self.source,
-            content_type=self.content_type,
-        )
-
-
 def _record(row: _DocumentRow) -> DocumentRecord:
     return DocumentRecord(
         collection=row.collection,
@@ -178,48 +144,6 @@ def _record(row: _DocumentRow) -> DocumentRecord:
         error=row.error,
         updated_at=row.updated_at,
     )
-
-
-@dataclass(frozen=True)
-class RegistryIdentity:
-    """Who a registry is: its id (recorded by the indexes it writes) and schema version."""
-
-    id: str
-    schema_version: int
-    # True when this process created the registry: its database was missing or empty.
-    created: bool
-
-
-@dataclass(frozen=True)
-class Restored:
-    """A document rebuilt from the indexes (``search.recover``), with what each index holds."""
-
-    document: Document
-    version: int
-    keyword_version: int | None
-    vector_version: int | None
-    chunks: int
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A document recorded in the registry and what indexing it needs."""
-
-    document: Document
-    version: int
-    # False when the content is unchanged and both indexes already hold it.
-    needs_indexing: bool
-
-
-def content_hash(doc: Document) -> str:
-    """Hash of everything that changes what the indexes hold for a document."""
-    payload = json.dumps(
-        [doc.title, doc.text, doc.content_type, dict(doc.metadata)],
-        sort_keys=True,
-        ensure_ascii=False,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def _write_content(row: _DocumentRow, doc: Document, digest: str) -> None:
