@@ -32,7 +32,9 @@ from search.rerank import CrossEncoderReranker
 from workers.app import celery_init_app
 from workers.client import CeleryReranker
 from workers.delivery import DEAD_LETTER_KEY, DELIVERIES_KEY, DeadLettered, deliveries
+from workers.names import RERANK_TASK
 from workers.settings import WorkerSettings
+from workers.tasks import EXPIRED_KEY, RerankExpired
 
 pytestmark = pytest.mark.integration
 
@@ -223,6 +225,44 @@ def test_no_worker_or_no_broker_is_unavailable_not_a_hang():
         assert reason == "deadline" and elapsed < 0.5 + 0.25
     finally:
         server.cleanup()
+
+
+def expired_counts(broker: redis.Redis) -> dict[str, int]:
+    """``sieve:rerank:expired``: rerank tasks dropped, by where their deadline passed."""
+    return {k.decode(): int(v) for k, v in broker.hgetall(EXPIRED_KEY).items()}
+
+
+def wait_for_count(broker: redis.Redis, stage: str, count: int) -> None:
+    # Celery's own expiry is counted after it stores the task's result.
+    deadline = time.monotonic() + 10
+    while expired_counts(broker).get(stage, 0) < count:
+        assert time.monotonic() < deadline, expired_counts(broker)
+        time.sleep(0.01)
+
+
+def test_tasks_whose_deadline_passes_in_the_queue_are_dropped_unrun(worker, broker):
+    app = celery_init_app(worker.settings, worker.workers)
+    before = expired_counts(broker).get("queued", 0)
+
+    def send(passages: list[str], deadline_s: float, **options: float):
+        deadline_at = time.time() + deadline_s
+        return app.send_task(
+            RERANK_TASK, args=(QUERY, passages), kwargs={"deadline_at": deadline_at},
+            queue=worker.queue, **options,
+        )
+
+    busy = send(long_passages(400, seed=4), 60)  # ~1 s of work: the two below wait for it
+    late = send(PASSAGES, 0.2)  # no Celery expiry: the task's own check drops it
+    gone = send(PASSAGES, 0.2, expires=0.2)  # as the client sends: whichever check sees it
+
+    assert len(busy.get(timeout=60)["scores"]) == 400  # its deadline had not passed
+    error = late.get(timeout=30, propagate=False)
+    # Only the message crosses JSON (Celery rebuilds the type from its name).
+    assert isinstance(error, RerankExpired) and "before it started" in str(error), error
+    assert late.state == "FAILURE"
+    assert gone.get(timeout=30, propagate=False) is not None and gone.state != "SUCCESS"
+    wait_for_count(broker, "queued", before + 2)
+    assert f"{late.id}] succeeded" not in worker.log()
 
 
 def test_importing_the_worker_modules_loads_no_model():
