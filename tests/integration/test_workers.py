@@ -240,6 +240,42 @@ def wait_for_count(broker: redis.Redis, stage: str, count: int) -> None:
         time.sleep(0.01)
 
 
+# "... after 3 of 64 batches" or "... after 512 of 2000 passages tokenised".
+STOPPED = re.compile(r"rerank stopped at its deadline after (\d+) of (\d+)")
+
+
+def test_a_task_whose_deadline_passes_mid_run_is_dropped_and_the_worker_moves_on(
+    worker, broker
+):
+    before = expired_counts(broker)
+    stops = len(STOPPED.findall(worker.log()))
+    # ~2 s of tokenising and ~60 batches of 0.1-0.4 s each for the tiny model here.
+    slow = long_passages(2000, seed=3)
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailable) as info:
+        client(worker, timeout_s=1.5).rerank(QUERY, slow)
+    assert info.value.data["reason"] == "deadline"
+
+    # The next task is answered at once: the worker dropped the first at its next
+    # step instead of scoring the rest of it for nobody.
+    answer = client(worker, timeout_s=30).rerank(QUERY, PASSAGES)
+    took = time.perf_counter() - started
+
+    assert len(answer.scores) == len(PASSAGES)
+    assert took < 1.5 + 2.5, took  # against the 10-15 s the whole task takes here
+    # Counted where its deadline passed: mid-run (tokenising or between batches),
+    # or before it started if handing 6 MB of passages to the pool process took
+    # the whole deadline.
+    after = expired_counts(broker)
+    dropped = {stage: after.get(stage, 0) - before.get(stage, 0) for stage in ("queued", "running")}
+    assert sum(dropped.values()) == 1, dropped
+    if dropped["running"]:
+        worker.wait_for_log(STOPPED, count=stops + 1, timeout_s=10)
+        done, total = map(int, STOPPED.findall(worker.log())[-1])
+        assert done < total, (done, total)
+    assert "RerankExpired" in worker.log()
+
+
 def test_tasks_whose_deadline_passes_in_the_queue_are_dropped_unrun(worker, broker):
     app = celery_init_app(worker.settings, worker.workers)
     before = expired_counts(broker).get("queued", 0)
