@@ -108,7 +108,7 @@ class CeleryReranker:
         sent = threading.Event()
         try:
             value, succeeded, state = self._calls.run(
-                partial(self._roundtrip, query, list(passages), timeout_s, ends, sent), ends
+                partial(self._roundtrip, query, list(passages), ends, sent), ends
             )
         except (DeadlinePassed, CeleryTimeoutError) as exc:
             if not sent.is_set():  # the broker took the whole deadline to accept it
@@ -141,10 +141,10 @@ class CeleryReranker:
         return self._batch(value, len(passages), reported_at_start, sent_at, roundtrip_ms)
 
     def _roundtrip(
-        self, query: str, passages: list[str], timeout_s: float, ends: float,
-        sent: threading.Event,
+        self, query: str, passages: list[str], ends: float, sent: threading.Event
     ) -> tuple[Any, bool, str]:
-        """Send the task and wait for its result (on a thread of ``self._calls``)."""
+        """Send the task and wait for its result until ``ends`` (on a thread of ``self._calls``)."""
+        left = max(0.0, ends - time.monotonic())
         result = self.app.send_task(
             RERANK_TASK,
             args=(query, passages),
@@ -152,9 +152,9 @@ class CeleryReranker:
             # expiry) and stops one it is running at the next batch (deadline_at).
             # Both are wall-clock times: client and worker clocks must agree to
             # well under the deadline.
-            kwargs={"deadline_at": time.time() + timeout_s},
+            kwargs={"deadline_at": time.time() + left},
             queue=self.queue,
-            expires=timeout_s,
+            expires=left,
         )
         sent.set()
         try:

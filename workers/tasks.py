@@ -10,11 +10,12 @@ caller's ``deadline_at``, a wall-clock epoch) in,
 
 Work nobody waits for is dropped, not finished: a task whose ``deadline_at`` has
 passed when it starts is not run, and one running when it passes stops at the
-next batch (the cross-encoder checks between batches). Either fails with
-``RerankExpired`` (no traceback: it is expected) and is counted in the broker's
-Redis, in the hash ``sieve:rerank:expired``: field ``queued`` (dropped before it
-ran, by this check or by Celery's own ``expires`` check when the worker received
-it) and ``running`` (stopped between batches).
+next step (the cross-encoder checks between slices of passages it tokenises and
+between batches). Either fails with ``RerankExpired`` (logged in one line, no
+traceback: it is expected) and is counted in the broker's Redis, in the hash
+``sieve:rerank:expired``: field ``queued`` (dropped before it ran, by this check
+or by Celery's own ``expires`` check when the worker received it) and
+``running`` (stopped mid-run).
 
 The model loads once per worker process, in ``worker_process_init`` (after the
 fork: CUDA cannot be initialised before a fork and used after it), and only in
