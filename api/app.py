@@ -9,32 +9,27 @@ Errors of every kind are turned into JSON in ``api.errors``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from flask import Flask, Response, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 from api import auth
-from api.auth import KeyRing, presented_key
+from api.auth import KeyRing
 from api.errors import register_error_handlers
 from api.factory import celery_app, make_engine, uses_celery
 from api.jobs import JobQueue, ThreadJobQueue
 from api.metrics import Metrics
 from api.paging import CursorSigner
+from api.ratelimit import install_rate_limit
 from api.routes import admin, ops, search
 from api.settings import ServiceSettings
 from api.state import EXTENSION, Services
-from search.config import Settings
 from search.engine import SearchEngine
 
 log = logging.getLogger(__name__)
 
 CORS_HEADERS = "Authorization, Content-Type, X-API-Key"
 CORS_EXPOSE = "Location, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
-# Probes and scrapes must keep working while a client is being throttled.
-UNLIMITED = {"ops.healthz", "ops.readyz", "ops.metrics", "static"}
 
 
 def create_app(
@@ -72,7 +67,7 @@ def create_app(
     metrics.install(app)
     _install_cors(app, api.cors_origins)
     if api.rate_limit:
-        _install_rate_limit(app, api.rate_limit, settings, keys)
+        install_rate_limit(app, api.rate_limit, settings.cache_url, keys, metrics)
     auth.install(app, keys)
     register_error_handlers(app)
     for blueprint in (search.bp, admin.bp, ops.bp):
@@ -121,32 +116,3 @@ def _install_cors(app: Flask, origins: tuple[str, ...]) -> None:
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
         response.vary.add("Origin")
         return response
-
-
-def _install_rate_limit(app: Flask, limit: str, settings: Settings, keys: KeyRing) -> None:
-    """``SIEVE_RATE_LIMIT`` per known key (per client address otherwise), in Redis if set."""
-
-    def bucket() -> str:
-        key = presented_key()
-        # Unknown keys share their address's bucket: inventing keys buys no quota.
-        if key is not None and keys.authenticate(key) is not None:
-            return "key:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-        return "ip:" + (get_remote_address() or "unknown")
-
-    Limiter(
-        bucket,
-        app=app,
-        application_limits=[limit],
-        application_limits_exempt_when=lambda: (
-            request.method == "OPTIONS" or request.endpoint in UNLIMITED
-        ),
-        storage_uri=settings.cache_url or "memory://",
-        storage_options={"socket_timeout": 1, "socket_connect_timeout": 1}
-        if settings.cache_url
-        else {},
-        headers_enabled=True,
-        retry_after="delta-seconds",
-        key_prefix="sieve-rate",
-        # A Redis outage must not take the API down with it: requests pass unthrottled.
-        swallow_errors=True,
-    )

@@ -24,7 +24,6 @@ class CeleryJobQueue:
     def __init__(self, engine: SearchEngine, client: IndexClient) -> None:
         self.engine = engine
         self.client = client
-        self.app = client.app
 
     def submit(self, job: IndexJob) -> str:
         """Stage and record the job, then enqueue its ids; returns the task id."""
@@ -45,8 +44,12 @@ class CeleryJobQueue:
         return None if task is None else task.to_dict()
 
     def depth(self) -> int:
-        """Index tasks waiting in the broker's queue."""
-        return int(self.app.backend.client.llen(self.client.queue))
+        """Tasks accepted and not yet taken up by a worker, from the task log.
+
+        Read from the registry's database, not the broker: ``/metrics`` reads it
+        on every scrape and must not hang on a broker that does not answer.
+        """
+        return self.engine.tasks.depth()
 
     def close(self) -> None:
         """Nothing held open beyond the Celery app's pools."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -83,6 +83,17 @@ class Metrics:
         )
         for stage in STAGES:
             self.degraded.labels(stage)  # present at 0 from the start
+        # Set by api.ratelimit when the rate limits' Redis goes down or comes back.
+        self.rate_limit_fallback = Gauge(
+            "sieve_rate_limit_fallback",
+            "1 while rate limits are counted in this process because their Redis is down",
+            registry=self.registry,
+        )
+        self.rate_limit_outages = Counter(
+            "sieve_rate_limit_outages",
+            "Times the rate limits' Redis was found down (limits then counted in process)",
+            registry=self.registry,
+        )
         self.registry.register(_Live(cache_stats, queue_depth))
 
     def observe_result(self, result: SearchResult) -> None:

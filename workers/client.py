@@ -1,11 +1,14 @@
 """``CeleryReranker``: the ``Reranker`` that sends work to GPU workers on the rerank queue.
 
-Every call has a deadline (``rerank_timeout_s``): the task is sent with that
-expiry, and the client waits that long for the result. Whatever goes wrong (a
-late worker, no worker, a broker that is down, a task that failed) is raised as
+Every call has a deadline (``rerank_timeout_s``, or the caller's if sooner): the
+task is sent with that expiry and that deadline (the worker drops it, queued or
+between batches, once it has passed), and the client waits that long for the
+result. Whatever goes wrong (a late worker, no worker, a broker that is down or
+does not answer, a task that failed) is raised as
 ``BackendUnavailable(backend="rerank", reason=...)`` and the pipeline degrades to
-the fused order. The wait ends within ~50 ms of the deadline (a Redis that hangs
-rather than refuses can hold a call up to ``workers.settings.SOCKET_TIMEOUT_S``).
+the fused order. The call ends within ~50 ms of the deadline whatever Redis
+does: sending and waiting run on threads of the client's own
+(``workers.bounded``), and the caller stops waiting for them at the deadline.
 
 ``model_key`` (what the pair-score cache files scores under) starts as the
 settings' ``model@revision:max_length`` (``default`` for an unset revision) and
@@ -28,8 +31,10 @@ scores under it, so:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import redis
@@ -42,8 +47,10 @@ from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
 from search.rerank.base import check_scores, left_s, sigmoid
 from search.types import RerankBatch, RerankScore
+from workers.bounded import BoundedCalls, DeadlinePassed
 from workers.names import RERANK_TASK
 from workers.settings import WorkerSettings
+from workers.tasks import RerankExpired
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +62,9 @@ class CeleryReranker:
     """Scores pairs on the Celery workers that serve ``workers.rerank_queue``.
 
     ``app`` comes from ``workers.app.celery_init_app`` (no connection yet); this
-    holds it and never builds one. Thread-safe: Celery keeps one result consumer
-    per thread, and the producer pool is shared.
+    holds it and never builds one. Thread-safe: each call runs on a thread of its
+    own pool (``workers.bounded``), Celery keeps one result consumer per thread,
+    and the producer pool is shared.
     """
 
     def __init__(self, app: Celery, settings: Settings, workers: WorkerSettings) -> None:
@@ -64,6 +72,7 @@ class CeleryReranker:
         self.settings = settings
         self.queue = workers.rerank_queue
         self._reported_key: str | None = None
+        self._calls = BoundedCalls("sieve-rerank-call")
 
     @property
     def model_key(self) -> str:
@@ -78,7 +87,8 @@ class CeleryReranker:
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
 
-        The wait ends at the configured timeout, or at ``deadline`` if sooner.
+        The call ends at the configured timeout, or at ``deadline`` if sooner,
+        whatever the broker does (see ``workers.bounded``).
 
         ``timings_ms``: ``queue`` (sent until a worker started it), ``model`` (the
         worker's tokenising and forward passes), ``roundtrip`` (the whole call).
@@ -94,23 +104,20 @@ class CeleryReranker:
         # None while no worker has answered: then the caller used the settings' key.
         reported_at_start = self._reported_key
         sent_at, started = time.time(), time.perf_counter()
+        ends = time.monotonic() + timeout_s
+        sent = threading.Event()
         try:
-            result = self.app.send_task(
-                RERANK_TASK,
-                args=(query, list(passages)),
-                queue=self.queue,
-                # A message still queued at the deadline is dropped by the worker:
-                # nobody waits for its answer any more. (Expiry is wall-clock time:
-                # client and worker clocks must agree to well under the deadline.)
-                expires=timeout_s,
+            value, succeeded, state = self._calls.run(
+                partial(self._roundtrip, query, list(passages), ends, sent), ends
             )
-            # Pub/sub: a result wakes this at once; the deadline is honoured to
-            # within workers.results.MAX_SLICE_S.
-            value = result.get(timeout=timeout_s, propagate=False)
-        except CeleryTimeoutError as exc:
-            _give_up(result)
+        except (DeadlinePassed, CeleryTimeoutError) as exc:
+            if not sent.is_set():  # the broker took the whole deadline to accept it
+                raise BackendUnavailable(
+                    f"rerank broker did not answer within {timeout_s:.3g}s",
+                    backend="rerank", reason="broker", timeout_s=timeout_s,
+                ) from exc
             raise BackendUnavailable(
-                f"no rerank result within {timeout_s}s", backend="rerank", reason="deadline",
+                f"no rerank result within {timeout_s:.3g}s", backend="rerank", reason="deadline",
                 timeout_s=timeout_s,
             ) from exc
         except _BROKER_ERRORS as exc:
@@ -118,19 +125,50 @@ class CeleryReranker:
                 f"rerank broker unreachable: {exc}", backend="rerank", reason="broker"
             ) from exc
         roundtrip_ms = (time.perf_counter() - started) * 1e3
-        if not result.successful():
+        if not succeeded:
             # ``value`` is the task's exception, rebuilt from its JSON form. A
-            # revoked task expired in the queue: the deadline passed on the way.
+            # revoked task expired in the queue, an expired one on the worker:
+            # either way the deadline passed on the way.
             reason = (
                 "deadline"
-                if isinstance(value, TaskRevokedError)
+                if isinstance(value, TaskRevokedError | RerankExpired)
                 else str(value) or type(value).__name__
             )
             raise BackendUnavailable(
                 f"rerank task failed: {reason}", backend="rerank", reason=reason,
-                error=type(value).__name__, state=result.state,
+                error=type(value).__name__, state=state,
             )
         return self._batch(value, len(passages), reported_at_start, sent_at, roundtrip_ms)
+
+    def _roundtrip(
+        self, query: str, passages: list[str], ends: float, sent: threading.Event
+    ) -> tuple[Any, bool, str]:
+        """Send the task and wait for its result until ``ends`` (on a thread of ``self._calls``)."""
+        left = max(0.0, ends - time.monotonic())
+        result = self.app.send_task(
+            RERANK_TASK,
+            args=(query, passages),
+            # The worker drops a task still queued at the deadline (Celery's
+            # expiry) and stops one it is running at the next batch (deadline_at).
+            # Both are wall-clock times: client and worker clocks must agree to
+            # well under the deadline.
+            kwargs={"deadline_at": time.time() + left},
+            queue=self.queue,
+            expires=left,
+        )
+        sent.set()
+        try:
+            # Pub/sub: a result wakes this at once; the deadline is honoured to
+            # within workers.results.MAX_SLICE_S.
+            value = result.get(timeout=max(0.0, ends - time.monotonic()), propagate=False)
+        except CeleryTimeoutError:
+            _give_up(result)
+            raise
+        return value, result.successful(), result.state
+
+    def close(self) -> None:
+        """Stop the calls' threads (those still waiting end at their deadline)."""
+        self._calls.close()
 
     def _batch(
         self,

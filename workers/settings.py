@@ -19,6 +19,9 @@ CONNECT_TIMEOUT_S = 1.0
 # Reads on an established connection. Above kombu's 1 s BRPOP poll (a worker's
 # idle read), and a bound on how long a hung Redis can stall a call.
 SOCKET_TIMEOUT_S = 5.0
+# The most an index or delete job's enqueue waits for a broker that does not answer
+# (one that refuses fails at once); the documents stay staged, pending, meanwhile.
+ENQUEUE_TIMEOUT_S = 2.0
 REDIS_SCHEMES = ("redis", "rediss")
 
 

@@ -4,8 +4,18 @@ The indexing tasks (index, delete, reconcile) live in ``workers.indexing``;
 ``workers.app.celery_init_app`` registers both on the app it builds.
 
 ``sieve.rerank`` scores (query, passage) pairs with the process's
-``CrossEncoderReranker``. Arguments and result are small JSON: strings in,
+``CrossEncoderReranker``. Arguments and result are small JSON: strings (and the
+caller's ``deadline_at``, a wall-clock epoch) in,
 ``{"scores": [[logit, start, end], ...], "model_ms", "model_key", "started_at"}`` out.
+
+Work nobody waits for is dropped, not finished: a task whose ``deadline_at`` has
+passed when it starts is not run, and one running when it passes stops at the
+next step (the cross-encoder checks between slices of passages it tokenises and
+between batches). Either fails with ``RerankExpired`` (logged in one line, no
+traceback: it is expected) and is counted in the broker's Redis, in the hash
+``sieve:rerank:expired``: field ``queued`` (dropped before it ran, by this check
+or by Celery's own ``expires`` check when the worker received it) and
+``running`` (stopped mid-run).
 
 The model loads once per worker process, in ``worker_process_init`` (after the
 fork: CUDA cannot be initialised before a fork and used after it), and only in
@@ -24,11 +34,18 @@ import time
 import weakref
 from typing import Any
 
+import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import task_revoked, worker_process_init
 
 from search.config import Settings
-from search.errors import ConfigError, ModelIncompatible, ModelNotFound, SieveError
+from search.errors import (
+    BackendUnavailable,
+    ConfigError,
+    ModelIncompatible,
+    ModelNotFound,
+    SieveError,
+)
 from search.rerank import CrossEncoderReranker
 from workers.delivery import DeadLettered, DeliveryLimitedTask
 from workers.names import RERANK_TASK
@@ -38,6 +55,30 @@ log = logging.getLogger(__name__)
 
 # Errors of the model itself: the same on every delivery, so no traceback spam.
 _MODEL_ERRORS = (ModelNotFound, ModelIncompatible, ConfigError)
+# Rerank tasks dropped because their deadline had passed: HINCRBY "queued" / "running".
+EXPIRED_KEY = "sieve:rerank:expired"
+
+
+class RerankExpired(SieveError):
+    """A rerank task's deadline passed before or while it ran: dropped, not finished."""
+
+    code = "expired"
+
+
+def count_expired(task: DeliveryLimitedTask, stage: str) -> None:
+    """Add one to ``EXPIRED_KEY``'s ``stage`` field; a Redis error costs only the count."""
+    try:
+        task._redis().hincrby(EXPIRED_KEY, stage, 1)
+    except redis.RedisError as exc:
+        log.warning("could not count an expired rerank task: %s", exc)
+
+
+@task_revoked.connect
+def _count_expired_on_receipt(sender: Any = None, expired: bool = False, **_: Any) -> None:
+    # Celery's own expiry check, in the worker's main process, when a task arrives
+    # after its ``expires``: it never reaches the task body.
+    if expired and getattr(sender, "name", None) == RERANK_TASK:
+        count_expired(sender, "queued")
 
 
 class ModelSlot:
@@ -110,23 +151,54 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
     @app.task(
         name=RERANK_TASK,
         base=DeliveryLimitedTask,
+        bind=True,
         shared=False,
-        throws=(*_MODEL_ERRORS, DeadLettered),
+        throws=(*_MODEL_ERRORS, DeadLettered, RerankExpired),
         # No STARTED state for this one: the reply carries ``started_at``, which
         # splits queue wait from run time per call, and the extra store and
         # pub/sub message cost 1-2.5 ms of a round trip measured in milliseconds.
         # (Long tasks keep the app's task_track_started=True.)
         track_started=False,
     )
-    def rerank(query: str, passages: list[str]) -> dict[str, Any]:
-        """Score ``passages`` against ``query``; one ``[logit, start, end]`` per passage."""
+    def rerank(
+        self: DeliveryLimitedTask,
+        query: str,
+        passages: list[str],
+        deadline_at: float | None = None,
+    ) -> dict[str, Any]:
+        """Score ``passages`` against ``query``; one ``[logit, start, end]`` per passage.
+
+        ``deadline_at`` (wall-clock epoch): when the caller stops waiting.
+        """
         # Wall clock (not perf_counter): the client compares it with its send time.
         started_at = time.time()
+        deadline = None
+        if deadline_at is not None:
+            left = float(deadline_at) - started_at
+            if left <= 0:
+                raise _expired(self, "queued", f"{-left:.3f} s before it started", passages)
+            deadline = time.monotonic() + left
         reranker = slot.get()
-        batch = reranker.rerank(query, passages)
+        try:
+            batch = reranker.rerank(query, passages, deadline=deadline)
+        except BackendUnavailable as exc:
+            if deadline is None or exc.data.get("reason") not in ("deadline", "busy"):
+                raise
+            raise _expired(self, "running", f"while it ran ({exc})", passages) from exc
         return {
             "scores": [[s.logit, s.start, s.end] for s in batch.scores],
             "model_ms": batch.timings_ms.get("model", 0.0),
             "model_key": reranker.model_key,
             "started_at": started_at,
         }
+
+
+def _expired(
+    task: DeliveryLimitedTask, stage: str, when: str, passages: list[str]
+) -> RerankExpired:
+    count_expired(task, stage)
+    return RerankExpired(
+        f"rerank task {task.request.id} dropped: its deadline passed {when}",
+        stage=stage,
+        passages=len(passages),
+    )

@@ -46,6 +46,18 @@ def left_s(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
+def stop_at(deadline: float | None, done: str) -> None:
+    """Raise ``BackendUnavailable(reason="deadline")`` once ``deadline`` has passed.
+
+    A reranker calls it between steps of its work; ``done`` says how far it got
+    ("3 of 10 batches"), for the message.
+    """
+    if deadline is not None and time.monotonic() >= deadline:
+        raise BackendUnavailable(
+            f"rerank stopped at its deadline after {done}", backend="rerank", reason="deadline"
+        )
+
+
 def sigmoid(logit: float) -> float:
     """The normalised score of a logit (float64, overflow-free), for fresh and cached alike."""
     if logit >= 0:

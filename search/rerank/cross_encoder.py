@@ -22,7 +22,7 @@ from search.errors import (
     ModelNotFound,
 )
 from search.models import LocatedModel, locate
-from search.rerank.base import left_s, sigmoid
+from search.rerank.base import left_s, sigmoid, stop_at
 from search.rerank.pairs import Pair, PairEncoder, best_windows
 from search.types import RerankBatch, RerankScore
 
@@ -156,7 +156,8 @@ class CrossEncoderReranker:
         """One raw logit (and its sigmoid) per passage, in the passages' order.
 
         With a ``deadline`` the call waits for the model at most until then and
-        stops between batches once it has passed (``BackendUnavailable``).
+        stops between steps of tokenising and between batches once it has
+        passed (``BackendUnavailable``).
         """
         if isinstance(passages, str) or not all(isinstance(p, str) for p in passages):
             raise InvalidRequest("passages must be a sequence of strings")
@@ -169,7 +170,7 @@ class CrossEncoderReranker:
             # and the pipeline degrades; the typed cause stays attached.
             raise BackendUnavailable(str(exc), backend="rerank", model=self.model) from exc
         started = time.perf_counter()
-        pairs = self._encode(query, passages)
+        pairs = self._encode(query, passages, deadline)
         scores = [
             RerankScore(logit=logit, score=sigmoid(logit), start=pair.start, end=pair.end)
             for logit, pair in best_windows(pairs, self._score(pairs, deadline), len(passages))
@@ -283,10 +284,12 @@ class CrossEncoderReranker:
             raise ConfigError(_FP16_ON_CPU, value=self.dtype)
         return device, getattr(torch, name)
 
-    def _encode(self, query: str, passages: Sequence[str]) -> list[Pair]:
+    def _encode(
+        self, query: str, passages: Sequence[str], deadline: float | None = None
+    ) -> list[Pair]:
         """The model inputs for ``passages`` (loaded model only): see ``PairEncoder.encode``."""
         assert self._pairs is not None, "the model is loaded before pairs are built"
-        return self._pairs.encode(query, passages)
+        return self._pairs.encode(query, passages, deadline)
 
     def _padded(self, length: int) -> int:
         # Tensor cores want multiples of 8; never past max_length (position limits).
@@ -323,13 +326,7 @@ class CrossEncoderReranker:
         try:
             with torch.inference_mode():
                 for done, batch in enumerate(batches):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise BackendUnavailable(
-                            f"rerank stopped at its deadline after {done} of "
-                            f"{len(batches)} batches",
-                            backend="rerank",
-                            reason="deadline",
-                        )
+                    stop_at(deadline, f"{done} of {len(batches)} batches")
                     scored = self._forward_or_split([pairs[i] for i in batch])
                     for i, logit in zip(batch, scored, strict=True):
                         logits[i] = logit

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from search.batching import batched
+from search.rerank.base import stop_at
+
 # Room always left for the passage, whatever the query share: a pair whose
 # passage gets a handful of tokens would score the query against nothing.
 MIN_PASSAGE_TOKENS = 8
@@ -24,6 +27,9 @@ MIN_PASSAGE_TOKENS = 8
 # Sieve uses makes tokens of more than 16 characters of ordinary text.
 MAX_DOC_TOKENS = 4096
 MAX_DOC_CHARS = MAX_DOC_TOKENS * 16
+# Passages tokenised per step: a deadline is checked between steps (a thousand
+# long passages take a second or more to tokenise on a CPU).
+ENCODE_STEP = 256
 
 # (token id, token type id) of each special token in one part of the template.
 _Specials = tuple[tuple[int, int], ...]
@@ -111,8 +117,14 @@ class PairEncoder:
         self.max_length = max_length
         self.query_share = query_share
 
-    def encode(self, query: str, passages: Sequence[str]) -> list[Pair]:
-        """Tokenise once; one pair per passage window."""
+    def encode(
+        self, query: str, passages: Sequence[str], deadline: float | None = None
+    ) -> list[Pair]:
+        """Tokenise once; one pair per passage window.
+
+        Stops between steps of ``ENCODE_STEP`` passages once ``deadline`` (a
+        ``time.monotonic()`` instant) has passed (``BackendUnavailable``).
+        """
         t = self.template
         query_budget = min(
             int(self.query_share * self.max_length),
@@ -127,7 +139,10 @@ class PairEncoder:
         tail, tail_types = [k for k, _ in t.suffix], [k for _, k in t.suffix]
         pairs: list[Pair] = []
         texts = [p[:MAX_DOC_CHARS] for p in passages]
-        encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        encodings: list[Any] = []
+        for step in batched(texts, ENCODE_STEP):
+            stop_at(deadline, f"{len(encodings)} of {len(texts)} passages tokenised")
+            encodings += self.backend.encode_batch(step, add_special_tokens=False)
         for index, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
             ids, offsets = encoding.ids[:MAX_DOC_TOKENS], encoding.offsets[:MAX_DOC_TOKENS]
             words = encoding.word_ids[:MAX_DOC_TOKENS]

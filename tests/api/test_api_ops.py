@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ import urllib.request
 import pytest
 import schemathesis
 from api_testkit import DEAD_URL, app_config, engine_settings, error_code
+from support.redis_server import RedisServer
 
 from api.app import create_app
 from api.cli.serve import serve_plan
@@ -178,6 +180,59 @@ def test_rate_limit_is_shared_through_redis(make_app, redis_server):
     assert first.get("/v1/collections").status_code == 200
     assert second.get("/v1/collections").status_code == 200
     assert first.get("/v1/collections").status_code == 429  # the two "workers" share a count
+
+
+def metric(client, name: str) -> float:
+    """One unlabelled series of ``/metrics`` (never rate limited, outage or not)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    [value] = [
+        float(line.split()[1]) for line in response.text.splitlines() if line.split()[0] == name
+    ]
+    return value
+
+
+def test_rate_limits_stay_on_while_their_redis_is_down(make_app, caplog):
+    server = RedisServer()  # its own: the session's Redis serves other tests
+    try:
+        server.start()
+        app = make_app(rate_limit="5/minute", cache_url=server.url)
+        first = app.test_client()
+        second = make_app(rate_limit="5/minute", cache_url=server.url).test_client()
+        assert [first.get("/v1/collections").status_code for _ in range(6)] == [200] * 5 + [429]
+        assert metric(first, "sieve_rate_limit_fallback") == 0
+
+        server.stop()
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            burst = [first.get("/v1/collections").status_code for _ in range(100)]
+
+        # Counted in this process from the outage on: 5 more, then 429s.
+        assert burst.count(200) == 5 and burst.count(429) == 95, burst
+        assert first.get("/healthz").status_code == 200  # probes stay unlimited
+        assert metric(first, "sieve_rate_limit_fallback") == 1
+        assert metric(first, "sieve_rate_limit_outages_total") == 1
+        # One line for the outage, not a traceback per request.
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in loud] == [
+            "Rate limit storage unreachable - falling back to in-memory storage"
+        ]
+        assert not any(r.exc_info for r in caplog.records)
+
+        server.start()
+        # Flask-Limiter tries the Redis again after 1, 2, 4, ... s of fallback.
+        deadline = time.monotonic() + 70
+        while metric(first, "sieve_rate_limit_fallback") == 1:
+            assert time.monotonic() < deadline, "never went back to Redis"
+            first.get("/v1/collections")
+            time.sleep(0.05)
+
+        # Back in Redis (restarted empty): the request that found it counted there,
+        # and the other process's requests count in the same bucket again.
+        assert [second.get("/v1/collections").status_code for _ in range(5)] == [200] * 4 + [429]
+        assert metric(first, "sieve_rate_limit_outages_total") == 1
+    finally:
+        server.cleanup()
 
 
 def test_serve_plan_binds_localhost_without_keys_and_one_embedded_worker():

@@ -32,7 +32,9 @@ from search.rerank import CrossEncoderReranker
 from workers.app import celery_init_app
 from workers.client import CeleryReranker
 from workers.delivery import DEAD_LETTER_KEY, DELIVERIES_KEY, DeadLettered, deliveries
+from workers.names import RERANK_TASK
 from workers.settings import WorkerSettings
+from workers.tasks import EXPIRED_KEY, RerankExpired
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +235,80 @@ def test_no_worker_or_no_broker_is_unavailable_not_a_hang():
         assert reason == "deadline" and elapsed < 0.5 + 0.25
     finally:
         server.cleanup()
+
+
+def expired_counts(broker: redis.Redis) -> dict[str, int]:
+    """``sieve:rerank:expired``: rerank tasks dropped, by where their deadline passed."""
+    return {k.decode(): int(v) for k, v in broker.hgetall(EXPIRED_KEY).items()}
+
+
+def wait_for_count(broker: redis.Redis, stage: str, count: int) -> None:
+    # Celery's own expiry is counted after it stores the task's result.
+    deadline = time.monotonic() + 10
+    while expired_counts(broker).get(stage, 0) < count:
+        assert time.monotonic() < deadline, expired_counts(broker)
+        time.sleep(0.01)
+
+
+# "... after 3 of 64 batches" or "... after 512 of 2000 passages tokenised".
+STOPPED = re.compile(r"rerank stopped at its deadline after (\d+) of (\d+)")
+
+
+def test_a_task_whose_deadline_passes_mid_run_is_dropped_and_the_worker_moves_on(
+    worker, broker
+):
+    before = expired_counts(broker)
+    stops = len(STOPPED.findall(worker.log()))
+    # ~2 s of tokenising and ~60 batches of 0.1-0.4 s each for the tiny model here.
+    slow = long_passages(2000, seed=3)
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailable) as info:
+        client(worker, timeout_s=1.5).rerank(QUERY, slow)
+    assert info.value.data["reason"] == "deadline"
+
+    # The next task is answered at once: the worker dropped the first at its next
+    # step instead of scoring the rest of it for nobody.
+    answer = client(worker, timeout_s=30).rerank(QUERY, PASSAGES)
+    took = time.perf_counter() - started
+
+    assert len(answer.scores) == len(PASSAGES)
+    assert took < 1.5 + 2.5, took  # against the 10-15 s the whole task takes here
+    # Counted where its deadline passed: mid-run (tokenising or between batches),
+    # or before it started if handing 6 MB of passages to the pool process took
+    # the whole deadline.
+    after = expired_counts(broker)
+    dropped = {stage: after.get(stage, 0) - before.get(stage, 0) for stage in ("queued", "running")}
+    assert sum(dropped.values()) == 1, dropped
+    if dropped["running"]:
+        worker.wait_for_log(STOPPED, count=stops + 1, timeout_s=10)
+        done, total = map(int, STOPPED.findall(worker.log())[-1])
+        assert done < total, (done, total)
+    assert "RerankExpired" in worker.log()
+
+
+def test_tasks_whose_deadline_passes_in_the_queue_are_dropped_unrun(worker, broker):
+    app = celery_init_app(worker.settings, worker.workers)
+    before = expired_counts(broker).get("queued", 0)
+
+    def send(passages: list[str], deadline_s: float, **options: float):
+        deadline_at = time.time() + deadline_s
+        return app.send_task(
+            RERANK_TASK, args=(QUERY, passages), kwargs={"deadline_at": deadline_at},
+            queue=worker.queue, **options,
+        )
+
+    busy = send(long_passages(400, seed=4), 60)  # ~1 s of work: the two below wait for it
+    late = send(PASSAGES, 0.2)  # no Celery expiry: the task's own check drops it
+    gone = send(PASSAGES, 0.2, expires=0.2)  # as the client sends: whichever check sees it
+
+    assert len(busy.get(timeout=60)["scores"]) == 400  # its deadline had not passed
+    error = late.get(timeout=30, propagate=False)
+    # Only the message crosses JSON (Celery rebuilds the type from its name).
+    assert isinstance(error, RerankExpired) and "before it started" in str(error), error
+    assert late.state == "FAILURE"
+    assert gone.get(timeout=30, propagate=False) is not None and gone.state != "SUCCESS"
+    wait_for_count(broker, "queued", before + 2)
+    assert f"{late.id}] succeeded" not in worker.log()
 
 
 def test_importing_the_worker_modules_loads_no_model():
