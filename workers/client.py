@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -41,6 +42,7 @@ from kombu.exceptions import OperationalError
 from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
 from search.rerank.base import check_scores, left_s, sigmoid
+from search.rerank.calibration import Calibration, find_calibration
 from search.types import RerankBatch, RerankScore
 from workers.names import RERANK_TASK
 from workers.settings import WorkerSettings
@@ -64,6 +66,17 @@ class CeleryReranker:
         self.settings = settings
         self.queue = workers.rerank_queue
         self._reported_key: str | None = None
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The configured model's calibration, read here (once) from the models folder.
+
+        The workers hold the model; this process finds the same files when the
+        models folder is shared, so the same fingerprint. None when the model is
+        not on this machine: hits then carry no ``relevance``.
+        """
+        s = self.settings
+        return find_calibration(s.rerank_model, s.rerank_models_dir, revision=s.rerank_revision)
 
     @property
     def model_key(self) -> str:
