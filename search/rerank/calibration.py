@@ -6,7 +6,8 @@ left them. A ``Calibration`` maps them to the observed frequency of relevance:
 
 - ``platt``: ``P = sigmoid(a * logit + b)``, a logistic fit with Platt's smoothed
   targets (Platt 1999, "Probabilistic outputs for support vector machines"), so
-  that separable data still gives finite parameters;
+  that separable data still gives finite parameters; ``a >= 0``, so that, as the
+  isotonic map, it never reverses the reranker's order;
 - ``isotonic``: the monotone step function that fits the labels best
   (scikit-learn's ``IsotonicRegression``), applied by linear interpolation
   between its thresholds and clipped at both ends, as scikit-learn predicts.
@@ -247,6 +248,12 @@ def _fit_one(
         model = LogisticRegression(C=1e6, max_iter=1000)
         model.fit(features, classes, sample_weight=weights)
         a, b = float(model.coef_[0][0]), float(model.intercept_[0])
+        if a < 0:
+            # Higher logits are *less* often relevant here (a model worse than chance
+            # on this data): a calibration never reverses the reranker's order, so
+            # the map goes flat at the smoothed base rate instead.
+            rate = float(target.mean())
+            a, b = 0.0, math.log(rate / (1 - rate))
         return Calibration("platt", fingerprint, a=a, b=b)
     from sklearn.isotonic import IsotonicRegression
 

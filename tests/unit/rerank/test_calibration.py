@@ -152,3 +152,14 @@ def test_rerankers_expose_the_calibration_through_their_wrappers(tmp_path):
     wrapped = CachingReranker(BoundedReranker(fresh, 1.0), LruScoreStore(10), ttl_s=60)
     assert calibration_of(wrapped) == cal
     assert calibration_of(object()) is None
+
+
+def test_a_model_worse_than_chance_gets_a_flat_map_never_a_reversed_one():
+    logits, labels = separable()
+    flipped = [-x for x in logits]  # relevant pairs now score lowest
+    for method in ("platt", "isotonic"):
+        cal, _ = fit(flipped, labels, method=method, model_fingerprint="fp")
+        values = [cal.relevance(x) for x in sorted(flipped)]
+        assert all(a <= b for a, b in zip(values, values[1:], strict=False)), method
+    platt, _ = fit(flipped, labels, method="platt", model_fingerprint="fp")
+    assert platt.a == 0.0 and platt.relevance(-5) == pytest.approx(0.25, abs=0.01)
