@@ -89,14 +89,7 @@ def calibrate_dataset(
         raise InvalidRequest(f"depth must be from 1 to {MAX_TOP_K}", depth=depth)
     model = reranker_model(settings)
     dataset = Dataset.open(dataset_dir, split)
-    qrels = dataset.qrels()
-    queries = dataset.queries(only=set(qrels))
-    if limit is not None:
-        queries = dict(list(queries.items())[:limit])
-    if not queries:
-        raise InvalidRequest(
-            f"no query of {dataset.queries_path} is judged in {dataset.qrels_path}"
-        )
+    qrels, queries = dataset.judged(limit)
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     logits: list[float] = []
     labels: list[bool] = []

@@ -41,7 +41,7 @@ def calibrate_cmd(
     when its qrels grade is above 0, not relevant otherwise (unjudged documents
     included). The calibration is written beside the model as
     sieve-calibration.json; hits then carry a calibrated `relevance` and
-    requests may set `min_relevance`. Restart servers and workers to load it.
+    requests may set `min_relevance`. Restart the server to load it.
     """
     from api.factory import remote_reranker
     from search.calibrate import calibrate_dataset

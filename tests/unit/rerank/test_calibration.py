@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from search.config import Settings
 from search.errors import InvalidRequest
 from search.models import locate
 from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, sigmoid
@@ -163,3 +164,19 @@ def test_a_model_worse_than_chance_gets_a_flat_map_never_a_reversed_one():
         assert all(a <= b for a, b in zip(values, values[1:], strict=False)), method
     platt, _ = fit(flipped, labels, method="platt", model_fingerprint="fp")
     assert platt.a == 0.0 and platt.relevance(-5) == pytest.approx(0.25, abs=0.01)
+
+
+def test_the_celery_client_reads_the_calibration_from_the_models_folder(tmp_path):
+    from workers.app import celery_init_app
+    from workers.client import CeleryReranker
+    from workers.settings import WorkerSettings
+
+    folder = model_folder(tmp_path)
+    cal = Calibration("platt", locate(str(folder)).fingerprint, a=2.0)
+    save_calibration(cal, folder)
+    settings = Settings(rerank_model="model", rerank_models_dir=tmp_path)
+    workers = WorkerSettings(broker_url="redis://127.0.0.1:9/0")  # never connected to
+    client = CeleryReranker(celery_init_app(settings, workers), settings, workers)
+    assert calibration_of(client) == cal
+    elsewhere = Settings(rerank_model="model", rerank_models_dir=tmp_path / "none")
+    assert calibration_of(CeleryReranker(client.app, elsewhere, workers)) is None
