@@ -62,8 +62,10 @@ class CursorSigner:
 
 
 def query_hash(body: SearchBody) -> str:
-    """What a cursor is bound to: the query text, collection, filters and weights."""
-    key = [body.query, body.collection, body.filters or {}, list(body.weights or ())]
+    """What a cursor is bound to: the query text, collection, filters, weights, min_relevance."""
+    key: list[object] = [body.query, body.collection, body.filters or {}, list(body.weights or ())]
+    if body.min_relevance is not None:  # appended only when set: older cursors stay valid
+        key.append(body.min_relevance)
     raw = json.dumps(key, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
     return hashlib.sha256(raw).hexdigest()[:32]
 
@@ -82,13 +84,14 @@ def engine_request(body: SearchBody, signer: CursorSigner) -> SearchRequest:
             weights=body.weights,
             rerank=body.rerank,
             rerank_depth=body.rerank_depth,
+            min_relevance=body.min_relevance,
         )
     cursor = signer.decode(body.cursor)
     if cursor.get("q_hash") != query_hash(body):
         raise ApiError(
             400,
-            "the cursor belongs to another query (query, collection, filters and "
-            "weights must stay the same while paging)",
+            "the cursor belongs to another query (query, collection, filters, "
+            "weights and min_relevance must stay the same while paging)",
         )
     given = body.model_fields_set
     asked = {"mode": body.mode, "fusion": body.fusion, "rerank": body.rerank}
@@ -114,6 +117,7 @@ def engine_request(body: SearchBody, signer: CursorSigner) -> SearchRequest:
             rerank=bool(cursor["rerank"]),
             rerank_depth=int(cursor["rerank_depth"]) or None,
             window=int(cursor["window"]),
+            min_relevance=body.min_relevance,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError(400, "invalid cursor: use next_cursor exactly as returned") from exc

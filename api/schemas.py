@@ -17,6 +17,7 @@ from search.fusion import FusionMethod
 from search.request import (
     MAX_FILTERS,
     MAX_QUERY_CHARS,
+    MAX_RELEVANCE,
     MAX_RERANK_DEPTH,
     MAX_TOP_K,
     MAX_WEIGHT,
@@ -31,6 +32,17 @@ Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHAR
 DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, allow_inf_nan=False)]
 Filters = Annotated[dict[str, MetaValue], Field(max_length=MAX_FILTERS)]
+MinRelevance = Annotated[
+    float,
+    Field(
+        ge=0.0,
+        le=MAX_RELEVANCE,
+        allow_inf_nan=False,
+        description="Keep only reranked hits whose calibrated relevance (P(relevant)) is at "
+        "least this. Needs a calibration of the reranker model (`sieve calibrate`): "
+        "without one the request is a 422.",
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -62,6 +74,7 @@ class SearchBody(Strict):
     rerank_depth: int | None = Field(None, ge=1, le=MAX_RERANK_DEPTH)
     cursor: str | None = Field(None, min_length=1, max_length=4096)
     page: int | None = Field(None, ge=1, le=MAX_WINDOW)
+    min_relevance: MinRelevance | None = None
 
     @model_validator(mode="after")
     def _page_or_cursor(self) -> SearchBody:
@@ -79,6 +92,8 @@ class ContextBody(Strict):
     top_k: int = Field(20, ge=1, le=MAX_TOP_K)
     filters: Filters | None = None
     format: Literal["markdown", "text"] = "markdown"
+    # With it, an answer with no passage left abstains (``abstained: true``).
+    min_relevance: MinRelevance | None = None
 
 
 class RerankDocument(Strict):
@@ -151,6 +166,10 @@ class RerankOut(Out):
 
     logit: float
     score: float | None
+    relevance: float | None = Field(
+        description="Calibrated P(relevant) from the model's calibration "
+        "(`sieve calibrate`); null when the model has none."
+    )
 
 
 class HitOut(Out):
@@ -223,6 +242,11 @@ class ContextOut(Out):
     documents: list[ContextDocumentOut]
     text: str
     format: str
+    abstained: bool = Field(
+        description="True when min_relevance was given and no passage reached it: the "
+        "knowledge base holds nothing relevant enough to cite."
+    )
+    abstain_reason: str | None
     reranked: bool
     degraded: list[str]
     degraded_reasons: dict[str, str]

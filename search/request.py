@@ -28,6 +28,7 @@ MAX_WINDOW = 1000  # deepest result ever served (offset + top_k), and the deepes
 MAX_RERANK_DEPTH = 500
 MAX_FILTERS = 32
 MAX_WEIGHT = 100.0
+MAX_RELEVANCE = 1.0  # min_relevance is a probability: 0 to 1
 
 
 def validate(request: SearchRequest) -> None:
@@ -63,6 +64,14 @@ def validate(request: SearchRequest) -> None:
         )
     ):
         raise InvalidRequest(f"weights must be two numbers (bm25, vector) from 0 to {MAX_WEIGHT:g}")
+    if request.min_relevance is not None and (
+        isinstance(request.min_relevance, bool)
+        or not isinstance(request.min_relevance, int | float)
+        or not 0 <= request.min_relevance <= MAX_RELEVANCE
+    ):
+        raise InvalidRequest(f"min_relevance must be a number from 0 to {MAX_RELEVANCE:g}")
+    if request.min_relevance is not None and request.rerank is False:
+        raise InvalidRequest("min_relevance needs reranking: leave rerank on")
 
 
 def plan(

@@ -33,7 +33,7 @@ def hit_json(hit: Hit, query: str) -> dict[str, Any]:
         "fused": _leg(hit.fused),
         "rerank": None
         if hit.rerank_logit is None
-        else {"logit": hit.rerank_logit, "score": hit.rerank_score},
+        else {"logit": hit.rerank_logit, "score": hit.rerank_score, "relevance": hit.relevance},
     }
 
 

@@ -135,6 +135,7 @@ class Hit:
     fused: LegScore | None = None
     rerank_logit: float | None = None
     rerank_score: float | None = None
+    relevance: float | None = None  # calibrated P(relevant), when the model has a calibration
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ class SearchRequest:
     # The ordered list pages are cut from; None: planned (see search.request).
     # A pagination cursor pins it so that every page slices the same list.
     window: int | None = None
+    # Keep only reranked hits whose calibrated relevance is at least this (0-1).
+    min_relevance: float | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import redis
@@ -46,6 +46,7 @@ from kombu.exceptions import OperationalError
 from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
 from search.rerank.base import check_scores, left_s, sigmoid
+from search.rerank.calibration import Calibration, find_calibration
 from search.types import RerankBatch, RerankScore
 from workers.bounded import BoundedCalls, DeadlinePassed
 from workers.names import RERANK_TASK
@@ -73,6 +74,17 @@ class CeleryReranker:
         self.queue = workers.rerank_queue
         self._reported_key: str | None = None
         self._calls = BoundedCalls("sieve-rerank-call")
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The configured model's calibration, read here (once) from the models folder.
+
+        The workers hold the model; this process finds the same files when the
+        models folder is shared, so the same fingerprint. None when the model is
+        not on this machine: hits then carry no ``relevance``.
+        """
+        s = self.settings
+        return find_calibration(s.rerank_model, s.rerank_models_dir, revision=s.rerank_revision)
 
     @property
     def model_key(self) -> str:

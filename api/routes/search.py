@@ -35,18 +35,31 @@ def search() -> Response:
 @bp.post("/v1/context")
 @requires("search")
 def context() -> Response:
-    """Search, then pack the hits into cited context within a token budget."""
+    """Search, then pack the hits into cited context within a token budget.
+
+    With ``min_relevance``, an answer where no passage reached it abstains.
+    """
     body = json_body(ContextBody)
     svc = services()
     scoped_collection(body.collection, svc.engine.has_collection)
     result = svc.engine.search(
         SearchRequest(
-            query=body.query, top_k=body.top_k, filters=body.filters, collection=body.collection
+            query=body.query,
+            top_k=body.top_k,
+            filters=body.filters,
+            collection=body.collection,
+            min_relevance=body.min_relevance,
         )
     )
     svc.metrics.observe_result(result)
     started = time.perf_counter()
-    packed = pack_context(body.query, result.hits, body.max_tokens, format=body.format)
+    packed = pack_context(
+        body.query,
+        result.hits,
+        body.max_tokens,
+        format=body.format,
+        min_relevance=body.min_relevance,
+    )
     timings = dict(result.timings_ms, pack=(time.perf_counter() - started) * 1000)
     out = packed.to_dict()
     out["reranked"] = result.reranked

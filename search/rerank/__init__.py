@@ -6,7 +6,9 @@
 - ``cross_encoder``: ``CrossEncoderReranker``, the in-process model runner;
 - ``bounded``: ``BoundedReranker``, which stops the caller's wait at a deadline;
 - ``caching``: ``CachingReranker``, any reranker in front of a pair-score store
-  (the stores and keys are ``search.scores``).
+  (the stores and keys are ``search.scores``);
+- ``calibration``: ``Calibration``, a fitted logit -> P(relevant) map stored beside
+  the model and keyed to its fingerprint (scikit-learn only when fitting).
 
 Importing this package imports neither torch nor transformers.
 """

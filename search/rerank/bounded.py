@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from search.errors import BackendUnavailable, ConfigError, ModelIncompatible, ModelNotFound
 from search.rerank.base import Reranker
+from search.rerank.calibration import Calibration, calibration_of
 from search.types import RerankBatch
 
 
@@ -37,6 +38,11 @@ class BoundedReranker:
         self._lock = threading.Lock()
         self.expired = 0  # calls whose caller stopped waiting at the deadline
         self._loaded = False
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The inner reranker's calibration, if it has one."""
+        return calibration_of(self.inner)
 
     @property
     def model_key(self) -> str:

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 
 from search.errors import BackendUnavailable, ConfigError
 from search.rerank.base import Reranker, check_scores, sigmoid
+from search.rerank.calibration import Calibration, calibration_of
 from search.scores import CachedScore, ScoreStore, pair_keys
 from search.types import RerankBatch, RerankScore
 
@@ -46,6 +47,11 @@ class CachingReranker:
         self._inflight: dict[str, Future[CachedScore]] = {}
         self._inflight_lock = threading.Lock()
         self._waiters = 0
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The inner reranker's calibration, if it has one."""
+        return calibration_of(self.inner)
 
     @property
     def model_key(self) -> str:

@@ -23,6 +23,7 @@ from search.errors import (
 )
 from search.models import LocatedModel, locate
 from search.rerank.base import left_s, sigmoid, stop_at
+from search.rerank.calibration import Calibration, load_calibration
 from search.rerank.pairs import Pair, PairEncoder, best_windows
 from search.types import RerankBatch, RerankScore
 
@@ -109,6 +110,8 @@ class CrossEncoderReranker:
         self._device = "cpu"
         self._located: LocatedModel | None = None
         self._key: str | None = None
+        self._calibration: Calibration | None = None
+        self._calibration_read = False
         # Filled at load from the tokenizer.
         self._pairs: PairEncoder | None = None
         self._pad_id = 0
@@ -145,6 +148,23 @@ class CrossEncoderReranker:
                 return f"{self.model}@unresolved:{self.max_length}"
             self._key = f"{self.model}@{self.revision or located.revision}:{self.max_length}"
         return self._key
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The model's logit -> P(relevant) map (``sieve-calibration.json`` beside it), or None.
+
+        Read once, at load or on first use (a calibration written later needs a
+        new reranker, i.e. a restart); one fitted for other weights is ignored.
+        Loads no weights; a model that cannot be found has none.
+        """
+        if not self._calibration_read:
+            try:
+                located = self._locate()
+            except ModelNotFound:
+                return None
+            self._calibration = load_calibration(located)
+            self._calibration_read = True
+        return self._calibration
 
     def warm_up(self) -> None:
         """Find and load the model now; raises ``ModelNotFound`` or ``ModelIncompatible``."""
@@ -271,6 +291,7 @@ class CrossEncoderReranker:
             self._tokenizer = tokenizer
             self._device = device
             self._model = model.to(device).eval()
+        _ = self.calibration  # read with the model, not on the first query
 
     def _device_and_dtype(self, torch: Any) -> tuple[str, Any]:
         device = self.device

@@ -190,6 +190,17 @@ def test_context_packs_cited_sources_within_the_budget(client):
     assert "pack" in body["timings_ms"]
     text = client.post("/v1/context", json={"query": QUERY, "format": "text"}).json
     assert text["format"] == "text" and text["max_tokens"] == 1500
+    assert body["abstained"] is False and body["abstain_reason"] is None
+
+
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/context"])
+def test_min_relevance_without_a_calibration_says_how_to_make_one(client, path):
+    response = client.post(path, json={"query": QUERY, "min_relevance": 0.5})
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+    message = response.json["error"]["message"]
+    assert "no calibration exists" in message and "sieve calibrate" in message
+    hits = search(client, top_k=3).json["hits"]
+    assert all(h["rerank"]["relevance"] is None for h in hits)  # no calibration: no relevance
 
 
 @pytest.mark.parametrize(
@@ -199,6 +210,8 @@ def test_context_packs_cited_sources_within_the_budget(client):
         {"query": QUERY, "format": "html"},
         {"query": QUERY, "top_k": "20"},
         {"query": QUERY, "extra": True},
+        {"query": QUERY, "min_relevance": 1.5},
+        {"query": QUERY, "min_relevance": "0.5"},
     ],
 )
 def test_context_rejects_bad_input(client, body):

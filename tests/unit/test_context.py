@@ -212,7 +212,10 @@ def test_fetch_neighbours_merges_adjacent_chunks():
 def test_to_dict_matches_api_shape():
     packed = pack_context("query", [hit("d", "Some cleaned text.", 1, score=0.9)], 100)
     out = packed.to_dict()
-    assert set(out) == {"query", "max_tokens", "used_tokens", "documents", "text", "format"}
+    assert set(out) == {
+        "query", "max_tokens", "used_tokens", "documents", "text", "format",
+        "abstained", "abstain_reason",
+    }
     (doc,) = out["documents"]
     assert doc == {
         "doc_id": "d",
@@ -230,3 +233,14 @@ def test_to_dict_matches_api_shape():
             }
         ],
     }
+
+
+def test_abstains_when_min_relevance_left_no_hit():
+    packed = pack_context("query", [], 100, min_relevance=0.8)
+    assert packed.abstained and packed.documents == []
+    assert packed.abstain_reason is not None and "0.8" in packed.abstain_reason
+    assert packed.used_tokens <= 100
+    # Hits that passed, or no threshold asked for: no abstaining.
+    passed = pack_context("query", [hit("d", "Some cleaned text.", 1)], 100, min_relevance=0.8)
+    assert not passed.abstained and passed.abstain_reason is None and passed.documents
+    assert not pack_context("query", [], 100).abstained

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
 from search.config import Settings
+from search.errors import InvalidRequest
 from search.pipeline import Pipeline, passage_span
+from search.rerank.calibration import Calibration
 from search.types import RerankBatch, RerankScore, ScoredChunk, SearchRequest
 
 pytestmark = pytest.mark.unit
@@ -112,3 +115,37 @@ def test_rerank_orders_the_head_and_maps_windows_into_the_document():
     assert (a.rerank_logit, a.score) == (1.0, 0.1)
     assert d.rerank_logit is None and d.text == "Beyond the rerank depth."
     assert result.reranked and result.rerank_window == 3
+
+
+class Calibrated(Windows):
+    """A reranker with a calibration: relevance = logit / 4 (monotone, as a fitted one is)."""
+
+    calibration = Calibration("isotonic", "fp", x=(0.0, 4.0), y=(0.0, 1.0))
+
+
+def test_calibrated_hits_carry_relevance_and_min_relevance_keeps_the_passing_head():
+    chunks = [chunk(d, "", f"Passage {d}.", 0) for d in "abcd"]
+    answers = {"Passage a": (1.0, 0, 0), "Passage b": (3.0, 0, 0), "Passage c": (2.0, 0, 0)}
+    reranker = Calibrated(answers)
+    pipeline = Pipeline(Settings(), Keyword(chunks), None, NoEmbedder(), reranker=reranker)
+    request = SearchRequest(query="q", mode="bm25", top_k=4, rerank=True, rerank_depth=3)
+    hits = pipeline.search(request).hits
+    assert [(h.doc_id, h.relevance) for h in hits] == [
+        ("b", 0.75), ("c", 0.5), ("a", 0.25), ("d", None)
+    ]
+    kept = pipeline.search(replace(request, min_relevance=0.5))
+    # "d" is past the rerank depth: its relevance is unknown, so it cannot pass.
+    assert [(h.doc_id, h.rank) for h in kept.hits] == [("b", 1), ("c", 2)]
+    assert kept.total_window == 2
+    assert pipeline.search(replace(request, min_relevance=0.0)).total_window == 3
+
+
+def test_min_relevance_without_a_calibration_names_the_fix():
+    chunks = [chunk("a", "", "Passage a.", 0)]
+    pipeline = Pipeline(
+        Settings(), Keyword(chunks), None, NoEmbedder(), reranker=Windows({"Passage": (1.0, 0, 0)})
+    )
+    request = SearchRequest(query="q", mode="bm25", min_relevance=0.5)
+    with pytest.raises(InvalidRequest, match="no calibration exists.*sieve calibrate"):
+        pipeline.search(request)
+    assert pipeline.search(replace(request, min_relevance=None)).hits[0].relevance is None

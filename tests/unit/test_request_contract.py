@@ -29,6 +29,7 @@ def test_the_http_schema_states_the_engine_limits():
     assert _schema(SearchBody, "top_k")["maximum"] == contract.MAX_TOP_K
     assert _schema(SearchBody, "rerank_depth")["maximum"] == contract.MAX_RERANK_DEPTH
     assert _schema(SearchBody, "filters")["maxProperties"] == contract.MAX_FILTERS
+    assert _schema(SearchBody, "min_relevance")["maximum"] == contract.MAX_RELEVANCE
     weights = _schema(SearchBody, "weights")
     assert {item["maximum"] for item in weights["prefixItems"]} == {contract.MAX_WEIGHT}
     assert tuple(_schema(SearchBody, "mode")["enum"]) == MODES
@@ -49,6 +50,8 @@ BOUNDARIES: list[tuple[str, Any, Any]] = [
         {f"k{i}": "v" for i in range(contract.MAX_FILTERS + 1)},
     ),
     ("weights", (contract.MAX_WEIGHT, 0.0), (contract.MAX_WEIGHT + 1, 0.0)),
+    ("min_relevance", contract.MAX_RELEVANCE, contract.MAX_RELEVANCE + 0.01),
+    ("min_relevance", 0.0, -0.01),
     ("mode", MODES[-1], "fuzzy"),
     ("fusion", METHODS[-1], "borda"),
 ]

@@ -1,0 +1,137 @@
+"""Fit the reranker's calibration on a BEIR-format data set's judged queries.
+
+``calibrate_dataset`` indexes the corpus (or reuses the index, see
+``search.evaluate.prepare_index``), runs hybrid retrieval with reranking for
+every judged query of one split, and takes the raw logit of each of the top
+``depth`` reranked hits with its label: relevant when the split's qrels give the
+(query, document) pair a grade above 0. An unjudged document counts as not
+relevant, as in trec_eval; on sparsely judged data (SciFact judges one or two
+documents per query) this underestimates P(relevant), so the calibrated
+relevance errs low, which is the safe side for abstaining. The calibration is
+fitted (``search.rerank.calibration.fit``) and written beside the model as
+``sieve-calibration.json``, keyed to the model's fingerprint.
+
+Calibrate on a split you do not evaluate on (``dev`` or ``train``, never
+``test``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from search.config import Settings
+from search.errors import BackendUnavailable, ConfigError, InvalidRequest
+from search.evaluate import Dataset, prepare_index
+from search.models import LocatedModel, locate
+from search.request import MAX_TOP_K
+from search.rerank.base import Reranker, sigmoid
+from search.rerank.calibration import (
+    Calibration,
+    FittedOn,
+    expected_calibration_error,
+    fit,
+    save_calibration,
+)
+from search.types import SearchRequest
+
+SPLITS = ("dev", "train")
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """A fitted calibration, where it was written, and the model it belongs to."""
+
+    calibration: Calibration
+    path: Path
+    model: LocatedModel
+
+
+def reranker_model(settings: Settings) -> LocatedModel:
+    """The configured reranker model's files on this machine (offline)."""
+    return locate(
+        settings.rerank_model,
+        settings.rerank_models_dir,
+        allow_download=False,
+        revision=settings.rerank_revision,
+        kind="reranker model",
+        hint="Calibration writes beside the model: it must be on this machine.",
+    )
+
+
+def calibrate_dataset(
+    settings: Settings,
+    dataset_dir: str | Path,
+    *,
+    split: str = "dev",
+    method: str = "auto",
+    depth: int = 50,
+    limit: int | None = None,
+    reranker: Reranker | None = None,
+    on_index_progress: Callable[[int], None] | None = None,
+    on_query_progress: Callable[[int], None] | None = None,
+) -> CalibrationReport:
+    """Fit and store the calibration of the configured reranker (see the module docstring).
+
+    ``reranker`` replaces the one built from ``settings`` (the command line passes
+    the Celery client when reranking runs on workers); ``limit`` keeps the first
+    N judged queries.
+    """
+    from search.engine import FROM_SETTINGS, SearchEngine
+
+    if split not in SPLITS:
+        raise InvalidRequest(
+            f"calibrate on {' or '.join(SPLITS)}, not {split!r}: a split you evaluate on "
+            "would grade the calibration on its own data"
+        )
+    if not 1 <= depth <= MAX_TOP_K:
+        raise InvalidRequest(f"depth must be from 1 to {MAX_TOP_K}", depth=depth)
+    model = reranker_model(settings)
+    dataset = Dataset.open(dataset_dir, split)
+    qrels, queries = dataset.judged(limit)
+    eval_settings = prepare_index(settings, dataset, on_index_progress)
+    logits: list[float] = []
+    labels: list[bool] = []
+    groups: list[str] = []
+    chosen = FROM_SETTINGS if reranker is None else reranker
+    with SearchEngine(eval_settings, reranker=chosen) as engine:
+        if engine.reranker is None:
+            raise ConfigError(
+                "no reranker is configured: set SIEVE_RERANK_MODEL (and SIEVE_RERANK_BACKEND "
+                "to local or celery) to calibrate it"
+            )
+        for qid, text in queries.items():
+            request = SearchRequest(
+                query=text, top_k=depth, collection="eval", rerank=True, rerank_depth=depth
+            )
+            result = engine.search(request)
+            if not result.reranked:
+                why = result.degraded_reasons.get("rerank", "no reason given")
+                raise BackendUnavailable(f"the reranker did not answer: {why}", backend="rerank")
+            judged = qrels.get(qid, {})
+            for hit in result.hits:
+                if hit.rerank_logit is not None:
+                    logits.append(hit.rerank_logit)
+                    labels.append(judged.get(hit.doc_id, 0) > 0)
+                    groups.append(qid)
+            if on_query_progress is not None:
+                on_query_progress(1)
+    calibration, losses = fit(
+        logits, labels, method=method, model_fingerprint=model.fingerprint, groups=groups
+    )
+    fitted_on = FittedOn(
+        dataset=dataset.name,
+        split=split,
+        pairs=len(labels),
+        positives=sum(labels),
+        queries=len(queries),
+        depth=depth,
+        ece_before=round(expected_calibration_error([sigmoid(x) for x in logits], labels), 6),
+        ece_after=round(
+            expected_calibration_error([calibration.relevance(x) for x in logits], labels), 6
+        ),
+        validation_log_loss={k: round(v, 6) for k, v in losses.items()},
+    )
+    calibration = replace(calibration, fitted_on=fitted_on)
+    return CalibrationReport(calibration, save_calibration(calibration, model.folder), model)
