@@ -20,25 +20,6 @@ from search.registry import SCHEMA_VERSION, DocumentRecord, Registry, Restored, 
 from search.types import Document
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.unit),
-        pytest.param("postgresql", marks=pytest.mark.integration),
-    ]
-)
-def registry(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    reg = Registry(url)
-    yield reg
-    if request.param == "postgresql":
-        with reg.engine.begin() as conn:
-            conn.execute(text("DELETE FROM documents"))
-    reg.close()
-
-
 def doc(doc_id="d1", text="hello world", **kw):
     return Document(id=doc_id, text=text, **kw)
 

@@ -2,32 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import text
-
 from search.jobs import TaskLog
-from search.registry import Registry
 from search.types import Document
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.unit),
-        pytest.param("postgresql", marks=pytest.mark.integration),
-    ]
-)
-def registry(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    reg = Registry(url)
-    yield reg
-    if request.param == "postgresql":
-        with reg.engine.begin() as conn:
-            for table in ("index_task_items", "index_tasks", "documents"):
-                conn.execute(text(f"DELETE FROM {table}"))
-    reg.close()
 
 
 def staged(registry, ids, collection="c"):
