@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
-from search.indexing import Indexer, IndexReport, ProgressCallback
+from search.indexing import Indexer, IndexReport, ProgressCallback, Propagate
 from search.integrity import verify_collection
 from search.job_runner import JobRunner
 from search.jobs import TaskLog
@@ -129,7 +129,7 @@ class SearchEngine:
         """
         with self._lock:
             if self._runner is None:
-                self._runner = JobRunner(self, self.tasks)
+                self._runner = JobRunner(self.index_staged, self.tasks)
             runner = self._runner
         runner.start()
         return runner
@@ -197,6 +197,26 @@ class SearchEngine:
         col = self.collection(collection)
         self.registry.add_collection(col.name)
         return col.indexer.index(docs, batch_size=batch_size, on_progress=on_progress)
+
+    def index_staged(
+        self,
+        collection: str,
+        doc_ids: Sequence[str],
+        *,
+        batch_size: int = 64,
+        propagate: Propagate = (),
+    ) -> tuple[IndexReport, set[str]]:
+        """Index documents already staged in the registry (a task's batch).
+
+        Returns the report and which of ``doc_ids`` both indexes now hold at their
+        registry version (written now, or already there from an earlier attempt).
+        ``batch_size`` and ``propagate`` as in ``Indexer.index_registered``.
+        """
+        report = self.collection(collection).indexer.index_registered(
+            doc_ids, batch_size=batch_size, propagate=propagate
+        )
+        records = self.registry.records(collection, doc_ids)
+        return report, {doc_id for doc_id, record in records.items() if record.indexed}
 
     def delete(self, doc_ids: Sequence[str], collection: str | None = None) -> list[str]:
         """Delete documents from the registry and both indexes; returns the known ids."""

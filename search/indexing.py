@@ -59,6 +59,11 @@ class IndexReport:
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def not_written(self) -> dict[str, str]:
+        """Why each document was not written: failed, or refused by an index."""
+        return {**self.failed, **self.refused}
+
     def merge(self, other: IndexReport) -> None:
         """Add another report's counts to this one."""
         self.indexed += other.indexed

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from search.errors import SieveError
+from search.indexing import IndexReport
 from search.jobs import TaskLog, TaskRecord
 
-if TYPE_CHECKING:
-    from search.engine import SearchEngine
-
 log = logging.getLogger(__name__)
+
+# Indexes one batch of a collection's staged documents; answers the report and
+# the ids now in both indexes. ``SearchEngine.index_staged`` is the one in use.
+IndexBatch = Callable[[str, Sequence[str]], tuple[IndexReport, set[str]]]
 
 BATCH_DOCS = 8  # documents per step: small, so collections take turns often
 
@@ -28,8 +30,10 @@ BATCH_DOCS = 8  # documents per step: small, so collections take turns often
 class JobRunner:
     """One indexing thread over the task log, fair across collections."""
 
-    def __init__(self, engine: SearchEngine, tasks: TaskLog, *, batch_docs: int = BATCH_DOCS):
-        self.engine, self.tasks, self.batch_docs = engine, tasks, batch_docs
+    def __init__(
+        self, index_batch: IndexBatch, tasks: TaskLog, *, batch_docs: int = BATCH_DOCS
+    ) -> None:
+        self.index_batch, self.tasks, self.batch_docs = index_batch, tasks, batch_docs
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,9 +87,7 @@ class JobRunner:
             self.tasks.finish(task.id)
             return
         try:
-            collection = self.engine.collection(task.collection)
-            report = collection.indexer.index_registered(ids)
-            records = self.engine.registry.records(task.collection, ids)
+            report, indexed = self.index_batch(task.collection, ids)
         except Exception as exc:
             # The collection was dropped, the registry refused...: the task ends
             # with why, and its documents stay staged for the reconciler.
@@ -95,9 +97,6 @@ class JobRunner:
                 log.exception("indexing task %s failed", task.id)
             self.tasks.finish(task.id, error=f"{type(exc).__name__}: {exc}")
             return
-        indexed = {doc_id for doc_id, record in records.items() if record.indexed}
-        self.tasks.record(
-            task.id, ids, indexed=indexed, failed={**report.failed, **report.refused}
-        )
+        self.tasks.record(task.id, ids, indexed=indexed, failed=report.not_written)
         if self.tasks.remaining(task.id) == 0:
             self.tasks.finish(task.id)

@@ -222,23 +222,16 @@ def register_index_tasks(app: Celery, settings: Settings, workers: WorkerSetting
             (SoftTimeLimitExceeded,) if last else (SoftTimeLimitExceeded, BackendUnavailable)
         )
         engine = slot.get()
-        indexer = engine.collection(collection).indexer
         try:
-            report = indexer.index_registered(
-                ids, batch_size=settings.embed_batch_size, propagate=propagate
+            report, indexed = engine.index_staged(
+                collection, ids, batch_size=settings.embed_batch_size, propagate=propagate
             )
         except Exception as exc:
             if last:  # no retry follows: the task log says why the task ended
                 engine.tasks.finish(self.request.id, error=f"{type(exc).__name__}: {exc}")
             raise
         # A task sent without a task-log entry (a test, a script) records nothing.
-        records = engine.registry.records(collection, ids)
-        engine.tasks.record(
-            self.request.id,
-            ids,
-            indexed={doc_id for doc_id, record in records.items() if record.indexed},
-            failed={**report.failed, **report.refused},
-        )
+        engine.tasks.record(self.request.id, ids, indexed=indexed, failed=report.not_written)
         engine.tasks.finish(self.request.id)
         if report.failed:
             log.warning(

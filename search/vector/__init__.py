@@ -9,11 +9,10 @@ loads the 35 MB Qdrant Edge extension, and vice versa.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from search.errors import ConfigError
-from search.vector.base import VectorIndex
+from search.vector.base import VectorIndex, check_vectors
 
 if TYPE_CHECKING:
     from search.config import Settings
@@ -23,7 +22,6 @@ __all__ = [
     "check_vectors",
     "open_vector_index",
 ]
-
 
 
 def open_vector_index(settings: Settings, collection: str, dim: int) -> VectorIndex:
@@ -54,26 +52,3 @@ def open_vector_index(settings: Settings, collection: str, dim: int) -> VectorIn
         f"no vector index implementation for SIEVE_VECTOR_BACKEND={settings.vector_backend!r}",
         value=settings.vector_backend,
     )
-
-
-def check_vectors(dim: int, vectors: Sequence[Sequence[float]]) -> list[list[float]]:
-    """The vectors as float lists, or ``ConfigError`` when one has the wrong dimension.
-
-    A wrong dimension means the embedder and the index disagree (a model was
-    swapped under an existing collection): a configuration problem, named as such
-    instead of surfacing as an engine error halfway through a batch.
-    """
-    out: list[list[float]] = []
-    for vector in vectors:
-        values = [float(x) for x in vector]
-        if len(values) != dim:
-            raise ConfigError(
-                f"vector has dimension {len(values)} but the index expects {dim}; "
-                "was the embedding model changed without rebuilding the collection?",
-                expected=dim,
-                got=len(values),
-            )
-        out.append(values)
-    return out
-
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
+from search.errors import ConfigError
 from search.store import UpsertResult
 from search.types import Chunk, Filters, ScoredChunk
 
@@ -70,3 +71,26 @@ class VectorIndex(Protocol):
     def close(self) -> None:
         """Release files and connections."""
         ...
+
+
+def check_vectors(dim: int, vectors: Sequence[Sequence[float]]) -> list[list[float]]:
+    """The vectors as float lists, or ``ConfigError`` when one has the wrong dimension.
+
+    A wrong dimension means the embedder and the index disagree (a model was
+    swapped under an existing collection): a configuration problem, named as such
+    instead of surfacing as an engine error halfway through a batch.
+    """
+    out: list[list[float]] = []
+    for vector in vectors:
+        values = [float(x) for x in vector]
+        if len(values) != dim:
+            raise ConfigError(
+                f"vector has dimension {len(values)} but the index expects {dim}; "
+                "was the embedding model changed without rebuilding the collection?",
+                expected=dim,
+                got=len(values),
+            )
+        out.append(values)
+    return out
+
+

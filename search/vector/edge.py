@@ -44,7 +44,7 @@ from search.store import (
     replace_chunks,
 )
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import check_vectors
+from search.vector.base import check_vectors
 
 BACKEND = "qdrant-edge"
 # Segments with at least this many vectors get an HNSW graph at ``optimize()``;

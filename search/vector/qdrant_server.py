@@ -37,7 +37,7 @@ from search.store import (
     replace_chunks,
 )
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector import check_vectors
+from search.vector.base import check_vectors
 
 BACKEND = "qdrant"
 _WRITE_BATCH = 256  # points per request: a 384-d batch is ~0.5 MB of JSON
