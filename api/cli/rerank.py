@@ -10,6 +10,7 @@ import click
 from api.cli.context import Context
 from search.errors import BackendUnavailable
 from search.request import MAX_RERANK_DEPTH
+from search.rerank.blend import retrieval_rank
 from search.types import Hit, SearchRequest, SearchResult
 
 BAR_WIDTH = 20
@@ -58,12 +59,6 @@ def rerank_cmd(ctx: Context, query: str, docs: tuple[str, ...], as_json: bool) -
 
 def _timings(timings: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.1f}ms" for k, v in timings.items())
-
-
-def retrieval_rank(hit: Hit) -> int:
-    """Where the hit stood before reranking (fused rank, or its only leg's rank)."""
-    leg = hit.fused or hit.bm25 or hit.vector
-    return leg.rank if leg else hit.rank
 
 
 def retrieval_score(hit: Hit) -> float:
