@@ -379,7 +379,8 @@ def evaluate_dataset(
     its head reranked by ``reranker`` (None: the one the settings build)
     adds a ``rerank`` row, compared query by query with the ``hybrid`` row
     (run for the purpose if not asked for), and a ``rerank_blend`` row when
-    ``rerank`` gives or tunes a blend. A missing or failing reranker is
+    ``rerank`` gives or tunes a blend (``limit`` cuts the tuning split too). A
+    missing or failing reranker is
     ``BackendUnavailable``, before any indexing. When ``runs_out`` is given,
     each row's ranked document ids per query land there.
     """
