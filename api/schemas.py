@@ -198,6 +198,9 @@ class SearchOut(Out):
     fusion: str | None
     reranked: bool
     rerank_window: int
+    rerank_blend: float | None = Field(
+        description="Weight of the retrieval prior blended into the rerank order; null: pure."
+    )
     page: int
     top_k: int
     next_cursor: str | None

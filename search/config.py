@@ -134,6 +134,9 @@ class Settings(EnvSettings):
     rerank_token_budget: int = 16_384  # padded tokens per forward pass
     rerank_depth: int = 50
     rerank_timeout_s: float = 2.0
+    # Weight of the retrieval prior blended into the rerank score
+    # (search.rerank.blend); 0: the pure rerank order.
+    rerank_blend_weight: float = 0.0
 
     # Pair-score cache: Redis when a URL is given, else an in-process LRU.
     cache_url: str = ""
@@ -156,6 +159,11 @@ class Settings(EnvSettings):
             raise ConfigError("SIEVE_RERANK_QUERY_SHARE must be between 0.05 and 0.9")
         if self.rerank_max_length < 16 or self.rerank_depth < 1:
             raise ConfigError("SIEVE_RERANK_MAX_LENGTH must be >= 16 and SIEVE_RERANK_DEPTH >= 1")
+        if not 0 <= self.rerank_blend_weight < float("inf"):
+            raise ConfigError(
+                "SIEVE_RERANK_BLEND_WEIGHT must be a finite number >= 0",
+                value=self.rerank_blend_weight,
+            )
         if self.chunk_tokens < 16:
             raise ConfigError("SIEVE_CHUNK_TOKENS must be at least 16", value=self.chunk_tokens)
         if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder, TransformerEmbedder
-from search.errors import ConfigError, Conflict, InvalidRequest, NotFound
+from search.errors import BackendUnavailable, ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback, Propagate
 from search.integrity import verify_collection
 from search.job_runner import JobRunner
@@ -85,6 +85,22 @@ def build_reranker(settings: Settings, remote: Reranker | None = None) -> Rerank
         # In-process, the caller's wait is bounded here; the Celery client bounds its own.
         inner = BoundedReranker(local, settings.rerank_timeout_s)
     return CachingReranker(inner, make_store(settings), settings.cache_ttl_s)
+
+
+def reranker_unavailable(settings: Settings, why: str = "") -> BackendUnavailable:
+    """The one-line error of a command that needs a reranker and has none: why, and what
+    to do (``why`` is a failing reranker's own error, which says it)."""
+    if why:
+        message = why
+    elif settings.rerank_backend == "none":
+        message = "SIEVE_RERANK_BACKEND=none turns reranking off; set auto, local or celery"
+    else:
+        message = (
+            f"the reranker model {settings.rerank_model!r} is not on this machine: put it in "
+            f"SIEVE_RERANK_MODELS_DIR ({settings.rerank_models_dir}) or set SIEVE_RERANK_MODEL "
+            "to its folder"
+        )
+    return BackendUnavailable(f"no reranker is available: {message}", backend="rerank")
 
 
 class FromSettings:

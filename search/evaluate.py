@@ -19,12 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from search.config import Settings
-from search.errors import InvalidRequest, LoadError, NotFound
+from search.errors import InvalidRequest, LoadError, NotFound, SieveError
 from search.ingest import iter_jsonl
-from search.types import Document, SearchRequest
+from search.request import MAX_TOP_K
+from search.rerank.base import Reranker
+from search.rerank.blend import GRID, Blend, best_first, retrieval_rank
+from search.types import Document, SearchRequest, SearchResult
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, list[str]]  # query id -> document ids, best first
+# nDCG@10 differences below this are ties (float noise, not a ranking change).
+TIE_EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,8 @@ class Dataset:
         return {qid: qrels[qid] for qid in queries}, queries
 
 
-def metrics(qrels: Qrels, run: Run) -> dict[str, float]:
-    """nDCG@10, Recall@100 and MRR@10 over the judged queries (absent runs count as 0)."""
+def per_query(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
+    """nDCG@10, Recall@100 and MRR@10 of each judged query (an absent run scores 0)."""
     import pytrec_eval
 
     judged = {qid: rels for qid, rels in qrels.items() if any(v > 0 for v in rels.values())}
@@ -147,11 +152,22 @@ def metrics(qrels: Qrels, run: Run) -> dict[str, float]:
         top10.setdefault(qid, {})
     measures = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recall.100"}).evaluate(full)
     mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top10)
-    n = len(judged)
     return {
-        "ndcg@10": sum(measures[q]["ndcg_cut_10"] for q in judged) / n,
-        "recall@100": sum(measures[q]["recall_100"] for q in judged) / n,
-        "mrr@10": sum(mrr[q]["recip_rank"] for q in judged) / n,
+        q: {
+            "ndcg@10": measures[q]["ndcg_cut_10"],
+            "recall@100": measures[q]["recall_100"],
+            "mrr@10": mrr[q]["recip_rank"],
+        }
+        for q in judged
+    }
+
+
+def metrics(qrels: Qrels, run: Run) -> dict[str, float]:
+    """nDCG@10, Recall@100 and MRR@10 averaged over the judged queries (absent runs count as 0)."""
+    scores = per_query(qrels, run)
+    n = len(scores)
+    return {
+        m: sum(row[m] for row in scores.values()) / n for m in ("ndcg@10", "recall@100", "mrr@10")
     }
 
 
@@ -234,6 +250,110 @@ def prepare_index(
     return eval_settings
 
 
+@dataclass(frozen=True)
+class RerankEval:
+    """What the rerank rows of an evaluation ask for (``sieve eval --rerank``).
+
+    ``depth`` None is the configured ``rerank_depth``. ``blend`` adds a
+    ``rerank_blend`` row; ``tune_split`` chooses the blend weight from ``grid``
+    first, by mean nDCG@10 on that split, and adds the row with it.
+    """
+
+    depth: int | None = None
+    blend: Blend | None = None
+    tune_split: str | None = None
+    grid: tuple[float, ...] = GRID
+
+
+@dataclass(frozen=True)
+class RerankedQuery:
+    """One query's reranked head in retrieval order, with its logits, and the rest."""
+
+    head: tuple[str, ...]
+    logits: tuple[float, ...]
+    ranks: tuple[int, ...]  # retrieval ranks of the head
+    tail: tuple[str, ...]
+    total_ms: float
+    rerank_ms: float
+    reranked: bool
+    cached: int  # rerank scores the pair-score cache answered
+
+    @classmethod
+    def of(cls, result: SearchResult, total_ms: float) -> RerankedQuery:
+        """Read a reranked result (its page must hold the whole head)."""
+        head = sorted(
+            ((h, h.rerank_logit) for h in result.hits if h.rerank_logit is not None),
+            key=lambda pair: retrieval_rank(pair[0]),
+        )
+        return cls(
+            head=tuple(h.doc_id for h, _ in head),
+            logits=tuple(logit for _, logit in head),
+            ranks=tuple(retrieval_rank(h) for h, _ in head),
+            tail=tuple(h.doc_id for h in result.hits if h.rerank_logit is None),
+            total_ms=total_ms,
+            rerank_ms=result.timings_ms.get("rerank", 0.0),
+            reranked=result.reranked,
+            cached=result.cached_scores,
+        )
+
+    def ranking(self, blend: Blend | None = None) -> list[str]:
+        """Document ids best first: the head by (blended) rerank score, then the rest."""
+        order = best_first(self.logits, self.ranks, blend)
+        return [self.head[i] for i in order] + list(self.tail)
+
+
+def versus(qrels: Qrels, baseline: Run, run: Run) -> dict[str, int]:
+    """Judged queries whose nDCG@10 ``run`` raises (wins), lowers (losses) or keeps (ties)."""
+    before, after = per_query(qrels, baseline), per_query(qrels, run)
+    deltas = [after[q]["ndcg@10"] - before[q]["ndcg@10"] for q in before]
+    wins = sum(d > TIE_EPSILON for d in deltas)
+    losses = sum(d < -TIE_EPSILON for d in deltas)
+    return {"wins": wins, "losses": losses, "ties": len(deltas) - wins - losses}
+
+
+def rerank_row(
+    qrels: Qrels, reranked: dict[str, RerankedQuery], baseline: Run, blend: Blend | None = None
+) -> dict[str, float]:
+    """Quality and latency of the reranked run, the rerank stage's own latency, and
+    per-query wins, losses and ties against ``baseline`` (the retrieval run)."""
+    run = {qid: q.ranking(blend) for qid, q in reranked.items()}
+    row = summarise(qrels, run, [q.total_ms for q in reranked.values()])
+    stage = [q.rerank_ms for q in reranked.values() if q.reranked]
+    row["rerank_p50_ms"] = round(percentile(stage, 50), 2)
+    row["rerank_p95_ms"] = round(percentile(stage, 95), 2)
+    row["reranked"] = len(stage)
+    row["cached_scores"] = sum(q.cached for q in reranked.values())
+    row.update(versus(qrels, baseline, run))
+    if blend is not None:
+        row["blend_weight"] = blend.weight
+    return row
+
+
+def tune_blend(
+    qrels: Qrels, reranked: dict[str, RerankedQuery], grid: Sequence[float]
+) -> tuple[Blend, dict[str, float]]:
+    """The grid weight with the best mean nDCG@10 (ties: the smaller), and every weight's."""
+    scores = {}
+    for weight in sorted(grid):
+        run = {qid: q.ranking(Blend(weight)) for qid, q in reranked.items()}
+        scores[weight] = metrics(qrels, run)["ndcg@10"]
+    best = max(scores, key=lambda w: (scores[w], -w))
+    return Blend(best), {f"{w:g}": round(v, 4) for w, v in scores.items()}
+
+
+def _check_reranker(settings: Settings, reranker: Reranker | None) -> Reranker:
+    """The reranker, once it has answered (this also loads the model); else why not."""
+    from search.engine import reranker_unavailable
+
+    if reranker is None:
+        raise reranker_unavailable(settings)
+    try:
+        reranker.rerank("warm up", ["the model loads before the timed queries"])
+    except SieveError as exc:
+        raise reranker_unavailable(settings, str(exc)) from exc
+    return reranker
+
+
 def evaluate_dataset(
     settings: Settings,
     dataset_dir: str | Path,
@@ -244,38 +364,103 @@ def evaluate_dataset(
     weights: tuple[float, float] | None = None,
     limit: int | None = None,
     top_k: int = 100,
+    rerank: RerankEval | None = None,
+    reranker: Reranker | None = None,
     on_index_progress: Callable[[int], None] | None = None,
     on_query_progress: Callable[[int], None] | None = None,
     runs_out: dict[str, Run] | None = None,
 ) -> dict[str, Any]:
     """Index a data set (see ``prepare_index``) and evaluate every mode on one split.
 
-    When ``runs_out`` is given, each mode's ranked document ids per query land there.
+    The modes' rows are retrieval only. With ``rerank``, hybrid retrieval with
+    its head reranked by ``reranker`` (None: the one the settings build)
+    adds a ``rerank`` row, compared query by query with the ``hybrid`` row
+    (run for the purpose if not asked for), and a ``rerank_blend`` row when
+    ``rerank`` gives or tunes a blend (``limit`` cuts the tuning split too). A
+    missing or failing reranker is
+    ``BackendUnavailable``, before any indexing. When ``runs_out`` is given,
+    each row's ranked document ids per query land there.
     """
-    from search.engine import SearchEngine
+    from search.engine import FROM_SETTINGS, SearchEngine, build_reranker
 
     dataset = Dataset.open(dataset_dir, split)
     qrels, queries = dataset.judged(limit)
+    depth = settings.rerank_depth
+    tuning: tuple[Qrels, dict[str, str]] | None = None
+    checked: Reranker | None = None
+    if rerank is not None:
+        depth = settings.rerank_depth if rerank.depth is None else rerank.depth
+        if depth > MAX_TOP_K:
+            raise InvalidRequest(
+                f"an evaluation reranks at most {MAX_TOP_K} hits (one page); got depth {depth}"
+            )
+        if rerank.tune_split == split:
+            raise InvalidRequest(
+                f"tune the blend on a split other than the one evaluated ({split})"
+            )
+        if rerank.tune_split is not None:
+            tuning = Dataset.open(dataset_dir, rerank.tune_split).judged(limit)
+        if "hybrid" not in modes:
+            modes = [*modes, "hybrid"]
+        checked = _check_reranker(
+            settings, reranker if reranker is not None else build_reranker(settings)
+        )
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     results: dict[str, dict[str, float]] = {}
-    with SearchEngine(eval_settings) as engine:
+    runs: dict[str, Run] = {} if runs_out is None else runs_out
+    report: dict[str, Any] = {"dataset": dataset.name, "split": split, "queries": len(queries)}
+    engine_reranker = FROM_SETTINGS if checked is None else checked
+    with SearchEngine(eval_settings, reranker=engine_reranker) as engine:
+
+        def request(text: str, mode: str = "hybrid", reranked: bool = False) -> SearchRequest:
+            return SearchRequest(
+                query=text,
+                mode=mode,  # type: ignore[arg-type]  # checked by the pipeline
+                # A reranked page holds the whole head, for the blend to reorder.
+                top_k=max(top_k, depth) if reranked else top_k,
+                collection="eval",
+                fusion=fusion,
+                weights=weights,
+                rerank=reranked,
+                rerank_depth=depth if reranked else None,
+            )
+
         for mode in modes:
 
             def search(text: str, mode: str = mode) -> list[str]:
-                request = SearchRequest(
-                    query=text,
-                    mode=mode,  # type: ignore[arg-type]  # checked by the pipeline
-                    top_k=top_k,
-                    collection="eval",
-                    fusion=fusion,
-                    weights=weights,
-                )
-                return [hit.doc_id for hit in engine.search(request).hits]
+                return [hit.doc_id for hit in engine.search(request(text, mode)).hits]
 
             # One untimed query first: the first call loads the model and warms caches.
             search(next(iter(queries.values())))
-            run, latencies = run_queries(queries, search, on_query_progress)
-            results[mode] = summarise(qrels, run, latencies)
-            if runs_out is not None:
-                runs_out[mode] = run
-    return {"dataset": dataset.name, "split": split, "queries": len(queries), "results": results}
+            runs[mode], latencies = run_queries(queries, search, on_query_progress)
+            results[mode] = summarise(qrels, runs[mode], latencies)
+
+        if rerank is not None and checked is not None:
+
+            def rerank_all(queries: dict[str, str]) -> dict[str, RerankedQuery]:
+                out = {}
+                for qid, text in queries.items():
+                    started = time.perf_counter()
+                    result = engine.search(request(text, reranked=True))
+                    out[qid] = RerankedQuery.of(result, (time.perf_counter() - started) * 1000)
+                    if on_query_progress is not None:
+                        on_query_progress(1)
+                return out
+
+            blend = rerank.blend
+            if tuning is not None:
+                blend, grid = tune_blend(tuning[0], rerank_all(tuning[1]), rerank.grid)
+                report["blend_tuning"] = {
+                    "split": rerank.tune_split,
+                    "queries": len(tuning[1]),
+                    "weight": blend.weight,
+                    "ndcg@10": grid,
+                }
+            reranked = rerank_all(queries)
+            results["rerank"] = rerank_row(qrels, reranked, runs["hybrid"])
+            runs["rerank"] = {qid: q.ranking() for qid, q in reranked.items()}
+            if blend is not None:
+                results["rerank_blend"] = rerank_row(qrels, reranked, runs["hybrid"], blend)
+                runs["rerank_blend"] = {qid: q.ranking(blend) for qid, q in reranked.items()}
+            report["reranker"] = {"model": checked.model_key, "depth": depth}
+    return {**report, "results": results}

@@ -90,7 +90,8 @@ def _minmax(values: list[float]) -> list[float]:
     return [(v - low) / (high - low) for v in values]
 
 
-def _zscore(values: list[float]) -> list[float]:
+def standard_scores(values: Sequence[float]) -> list[float]:
+    """Each value in standard deviations from the mean (population sd); all 0 when sd is 0."""
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
     if sd == 0:
@@ -118,7 +119,7 @@ def zscore(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> F
     A document absent from a leg gets 0 from it, i.e. that leg's mean: absence
     is weak evidence, not the worst possible score.
     """
-    return _normalised_sum(runs, weights, _zscore)
+    return _normalised_sum(runs, weights, standard_scores)
 
 
 def dbsf(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fused:

@@ -23,6 +23,7 @@ from search.embed import Embedder
 from search.errors import BackendUnavailable, InvalidRequest, SieveError
 from search.keyword.base import KeywordIndex
 from search.rerank import Reranker, check_scores
+from search.rerank.blend import Blend, best_first
 from search.rerank.calibration import calibration_of
 from search.text import analyze, script_of
 from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
@@ -91,6 +92,8 @@ class Pipeline:
         self.vector = vector
         self.embedder = embedder
         self.reranker = reranker
+        weight = settings.rerank_blend_weight
+        self.blend = Blend(weight) if weight > 0 else None  # None: the pure rerank order
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
 
     def search(self, request: SearchRequest) -> SearchResult:
@@ -192,6 +195,7 @@ class Pipeline:
             fusion=plan.fusion if len(legs) > 1 else None,
             reranked=reranked,
             rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
+            rerank_blend=self.blend.weight if reranked and self.blend else None,
             cached_scores=cached,
             offset=request.offset,
             top_k=request.top_k,
@@ -224,7 +228,8 @@ class Pipeline:
     def _rerank(
         self, query: str, hits: list[Hit], depth: int, timings: dict[str, float]
     ) -> tuple[list[Hit], int]:
-        """Order the top ``depth`` hits by cross-encoder score; the rest keep fused order."""
+        """Order the top ``depth`` hits by cross-encoder score (blended with their fused
+        rank when a blend is configured); the rest keep fused order."""
         if self.reranker is None:
             raise BackendUnavailable("no reranker is configured", backend="rerank")
         t0 = time.perf_counter()
@@ -252,7 +257,8 @@ class Pipeline:
                     text=hit.text[start:end],
                 )
             )
-        scored.sort(key=lambda h: (-(h.rerank_logit or 0.0), h.rank))
+        logits = [result.logit for result in batch.scores]
+        scored = [scored[i] for i in best_first(logits, [h.rank for h in head], self.blend)]
         ordered = [replace(h, rank=i) for i, h in enumerate([*scored, *tail], start=1)]
         for stage, ms in batch.timings_ms.items():
             timings[f"rerank_{stage}"] = ms

@@ -45,6 +45,7 @@ def result_json(result: SearchResult) -> dict[str, Any]:
         "fusion": result.fusion,
         "reranked": result.reranked,
         "rerank_window": result.rerank_window,
+        "rerank_blend": result.rerank_blend,
         "page": result.offset // result.top_k + 1,
         "top_k": result.top_k,
         "total_window": result.total_window,

@@ -195,6 +195,7 @@ class SearchResult:
     fusion: str | None = None
     reranked: bool = False
     rerank_window: int = 0  # how many of the top hits the reranker ordered
+    rerank_blend: float | None = None  # weight of the retrieval prior blended in; None: pure
     cached_scores: int = 0  # how many rerank scores came from the cache
     offset: int = 0
     top_k: int = 10  # the page size asked for

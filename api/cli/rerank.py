@@ -8,8 +8,8 @@ import sys
 import click
 
 from api.cli.context import Context
-from search.errors import BackendUnavailable
 from search.request import MAX_RERANK_DEPTH
+from search.rerank.blend import retrieval_rank
 from search.types import Hit, SearchRequest, SearchResult
 
 BAR_WIDTH = 20
@@ -60,12 +60,6 @@ def _timings(timings: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.1f}ms" for k, v in timings.items())
 
 
-def retrieval_rank(hit: Hit) -> int:
-    """Where the hit stood before reranking (fused rank, or its only leg's rank)."""
-    leg = hit.fused or hit.bm25 or hit.vector
-    return leg.rank if leg else hit.rank
-
-
 def retrieval_score(hit: Hit) -> float:
     """The score that ordered the hit before reranking."""
     leg = hit.fused or hit.bm25 or hit.vector
@@ -109,13 +103,11 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
 @click.pass_obj
 def compare_cmd(ctx: Context, query: str, top_k: int, depth: int | None) -> None:
     """Retrieval order next to the reranked order, with score bars and timings."""
+    from search.engine import reranker_unavailable
+
     engine = ctx.engine
     if engine.reranker is None:
-        raise BackendUnavailable(
-            "no reranker is available: put the model in SIEVE_RERANK_MODELS_DIR "
-            f"({ctx.settings.rerank_models_dir}) or set SIEVE_RERANK_MODEL",
-            backend="rerank",
-        )
+        raise reranker_unavailable(ctx.settings)
     result = engine.search(
         SearchRequest(
             query=query,

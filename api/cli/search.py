@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from api.cli.context import SAMPLE_DIR, Context, fail, progress
 from api.cli.index import index_paths
 from search.request import FUSION_METHODS, MAX_RERANK_DEPTH, MAX_TOP_K
+from search.rerank import Reranker
+from search.rerank.blend import Blend
 from search.serialize import result_json
 from search.types import MODES, SearchRequest, SearchResult
+
+if TYPE_CHECKING:
+    from search.evaluate import RerankEval
 
 
 @click.command("search")
@@ -91,6 +96,22 @@ def print_result(result: SearchResult, width: int = 100) -> None:
 @click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None)
 @click.option("--weights", default=None, help="bm25,vector fusion weights, e.g. 1,0.8")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate the first N queries.")
+@click.option("--rerank", is_flag=True, help="Add a row: hybrid with its head reranked.")
+@click.option(
+    "--rerank-depth",
+    type=click.IntRange(1, MAX_TOP_K),
+    default=None,
+    help="Hits reranked per query (default: SIEVE_RERANK_DEPTH, 50).",
+)
+@click.option(
+    "--blend-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Add a row blending the rerank with the retrieval prior (default: "
+    "SIEVE_RERANK_BLEND_WEIGHT; 0: no such row).",
+)
+@click.option("--tune-blend", is_flag=True, help="Choose the blend weight on --tune-split first.")
+@click.option("--tune-split", default="train", show_default=True)
 @click.option(
     "--save-run", type=click.Path(path_type=Path), help="Write each query's ranking (JSON)."
 )
@@ -104,6 +125,11 @@ def eval_cmd(
     fusion: str | None,
     weights: str | None,
     limit: int | None,
+    rerank: bool,
+    rerank_depth: int | None,
+    blend_weight: float | None,
+    tune_blend: bool,
+    tune_split: str,
     save_run: Path | None,
     as_json: bool,
 ) -> None:
@@ -120,6 +146,7 @@ def eval_cmd(
             fail(f"--weights {weights!r}: expected two numbers like 1,0.8")
         parsed_weights = (w[0], w[1])
     modes = list(MODES) if mode == "all" else [mode]
+    plan = _rerank_eval(ctx, rerank, rerank_depth, blend_weight, tune_blend, tune_split)
     runs: dict[str, dict[str, list[str]]] = {}
     with progress(None, "indexing") as index_bar, progress(None, "queries") as query_bar:
         report = evaluate_dataset(
@@ -130,19 +157,90 @@ def eval_cmd(
             fusion=fusion,
             weights=parsed_weights,
             limit=limit,
+            rerank=plan,
+            reranker=_eval_reranker(ctx) if plan else None,
             on_index_progress=index_bar.update,
             on_query_progress=query_bar.update,
             runs_out=runs,
         )
     if save_run is not None:
         save_run.write_text(json.dumps(runs, ensure_ascii=False), encoding="utf-8")
-    for name, row in report["results"].items():
-        click.echo(
-            f"{name:>7}: nDCG@10 {row['ndcg@10']:.4f}  Recall@100 {row['recall@100']:.4f}  "
-            f"MRR@10 {row['mrr@10']:.4f}  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms"
-        )
+    for line in eval_lines(report):
+        click.echo(line)
     if as_json:
         click.echo(json.dumps(report))
+
+
+def _rerank_eval(
+    ctx: Context,
+    rerank: bool,
+    depth: int | None,
+    blend_weight: float | None,
+    tune: bool,
+    tune_split: str,
+) -> RerankEval | None:
+    """What ``--rerank`` and its options ask of the evaluation (None: no rerank rows)."""
+    from search.evaluate import RerankEval
+
+    if not rerank:
+        asked = {"--rerank-depth": depth, "--blend-weight": blend_weight}
+        used = [flag for flag, value in asked.items() if value is not None]
+        if tune:
+            used.append("--tune-blend")
+        if used:
+            fail(f"{', '.join(used)} needs --rerank")
+        return None
+    if tune and blend_weight is not None:
+        fail("--tune-blend chooses the weight: drop --blend-weight")
+    weight = ctx.settings.rerank_blend_weight if blend_weight is None else blend_weight
+    return RerankEval(
+        depth=depth,
+        blend=Blend(weight) if weight > 0 else None,
+        tune_split=tune_split if tune else None,
+    )
+
+
+def _eval_reranker(ctx: Context) -> Reranker | None:
+    """The configured reranker, Celery's client included; nothing is loaded yet."""
+    from api.factory import remote_reranker
+    from search.engine import build_reranker
+
+    remote = ctx.settings.rerank_backend == "celery"
+    return build_reranker(ctx.settings, remote_reranker(ctx.config, ctx.celery if remote else None))
+
+
+def eval_lines(report: dict[str, Any]) -> list[str]:
+    """The human view of an evaluation: one line per row, rerank rows with their extras."""
+    lines = []
+    if "blend_tuning" in report:
+        tuning = report["blend_tuning"]
+        grid = "  ".join(f"{w}:{v:.4f}" for w, v in tuning["ndcg@10"].items())
+        lines.append(
+            f"blend weight {tuning['weight']:g} chosen on {tuning['split']} "
+            f"({tuning['queries']} queries), nDCG@10 by weight: {grid}"
+        )
+    results = report["results"]
+    width = max(7, *(len(name) for name in results))
+    for name, row in results.items():
+        line = (
+            f"{name:>{width}}: nDCG@10 {row['ndcg@10']:.4f}  Recall@100 {row['recall@100']:.4f}  "
+            f"MRR@10 {row['mrr@10']:.4f}  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms"
+        )
+        if "wins" in row:
+            line += (
+                f"  rerank p50 {row['rerank_p50_ms']:.1f} ms p95 {row['rerank_p95_ms']:.1f} ms"
+                f"  vs hybrid +{row['wins']} -{row['losses']} ={row['ties']}"
+            )
+        if "blend_weight" in row:
+            line += f"  (blend {row['blend_weight']:g})"
+        lines.append(line)
+    rerank_row = results.get("rerank")
+    if rerank_row is not None and rerank_row["reranked"] < report["queries"]:
+        lines.append(
+            f"note: {report['queries'] - rerank_row['reranked']} of {report['queries']} queries "
+            "were not reranked (the reranker failed or ran late; see SIEVE_RERANK_TIMEOUT_S)"
+        )
+    return lines
 
 
 @click.command("demo")

@@ -26,6 +26,7 @@ def test_search_answers_hits_with_provenance_snippets_and_timings(client):
     body = response.json
     assert body["query"] == QUERY and body["mode"] == "hybrid" and body["page"] == 1
     assert body["reranked"] is True and body["rerank_window"] == body["total_window"] > 5
+    assert body["rerank_blend"] is None  # SIEVE_RERANK_BLEND_WEIGHT is 0: the pure order
     assert {"bm25", "vector", "fusion", "rerank", "total"} <= set(body["timings_ms"])
     assert body["next_cursor"] and body["degraded"] == []
     hits = body["hits"]

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from search.config import Settings
-from search.errors import InvalidRequest
+from search.errors import ConfigError, InvalidRequest
 from search.pipeline import Pipeline, passage_span
 from search.rerank.calibration import Calibration
-from search.types import RerankBatch, RerankScore, ScoredChunk, SearchRequest
+from search.types import RerankBatch, RerankScore, ScoredChunk, SearchRequest, SearchResult
 
 pytestmark = pytest.mark.unit
 
@@ -149,3 +149,37 @@ def test_min_relevance_without_a_calibration_names_the_fix():
     with pytest.raises(InvalidRequest, match="no calibration exists.*sieve calibrate"):
         pipeline.search(request)
     assert pipeline.search(replace(request, min_relevance=None)).hits[0].relevance is None
+
+
+def test_a_configured_blend_orders_the_head_and_is_reported():
+    chunks = [chunk(doc, "", f"Passage {doc}.", 0) for doc in "abcd"]
+    logits = {"Passage a": 1.0, "Passage b": 3.0, "Passage c": 2.0}
+    reranker = Windows({k: (v, 0, 0) for k, v in logits.items()})
+    request = SearchRequest(query="q", mode="bm25", top_k=4, rerank=True, rerank_depth=3)
+
+    def search(weight: float) -> SearchResult:
+        settings = Settings(rerank_blend_weight=weight)
+        return Pipeline(settings, Keyword(chunks), None, NoEmbedder(), reranker=reranker).search(
+            request
+        )
+
+    pure = search(0.0)
+    assert [h.doc_id for h in pure.hits] == ["b", "c", "a", "d"] and pure.rerank_blend is None
+    # A strong prior gives the retrieval order back; the scores stay the reranker's.
+    blended = search(100.0)
+    assert [h.doc_id for h in blended.hits] == ["a", "b", "c", "d"]
+    assert [h.rank for h in blended.hits] == [1, 2, 3, 4]
+    assert blended.rerank_blend == 100.0
+    assert [(h.rerank_logit, h.rerank_score, h.score) for h in blended.hits[:3]] == [
+        (1.0, 0.1, 0.1),
+        (3.0, 0.3, 0.3),
+        (2.0, 0.2, 0.2),
+    ]
+    # At a moderate weight the prior lifts a (retrieved first) past c.
+    assert [h.doc_id for h in search(1.0).hits] == ["b", "a", "c", "d"]
+
+
+def test_the_blend_weight_setting_is_validated():
+    with pytest.raises(ConfigError, match="SIEVE_RERANK_BLEND_WEIGHT"):
+        Settings(rerank_blend_weight=-0.5)
+    assert Settings.from_env({"SIEVE_RERANK_BLEND_WEIGHT": "0.3"}).rerank_blend_weight == 0.3
