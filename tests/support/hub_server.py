@@ -103,9 +103,7 @@ class HubServer:
                     return self._send(request, 200, data, body, "application/octet-stream", headers)
         # The hub's answer for an unknown repository or file.
         error = json.dumps({"error": "Repository not found"}).encode()
-        self._send(
-            request, 404, error, body, "application/json", {"X-Error-Code": "RepoNotFound"}
-        )
+        self._send(request, 404, error, body, "application/json", {"X-Error-Code": "RepoNotFound"})
 
     @staticmethod
     def _send(
