@@ -290,7 +290,7 @@ def finetune(
             f"{config.dedup_jaccard}); top {config.skip_top} ranks skipped",
         },
         "hyperparameters": {**asdict(config), "device": device, "amp": str(amp_dtype or "off")},
-        "metrics": {"validation": {"no_rerank": before, "start": at_start, "after": None}},
+        "metrics": {"validation": {"before": before, "start": at_start, "after": None}},
     }
     languages = read_card(start.folder).get("languages")
     if languages:
