@@ -119,7 +119,7 @@ def pull_cmd(ctx: Context, name: str | None, endpoint: str | None, revision: str
 
     repo_id = name or default_reranker(_cuda(ctx))
 
-    class Bar(tqdm):  # type: ignore[type-arg]  # tqdm's generic parameter is unused here
+    class Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.update(file=sys.stderr, disable=None)
             super().__init__(*args, **kwargs)

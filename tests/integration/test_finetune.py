@@ -161,8 +161,17 @@ def test_cli_trains_from_a_folder_and_from_pairs(settings, dataset, tiny_reranke
     pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     run = CliRunner().invoke(
         main,
-        ["--collection", "ft", "finetune", "--pairs", str(pairs), "--out", str(tmp_path / "b"),
-         *common, "--json"],
+        [
+            "--collection",
+            "ft",
+            "finetune",
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(tmp_path / "b"),
+            *common,
+            "--json",
+        ],
         env=env,
     )
     assert run.exit_code == 0, run.output
