@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from search.errors import ConfigError
-from search.evaluate import metrics
 from search.finetune.data import (
     JudgedQueries,
     build_groups,
@@ -39,6 +38,7 @@ from search.finetune.data import (
     split_by_query,
 )
 from search.finetune.model import CrossEncoder
+from search.finetune.validation import Validation
 from search.model_folders import read_card, replace_folder, write_json
 from search.models import MODEL_CARD, LocatedModel
 
@@ -147,42 +147,6 @@ class FinetuneResult:
         return self.after["ndcg@10"] > self.before["ndcg@10"]
 
 
-class _Validation:
-    """The held-out queries and their hybrid candidates, fixed once."""
-
-    def __init__(self, source: Source, qids: Sequence[str], depth: int) -> None:
-        data = source.data
-        self.qrels = {q: dict(data.qrels[q]) for q in qids}
-        self.queries = {q: data.queries[q] for q in qids}
-        self.candidates: dict[str, list[tuple[str, str]]] = {}
-        for qid in qids:
-            ids = source.retrieve(data.queries[qid], depth)
-            texts = [(d, source.text_of(d)) for d in ids]
-            self.candidates[qid] = [(d, t) for d, t in texts if t]
-
-    def __bool__(self) -> bool:
-        return bool(self.qrels)
-
-    def hybrid(self) -> dict[str, float]:
-        """Metrics of the hybrid order itself: the baseline reranking must beat."""
-        return _rounded(
-            metrics(self.qrels, {q: [d for d, _ in c] for q, c in self.candidates.items()})
-        )
-
-    def reranked(self, model: CrossEncoder) -> dict[str, float]:
-        """Metrics after ordering each query's candidates by the model's logits."""
-        run: dict[str, list[str]] = {}
-        for qid, candidates in self.candidates.items():
-            logits = model.score(self.queries[qid], [t for _, t in candidates])
-            order = sorted(range(len(candidates)), key=lambda i: (-logits[i], i))
-            run[qid] = [candidates[i][0] for i in order]
-        return _rounded(metrics(self.qrels, run))
-
-
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in values.items()}
-
-
 def _device(torch: Any, wanted: str) -> str:
     if wanted == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -202,6 +166,24 @@ def _save(model: CrossEncoder, out: Path, card: dict[str, Any]) -> None:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _optimizer(model: CrossEncoder, config: FinetuneConfig, total: int) -> tuple[Any, Any]:
+    """AdamW (no weight decay on biases and norms) and a linear warm-up then decay."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    named = list(model.model.named_parameters())
+    params = [
+        {
+            "params": [p for n, p in named if not n.endswith(no_decay)],
+            "weight_decay": config.weight_decay,
+        },
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
+
+
 def finetune(
     source: Source,
     start: LocatedModel,
@@ -214,7 +196,6 @@ def finetune(
 ) -> FinetuneResult:
     """Fine-tune ``start`` on ``source``'s judged queries; the best model lands in ``out``."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     started = time.monotonic()
     out = Path(out)
@@ -232,7 +213,7 @@ def finetune(
         dedup_jaccard=config.dedup_jaccard,
         on_progress=on_mine_progress,
     )
-    validation = _Validation(source, split.validation, config.rerank_depth)
+    validation = Validation(source, split.validation, config.rerank_depth)
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -260,19 +241,7 @@ def finetune(
         total = min(total, config.max_steps)
     eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    params = [
-        {
-            "params": [p for n, p in model.model.named_parameters() if not n.endswith(no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {
-            "params": [p for n, p in model.model.named_parameters() if n.endswith(no_decay)],
-            "weight_decay": 0.0,
-        },
-    ]
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
+    optimizer, schedule = _optimizer(model, config, total)
 
     before = validation.hybrid() if validation else None
     at_start = validation.reranked(model) if validation else None
@@ -372,8 +341,9 @@ def finetune(
             stopped = "max_steps"
     except KeyboardInterrupt:
         stopped = "interrupted"
-    if not saved:
-        # No validation, or interrupted before the first one: the weights as they are.
+    if not saved or not (out / "config.json").is_file():
+        # No validation, interrupted before the first one (or inside the rename of
+        # a checkpoint): the weights as they are.
         _save(model, out, card_now(stopped))
     else:
         write_json(out / MODEL_CARD, card_now(stopped))
