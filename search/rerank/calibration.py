@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import ConfigError, InvalidRequest, ModelNotFound
-from search.models import LocatedModel, locate
+from search.models import CALIBRATION_FILE, LocatedModel, locate
 from search.rerank.base import sigmoid
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "sieve-calibration.json"
 METHODS = ("platt", "isotonic")
 CHOICES = (*METHODS, "auto")
 FORMAT = 1

@@ -1,0 +1,180 @@
+"""``sieve finetune`` end to end on a generated BEIR folder, with the tiny cross-encoder.
+
+Real engines (tantivy, Qdrant Edge, the bundled embedder) mine the negatives;
+the corpus is indexed once per module (``prepare_index`` reuses it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+from support.beir_data import write_beir
+
+from api.cli import main
+from search.config import Settings
+from search.finetune import FinetuneConfig, finetune, split_by_query
+from search.finetune.data import build_groups, mine_negatives
+from search.finetune.model import CrossEncoder
+from search.finetune.source import from_dataset, passage
+from search.models import MODEL_CARD, bundled_model_path, locate
+from search.rerank import CrossEncoderReranker
+from search.types import Document
+
+pytestmark = pytest.mark.integration
+
+FAST = {"batch_size": 4, "lr": 3e-4, "max_length": 64, "warmup": 0.0}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny-beir")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return Settings.from_env({}).with_overrides(data_dir=tmp_path_factory.mktemp("ft-data"))
+
+
+@pytest.fixture(scope="module")
+def trained(settings, dataset, tiny_reranker_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "model"
+    steps = []
+    config = FinetuneConfig(epochs=2, evals_per_epoch=1, **FAST)
+    with from_dataset(settings, dataset) as source:
+        result = finetune(source, locate(str(tiny_reranker_dir)), out, config, on_step=steps.append)
+        # The same training groups, to compare the loss before and after on them.
+        split = split_by_query(source.data.judged(), config.val_fraction, config.seed)
+        pools = mine_negatives(source.data, split.train, source.retrieve, source.text_of)
+        groups = build_groups(
+            source.data, split.train, pools, source.text_of, 7, random.Random(1), source.filler
+        )
+    return result, steps, groups
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_model(trained, tiny_reranker_dir):
+    result, steps, groups = trained
+    assert result.stopped == "completed" and len(steps) == result.card["steps"] == 6
+    assert all(s.pairs_per_s > 0 and s.total == 6 for s in steps)
+    start = CrossEncoder.load(tiny_reranker_dir, max_length=64)
+    tuned = CrossEncoder.load(result.out, max_length=64)
+    with torch.no_grad():
+        assert float(tuned.loss(groups)) < float(start.loss(groups))
+    reranker = CrossEncoderReranker(str(result.out))
+    batch = reranker.rerank("water heat", ["water and heat", "bike chain"])
+    assert len(batch.scores) == 2 and all(0 < s.score < 1 for s in batch.scores)
+    assert not list(result.out.parent.glob(".model*"))  # no temporary folder is left
+
+
+def test_card_records_base_data_hyperparameters_and_metrics(trained, tiny_reranker_dir):
+    result, _, _ = trained
+    card = json.loads((result.out / MODEL_CARD).read_text())
+    assert card == result.card
+    assert card["base_model"]["fingerprint"] == locate(str(tiny_reranker_dir)).fingerprint
+    assert len(card["data"]["fingerprint"]) == 16
+    assert card["data"]["train_queries"] == 12 and card["data"]["validation_queries"] == 1
+    assert card["hyperparameters"]["negatives"] == 7 and card["hyperparameters"]["lr"] == 3e-4
+    validation = card["metrics"]["validation"]
+    assert set(validation) == {"before", "start", "after"}
+    assert {"ndcg@10", "mrr@10"} <= set(validation["before"]) and validation["after"]
+    assert result.before == validation["before"] and result.after == validation["after"]
+    assert card["created"] and card["wall_time_s"] > 0 and card["stopped"] == "completed"
+    assert card["better_than_no_rerank"] == result.better
+
+
+def test_ctrl_c_keeps_the_best_checkpoint(settings, dataset, tiny_reranker_dir, tmp_path):
+    def interrupt_at_step_2(step):
+        if step.step == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "model"
+    # Three steps an epoch, one evaluation each: step 1 is validated and saved.
+    config = FinetuneConfig(epochs=1, evals_per_epoch=3, **FAST)
+    with from_dataset(settings, dataset) as source:
+        start = locate(str(tiny_reranker_dir))
+        result = finetune(source, start, out, config, on_step=interrupt_at_step_2)
+    assert result.stopped == "interrupted"
+    card = json.loads((out / MODEL_CARD).read_text())
+    assert card["stopped"] == "interrupted" and card["metrics"]["best_step"] == 1
+    assert len(CrossEncoderReranker(str(out)).rerank("q", ["a passage"]).scores) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_ctrl_c_before_any_validation_saves_the_weights(
+    settings, dataset, tiny_reranker_dir, tmp_path
+):
+    def interrupt(step):
+        raise KeyboardInterrupt
+
+    with from_dataset(settings, dataset) as source:
+        start = locate(str(tiny_reranker_dir))
+        result = finetune(source, start, tmp_path / "m", FinetuneConfig(**FAST), on_step=interrupt)
+    assert result.stopped == "interrupted" and result.after is None
+    assert len(CrossEncoderReranker(str(tmp_path / "m")).rerank("q", ["p"]).scores) == 1
+
+
+def test_a_plain_encoder_gets_a_one_logit_head(settings, dataset, tmp_path):
+    encoder = bundled_model_path()
+    assert encoder is not None
+    assert json.loads((encoder / "config.json").read_text())["architectures"] == ["BertModel"]
+    config = FinetuneConfig(max_steps=1, batch_size=2, negatives=3, max_length=48, rerank_depth=5)
+    with from_dataset(settings, dataset, limit=4) as source:
+        result = finetune(source, locate(str(encoder)), tmp_path / "m", config)
+    assert result.stopped == "max_steps"
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["architectures"] == ["BertForSequenceClassification"]
+    reranker = CrossEncoderReranker(str(tmp_path / "m"), max_length=48)
+    assert len(reranker.rerank("water heat", ["water", "bike"]).scores) == 2
+
+
+def test_cli_trains_from_a_folder_and_from_pairs(settings, dataset, tiny_reranker_dir, tmp_path):
+    env = {"SIEVE_DATA_DIR": str(settings.data_dir), "SIEVE_RERANK_BACKEND": "none"}
+    common = ["--base", str(tiny_reranker_dir), "--epochs", "1", "--max-length", "64"]
+    run = CliRunner().invoke(
+        main, ["finetune", str(dataset), "--out", str(tmp_path / "a"), *common], env=env
+    )
+    assert run.exit_code == 0, run.output
+    assert "verdict: " in run.stdout.splitlines()[-1]
+    assert "configured reranker is unchanged" in run.stdout
+    assert (tmp_path / "a" / MODEL_CARD).is_file()
+    again = CliRunner().invoke(
+        main, ["finetune", str(dataset), "--out", str(tmp_path / "a"), *common], env=env
+    )
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+    # Pairs over an indexed collection: the corpus indexed with the CLI's own engine.
+    docs = [json.loads(line) for line in (dataset / "corpus.jsonl").read_text().splitlines()]
+    from search.engine import SearchEngine
+
+    with SearchEngine(settings, reranker=None) as engine:
+        engine.index([Document(d["_id"], d["text"], d["title"]) for d in docs], "ft")
+        assert passage(docs[0]["title"], docs[0]["text"]).startswith(docs[0]["title"] + "\n")
+    pairs = tmp_path / "pairs.jsonl"
+    queries = [json.loads(line) for line in (dataset / "queries.jsonl").read_text().splitlines()]
+    lines = [
+        {"query": q["text"], "positives": [f"d{i}"], "negatives": ["d20"] if i == 0 else []}
+        for i, q in enumerate(queries)
+    ]
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = CliRunner().invoke(
+        main,
+        [
+            "--collection",
+            "ft",
+            "finetune",
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(tmp_path / "b"),
+            *common,
+            "--json",
+        ],
+        env=env,
+    )
+    assert run.exit_code == 0, run.output
+    card = json.loads(run.stdout.strip().splitlines()[-1])
+    assert card["data"]["source"] == "pairs" and card["data"]["collection"] == "ft"
+    assert CrossEncoderReranker(str(tmp_path / "b")).rerank("q", ["p"]).scores
