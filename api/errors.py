@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -34,6 +34,12 @@ ENGINE_ERRORS: dict[str, tuple[int, str]] = {
     "model_not_found": (503, "backend_unavailable"),
     "model_incompatible": (503, "backend_unavailable"),
 }
+
+# Engine codes of a 503 that a retry can cure (a backend down or late): only those
+# carry Retry-After. A missing or unusable model, or a registry to restore, needs
+# an operator, and a Retry-After there would keep clients retrying forever.
+RETRYABLE = {"backend_unavailable"}
+RETRY_AFTER_S = 5
 
 # HTTP status -> API error code, for errors that did not come from the engine.
 HTTP_CODES: dict[int, str] = {
@@ -108,6 +114,26 @@ def _validation(exc: ValidationError) -> Response:
     )
 
 
+def _retryable(exc: SieveError) -> bool:
+    """A 503 a retry can cure: not a model that is missing or unusable (even when wrapped)."""
+    cause = exc.__cause__
+    if isinstance(cause, SieveError) and cause.code not in RETRYABLE:
+        return False
+    return exc.code in RETRYABLE
+
+
+def set_retry_after(response: Response, seconds: int | str) -> None:
+    """Give a 503 its Retry-After, remembered so that ``api.ratelimit`` keeps it as set."""
+    response.headers["Retry-After"] = str(seconds)
+    g.sieve_retry_after = str(seconds)
+
+
+def own_retry_after() -> str | None:
+    """The Retry-After this request's error set (``set_retry_after``), if any."""
+    value: str | None = g.get("sieve_retry_after")
+    return value
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers on ``app``."""
 
@@ -115,6 +141,8 @@ def register_error_handlers(app: Flask) -> None:
     def _api(exc: ApiError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
         response.headers.update(exc.headers)
+        if exc.status == 503 and "Retry-After" in exc.headers:
+            set_retry_after(response, exc.headers["Retry-After"])
         return response
 
     @app.errorhandler(ValidationError)
@@ -126,7 +154,10 @@ def register_error_handlers(app: Flask) -> None:
         status, code = ENGINE_ERRORS.get(exc.code, (500, "internal"))
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc)
-        return error_response(status, code, str(exc), _json_safe(exc.data))
+        response = error_response(status, code, str(exc), _json_safe(exc.data))
+        if status == 503 and _retryable(exc):
+            set_retry_after(response, RETRY_AFTER_S)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -49,14 +49,16 @@ class Op:
     public: bool = False
 
 
-def _rerank_op(path: str) -> Op:
+def _rerank_op(path: str, tei: bool = False) -> Op:
     return Op(
         "post",
         path,
-        "Rerank documents (Cohere and Jina compatible)",
+        "Rerank documents (Cohere, Jina"
+        + (" and text-embeddings-inference" if tei else "")
+        + " compatible)",
         "search",
-        (200, s.RerankOutBody),
-        s.RerankBody,
+        (200, s.AnyRerankOut if tei else s.RerankOutBody),
+        s.AnyRerankBody if tei else s.RerankBody,
         errors=(*WITH_BODY, 503),
     )
 
@@ -70,7 +72,7 @@ OPERATIONS: tuple[Op, ...] = (
        (200, s.ContextOut), s.ContextBody, errors=(*WITH_BODY, 404, 503)),
     _rerank_op("/v1/rerank"),
     _rerank_op("/v2/rerank"),
-    _rerank_op("/rerank"),
+    _rerank_op("/rerank", tei=True),
     Op("get", "/v1/collections", "List collections", "admin", (200, s.CollectionsOut)),
     Op("post", "/v1/collections", "Create a collection", "admin", (201, s.CreatedOut),
        s.CollectionBody, errors=(*WITH_BODY, 404, 409)),

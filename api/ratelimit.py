@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from api.auth import KeyRing, presented_key
+from api.errors import own_retry_after
 from api.metrics import Metrics
 
 # Probes and scrapes must keep working while a client is being throttled.
@@ -49,6 +50,9 @@ def install_rate_limit(
             return "key:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
         return "ip:" + (get_remote_address() or "unknown")
 
+    # Registered before the limiter, so it runs after the limiter's own hook
+    # (Flask runs after_request hooks last-registered first).
+    app.after_request(_retry_after_only_where_useful)
     # Typed loosely on purpose: Flask-Limiter's annotations say str and int, its
     # code passes the options to redis-py and takes Limit objects as fallbacks.
     options: dict[str, Any] = {}
@@ -89,6 +93,23 @@ def install_rate_limit(
     if cache_url:
         app.after_request(_FallbackWatch(limiter, metrics))
     return limiter
+
+
+def _retry_after_only_where_useful(response: Response) -> Response:
+    """Retry-After on a 429 (the limiter's), and on a 503 only as ``api.errors`` set it.
+
+    Flask-Limiter puts its window's reset on every response, 200s included, and
+    raises a 503's own Retry-After to it: a client would wait for a reset that
+    has nothing to do with what failed, or retry a 503 that no retry can cure.
+    """
+    if response.status_code == 429:
+        return response
+    own = own_retry_after() if response.status_code == 503 else None
+    if own is None:
+        response.headers.remove("Retry-After")
+    else:
+        response.headers["Retry-After"] = own
+    return response
 
 
 class _FallbackWatch:

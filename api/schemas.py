@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from search.config import COLLECTION_PATTERN
 from search.fusion import FusionMethod
@@ -23,6 +32,7 @@ from search.request import (
     MAX_WEIGHT,
     MAX_WINDOW,
 )
+from search.rerank.pairs import MAX_DOC_TOKENS
 from search.types import ContentType, MetaValue, Mode
 
 # Every limit and choice below comes from the engine's request contract
@@ -102,20 +112,74 @@ class RerankDocument(Strict):
     text: str
 
 
+# A field of a rerank document object: ranked as its text (see api/rerank_shapes.py).
+RerankDocumentObject = dict[str, Any]
+MAX_RANK_FIELDS = 32
+
+
 class RerankBody(Strict):
-    """``POST /v1/rerank`` (the Cohere / Jina shape)."""
+    """``POST /v1/rerank`` (the Cohere v1/v2 and Jina shape)."""
 
     model: str | None = Field(None, max_length=256)
     query: Query
-    documents: list[str | RerankDocument] = Field(min_length=1)
+    documents: list[str | RerankDocumentObject] = Field(
+        min_length=1,
+        description="Strings, or objects whose `rank_fields` (default: `text`) are ranked.",
+    )
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
-    # Optional Cohere parameters, accepted so SDK calls that pass them work.
-    # Sieve scores whole documents by their best window already, so these
-    # change nothing (said in docs/api.md).
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    rank_fields: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_RANK_FIELDS,
+        description="Fields of object documents to rank, in order; one field is ranked as its "
+        "value, several as `field: value` lines.",
+        examples=[["title", "text"]],
+    )
+    max_tokens_per_doc: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DOC_TOKENS,
+        description=f"Score only each document's first n tokens (default and most: "
+        f"{MAX_DOC_TOKENS}).",
+    )
+    # Cohere v1's legacy option: Sieve already scores every document by its
+    # best window, so it changes nothing (docs/api.md says so).
     max_chunks_per_doc: int | None = Field(None, ge=1)
     priority: int | None = None
+    relevant_spans: Any = Field(
+        None, description="Cohere Rerank 5's spans: not supported; only null or false."
+    )
+
+    @field_validator("relevant_spans")
+    @classmethod
+    def _no_spans(cls, value: Any) -> Any:
+        if value not in (None, False):
+            raise PydanticCustomError(
+                "unsupported",
+                "not supported by Sieve's reranker (leave it out; each result's score is "
+                "its document's best window)",
+            )
+        return value
+
+
+class TeiRerankBody(Strict):
+    """``POST /rerank`` in Hugging Face text-embeddings-inference's shape (``texts``)."""
+
+    query: Query
+    texts: list[str] = Field(min_length=1)
+    raw_scores: bool = Field(False, description="Answer the raw logits, not their sigmoid.")
+    return_text: bool = False
+    truncate: bool | None = Field(
+        None,
+        description="Accepted: long texts are never refused, each is scored by its best "
+        f"window over its first {MAX_DOC_TOKENS} tokens.",
+    )
+    truncation_direction: Literal["right", "Right"] = "right"
+
+
+class AnyRerankBody(RootModel[RerankBody | TeiRerankBody]):
+    """``POST /rerank``: the Cohere shape, or TEI's when the body has ``texts``."""
 
 
 class CollectionBody(Strict):
@@ -261,7 +325,9 @@ class RerankResultOut(Out):
 
     index: int
     relevance_score: float
-    document: RerankDocument | None = None
+    document: dict[str, Any] | None = Field(
+        None, description="With return_documents: the document as sent (a string as {text})."
+    )
 
 
 class RerankOutMeta(Out):
@@ -270,13 +336,39 @@ class RerankOutMeta(Out):
     billed_units: dict[str, int]
 
 
+class RerankUsage(Out):
+    """Jina-style usage block."""
+
+    total_tokens: int = Field(
+        description="Tokens the model read for this answer (query included in every pair; "
+        "a cached score costs none)."
+    )
+
+
 class RerankOutBody(Out):
     """``POST /v1/rerank`` answer."""
 
     id: str
-    model: str
+    model: str = Field(description="The model's public name, or the request's model echoed.")
     results: list[RerankResultOut]
     meta: RerankOutMeta
+    usage: RerankUsage
+
+
+class TeiRerankResultOut(Out):
+    """One text of a TEI-shaped rerank answer."""
+
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TeiRerankOut(RootModel[list[TeiRerankResultOut]]):
+    """``POST /rerank`` answer in TEI's shape: the texts best first."""
+
+
+class AnyRerankOut(RootModel[RerankOutBody | TeiRerankOut]):
+    """``POST /rerank`` answer: Cohere's shape, or TEI's for a TEI-shaped request."""
 
 
 class CollectionOut(Out):

@@ -223,12 +223,15 @@ class RerankBatch:
     """Scores for a list of passages (same order), with where the time went.
 
     ``timings_ms`` keys: ``cache`` (lookup), ``queue`` (waiting for a worker),
-    ``model`` (forward passes); absent stages are simply missing.
+    ``model`` (forward passes); absent stages are simply missing. ``tokens``
+    counts the tokens the model read for this batch (every scored pair, query
+    and special tokens included; a cached score costs none).
     """
 
     scores: list[RerankScore]
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: int = 0  # how many scores came from the cache
+    tokens: int = 0
 
     def best_first(self, top_n: int | None = None) -> list[int]:
         """Indices of the passages by descending logit (ties: input order), the top ``top_n``."""

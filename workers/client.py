@@ -95,7 +95,12 @@ class CeleryReranker:
         return f"{s.rerank_model}@{s.rerank_revision or 'default'}:{s.rerank_max_length}"
 
     def rerank(
-        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
 
@@ -120,16 +125,20 @@ class CeleryReranker:
         sent = threading.Event()
         try:
             value, succeeded, state = self._calls.run(
-                partial(self._roundtrip, query, list(passages), ends, sent), ends
+                partial(self._roundtrip, query, list(passages), ends, sent, max_doc_tokens), ends
             )
         except (DeadlinePassed, CeleryTimeoutError) as exc:
             if not sent.is_set():  # the broker took the whole deadline to accept it
                 raise BackendUnavailable(
                     f"rerank broker did not answer within {timeout_s:.3g}s",
-                    backend="rerank", reason="broker", timeout_s=timeout_s,
+                    backend="rerank",
+                    reason="broker",
+                    timeout_s=timeout_s,
                 ) from exc
             raise BackendUnavailable(
-                f"no rerank result within {timeout_s:.3g}s", backend="rerank", reason="deadline",
+                f"no rerank result within {timeout_s:.3g}s",
+                backend="rerank",
+                reason="deadline",
                 timeout_s=timeout_s,
             ) from exc
         except _BROKER_ERRORS as exc:
@@ -147,16 +156,27 @@ class CeleryReranker:
                 else str(value) or type(value).__name__
             )
             raise BackendUnavailable(
-                f"rerank task failed: {reason}", backend="rerank", reason=reason,
-                error=type(value).__name__, state=state,
+                f"rerank task failed: {reason}",
+                backend="rerank",
+                reason=reason,
+                error=type(value).__name__,
+                state=state,
             )
         return self._batch(value, len(passages), reported_at_start, sent_at, roundtrip_ms)
 
     def _roundtrip(
-        self, query: str, passages: list[str], ends: float, sent: threading.Event
+        self,
+        query: str,
+        passages: list[str],
+        ends: float,
+        sent: threading.Event,
+        max_doc_tokens: int | None = None,
     ) -> tuple[Any, bool, str]:
         """Send the task and wait for its result until ``ends`` (on a thread of ``self._calls``)."""
         left = max(0.0, ends - time.monotonic())
+        kwargs: dict[str, Any] = {"deadline_at": time.time() + left}
+        if max_doc_tokens is not None:  # only when asked for: older workers lack the option
+            kwargs["max_doc_tokens"] = max_doc_tokens
         result = self.app.send_task(
             RERANK_TASK,
             args=(query, passages),
@@ -164,7 +184,7 @@ class CeleryReranker:
             # expiry) and stops one it is running at the next batch (deadline_at).
             # Both are wall-clock times: client and worker clocks must agree to
             # well under the deadline.
-            kwargs={"deadline_at": time.time() + left},
+            kwargs=kwargs,
             queue=self.queue,
             expires=left,
         )
@@ -195,6 +215,7 @@ class CeleryReranker:
             model_ms = float(value["model_ms"])
             worker_key = str(value["model_key"])
             started_at = float(value["started_at"])
+            tokens = int(value.get("tokens", 0))  # absent from older workers' replies
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendUnavailable(
                 f"malformed rerank result: {exc}", backend="rerank", reason="malformed"
@@ -205,7 +226,8 @@ class CeleryReranker:
             log.warning("rerank model changed: %s -> %s", reported_at_start, worker_key)
             raise BackendUnavailable(
                 f"rerank workers now serve {worker_key}, not {reported_at_start}",
-                backend="rerank", reason="model changed",
+                backend="rerank",
+                reason="model changed",
             )
         # Wall clocks of two hosts: clamp, so skew cannot give a negative wait or
         # one longer than the part of the round trip the model did not use.
@@ -213,6 +235,7 @@ class CeleryReranker:
         return RerankBatch(
             [RerankScore(logit=x, score=sigmoid(x), start=a, end=b) for x, a, b in rows],
             timings_ms={"queue": queue_ms, "model": model_ms, "roundtrip": roundtrip_ms},
+            tokens=tokens,
         )
 
 

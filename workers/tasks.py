@@ -165,10 +165,12 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
         query: str,
         passages: list[str],
         deadline_at: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> dict[str, Any]:
         """Score ``passages`` against ``query``; one ``[logit, start, end]`` per passage.
 
-        ``deadline_at`` (wall-clock epoch): when the caller stops waiting.
+        ``deadline_at`` (wall-clock epoch): when the caller stops waiting;
+        ``max_doc_tokens``: how much of each passage is scored (the reranker's default).
         """
         # Wall clock (not perf_counter): the client compares it with its send time.
         started_at = time.time()
@@ -180,7 +182,9 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
             deadline = time.monotonic() + left
         reranker = slot.get()
         try:
-            batch = reranker.rerank(query, passages, deadline=deadline)
+            batch = reranker.rerank(
+                query, passages, deadline=deadline, max_doc_tokens=max_doc_tokens
+            )
         except BackendUnavailable as exc:
             if deadline is None or exc.data.get("reason") not in ("deadline", "busy"):
                 raise
@@ -190,6 +194,7 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
             "model_ms": batch.timings_ms.get("model", 0.0),
             "model_key": reranker.model_key,
             "started_at": started_at,
+            "tokens": batch.tokens,
         }
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from api.auth import requires, scoped_collection
 from api.errors import ApiError
 from api.paging import engine_request, next_cursor
-from api.schemas import ContextBody, RerankBody, SearchBody
+from api.rerank_shapes import cohere_answer, document_texts, is_tei_body, tei_answer
+from api.schemas import ContextBody, RerankBody, SearchBody, TeiRerankBody
 from api.state import json_body, services
 from search.context import pack_context
 from search.serialize import result_json
@@ -74,37 +73,37 @@ def context() -> Response:
 @bp.post("/rerank", endpoint="rerank_root")
 @requires("search")
 def rerank() -> Response:
-    """Score documents against a query with the configured cross-encoder."""
-    body = json_body(RerankBody)
+    """Score documents against a query with the configured cross-encoder.
+
+    Cohere's and Jina's shape everywhere; at ``/rerank`` also TEI's, told apart
+    by its ``texts`` field (``api.rerank_shapes``).
+    """
+    body: RerankBody | TeiRerankBody
+    if request.endpoint == "search.rerank_root" and is_tei_body(request.get_data(cache=True)):
+        body = json_body(TeiRerankBody)
+    else:
+        body = json_body(RerankBody)
+    texts = body.texts if isinstance(body, TeiRerankBody) else document_texts(body)
     svc = services()
     reranker = svc.engine.reranker
     if reranker is None:
         raise ApiError(
             503,
-            "no reranker is configured: put the model in SIEVE_RERANK_MODELS_DIR or set "
-            "SIEVE_RERANK_MODEL (and SIEVE_RERANK_BACKEND to local or celery)",
+            "no reranker is configured: put the model in SIEVE_RERANK_MODELS_DIR "
+            "(sieve models pull) or set SIEVE_RERANK_MODEL (and SIEVE_RERANK_BACKEND to "
+            "local or celery), then restart",
             backend="rerank",
         )
     limit = svc.api.max_rerank_docs
-    if len(body.documents) > limit:
+    if len(texts) > limit:
         raise ApiError(
             413,
-            f"{len(body.documents)} documents; at most {limit} per request (SIEVE_MAX_RERANK_DOCS)",
+            f"{len(texts)} documents; at most {limit} per request (SIEVE_MAX_RERANK_DOCS)",
             limit=limit,
         )
-    texts = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
-    batch = reranker.rerank(body.query, texts)
-    results = []
-    for i in batch.best_first(body.top_n):
-        item: dict[str, Any] = {"index": i, "relevance_score": batch.scores[i].score}
-        if body.return_documents:
-            item["document"] = {"text": texts[i]}
-        results.append(item)
-    return jsonify(
-        {
-            "id": str(uuid.uuid4()),
-            "model": body.model or reranker.model_key,
-            "results": results,
-            "meta": {"billed_units": {"search_units": 1}},
-        }
-    )
+    if isinstance(body, TeiRerankBody):
+        return jsonify(tei_answer(body, reranker.rerank(body.query, texts)))
+    # Passed only when asked for, as the Reranker contract allows.
+    options = {} if body.max_tokens_per_doc is None else {"max_doc_tokens": body.max_tokens_per_doc}
+    batch = reranker.rerank(body.query, texts, **options)
+    return jsonify(cohere_answer(body, texts, batch, reranker.model_key))

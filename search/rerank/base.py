@@ -28,9 +28,17 @@ class Reranker(Protocol):
         ...
 
     def rerank(
-        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> RerankBatch:
         """One score per passage, in the passages' order.
+
+        ``max_doc_tokens`` scores only each passage's first that many tokens
+        (at most ``MAX_DOC_TOKENS``, the default; Cohere's ``max_tokens_per_doc``).
 
         ``deadline`` is a ``time.monotonic()`` instant: past it the caller no
         longer waits, so a reranker neither starts nor goes on with work it

@@ -59,7 +59,12 @@ class BoundedReranker:
         self._loaded = True
 
     def rerank(
-        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> RerankBatch:
         """The inner reranker's answer, or ``BackendUnavailable`` at the deadline.
 
@@ -72,7 +77,9 @@ class BoundedReranker:
             raise BackendUnavailable(str(exc), backend="rerank") from exc
         own = time.monotonic() + self.timeout_s
         deadline = own if deadline is None else min(deadline, own)
-        future = self._pool.submit(self.inner.rerank, query, passages, deadline=deadline)
+        # Passed only when asked for: a reranker that predates the option still works.
+        options = {} if max_doc_tokens is None else {"max_doc_tokens": max_doc_tokens}
+        future = self._pool.submit(self.inner.rerank, query, passages, deadline=deadline, **options)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from search.errors import BackendUnavailable, ConfigError
 from search.rerank.base import Reranker, check_scores, sigmoid
 from search.rerank.calibration import Calibration, calibration_of
+from search.rerank.pairs import MAX_DOC_TOKENS, doc_token_limit
 from search.scores import CachedScore, ScoreStore, pair_keys
 from search.types import RerankBatch, RerankScore
 
@@ -65,19 +66,30 @@ class CachingReranker:
             return self._waiters
 
     def rerank(
-        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> RerankBatch:
         """Scores in the passages' order; ``cached`` counts the positions the store answered.
 
-        ``deadline`` goes to the inner reranker and bounds the wait for an identical rerank.
+        ``deadline`` goes to the inner reranker and bounds the wait for an identical
+        rerank; ``max_doc_tokens`` goes to it too, and a score cut to fewer tokens
+        than the default is cached under its own key.
         """
         started = time.perf_counter()
-        keys = pair_keys(self.model_key, query, passages)
+        limit = doc_token_limit(max_doc_tokens)
+        # The default limit keeps the plain model key, so existing entries stay valid.
+        key_base = self.model_key if limit == MAX_DOC_TOKENS else f"{self.model_key}#{limit}"
+        keys = pair_keys(key_base, query, passages)
         unique = dict(zip(keys, passages, strict=True))  # a duplicate is looked up once
         found = dict(zip(unique, self.store.get_many(list(unique)), strict=True))
         results = {key: value for key, value in found.items() if value is not None}
         timings = {"cache": (time.perf_counter() - started) * 1000}
         owned: dict[str, Future[CachedScore]] = {}
+        tokens = 0  # the inner reranker's, for the scores it computed
         waiting: dict[str, Future[CachedScore]] = {}
         with self._inflight_lock:
             for key in (key for key in unique if key not in results):  # in passage order
@@ -88,7 +100,8 @@ class CachingReranker:
             self._waiters += bool(waiting)
         try:
             if owned:
-                results.update(self._score(query, owned, unique, timings, deadline))
+                fresh, tokens = self._score(query, owned, unique, timings, deadline, max_doc_tokens)
+                results.update(fresh)
             if waiting:
                 started = time.perf_counter()
                 wait_until = time.monotonic() + self.wait_timeout_s
@@ -104,7 +117,12 @@ class CachingReranker:
             RerankScore(logit=v.logit, score=sigmoid(v.logit), start=v.start, end=v.end)
             for v in (results[key] for key in keys)
         ]
-        return RerankBatch(scores, timings, cached=sum(found[key] is not None for key in keys))
+        return RerankBatch(
+            scores,
+            timings,
+            cached=sum(found[key] is not None for key in keys),
+            tokens=tokens,
+        )
 
     def _wait(
         self, waiting: dict[str, Future[CachedScore]], wait_until: float
@@ -119,7 +137,8 @@ class CachingReranker:
                     raise  # the owner's own TimeoutError
                 raise BackendUnavailable(
                     "no score by the deadline waiting for an identical rerank",
-                    backend="rerank", timeout_s=self.wait_timeout_s,
+                    backend="rerank",
+                    timeout_s=self.wait_timeout_s,
                 ) from exc
         return out
 
@@ -129,12 +148,22 @@ class CachingReranker:
                 del self._inflight[key]
 
     def _score(
-        self, query: str, owned: dict[str, Future[CachedScore]], unique: dict[str, str],
-        timings: dict[str, float], deadline: float | None,
-    ) -> dict[str, CachedScore]:
+        self,
+        query: str,
+        owned: dict[str, Future[CachedScore]],
+        unique: dict[str, str],
+        timings: dict[str, float],
+        deadline: float | None,
+        max_doc_tokens: int | None,
+    ) -> tuple[dict[str, CachedScore], int]:
+        """The inner reranker's scores of the ``owned`` keys, and the tokens it read."""
         keys = list(owned)
+        # Passed only when asked for: a reranker that predates the option still works.
+        options = {} if max_doc_tokens is None else {"max_doc_tokens": max_doc_tokens}
         try:
-            batch = self.inner.rerank(query, [unique[key] for key in keys], deadline=deadline)
+            batch = self.inner.rerank(
+                query, [unique[key] for key in keys], deadline=deadline, **options
+            )
             check_scores(batch, len(keys))
             fresh = {
                 key: CachedScore(float(s.logit), int(s.start), int(s.end))
@@ -142,8 +171,12 @@ class CachingReranker:
             }
         except BaseException as exc:
             # Nothing is cached. A KeyboardInterrupt belongs to this thread, not the waiters.
-            shared = exc if isinstance(exc, Exception) else BackendUnavailable(
-                f"an identical rerank was interrupted ({type(exc).__name__})", backend="rerank"
+            shared = (
+                exc
+                if isinstance(exc, Exception)
+                else BackendUnavailable(
+                    f"an identical rerank was interrupted ({type(exc).__name__})", backend="rerank"
+                )
             )
             for future in owned.values():
                 future.set_exception(shared)
@@ -156,10 +189,11 @@ class CachingReranker:
         try:
             written = time.perf_counter()
             # A non-finite logit would read back as garbage: serve it, don't keep it.
-            self.store.set_many({k: v for k, v in fresh.items() if math.isfinite(v.logit)},
-                                self.ttl_s)
+            self.store.set_many(
+                {k: v for k, v in fresh.items() if math.isfinite(v.logit)}, self.ttl_s
+            )
             timings["cache"] += (time.perf_counter() - written) * 1000
             timings.update((k, v) for k, v in batch.timings_ms.items() if k != "cache")
         finally:
             self._release(owned)
-        return fresh
+        return fresh, batch.tokens

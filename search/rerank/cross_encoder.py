@@ -171,13 +171,18 @@ class CrossEncoderReranker:
         self._load()
 
     def rerank(
-        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> RerankBatch:
         """One raw logit (and its sigmoid) per passage, in the passages' order.
 
         With a ``deadline`` the call waits for the model at most until then and
         stops between steps of tokenising and between batches once it has
-        passed (``BackendUnavailable``).
+        passed (``BackendUnavailable``). ``max_doc_tokens``: see ``PairEncoder.encode``.
         """
         if isinstance(passages, str) or not all(isinstance(p, str) for p in passages):
             raise InvalidRequest("passages must be a sequence of strings")
@@ -190,13 +195,17 @@ class CrossEncoderReranker:
             # and the pipeline degrades; the typed cause stays attached.
             raise BackendUnavailable(str(exc), backend="rerank", model=self.model) from exc
         started = time.perf_counter()
-        pairs = self._encode(query, passages, deadline)
+        pairs = self._encode(query, passages, deadline, max_doc_tokens)
         scores = [
             RerankScore(logit=logit, score=sigmoid(logit), start=pair.start, end=pair.end)
             for logit, pair in best_windows(pairs, self._score(pairs, deadline), len(passages))
         ]
         # "model": tokenising plus the forward passes, i.e. all the work done here.
-        return RerankBatch(scores, timings_ms={"model": (time.perf_counter() - started) * 1e3})
+        return RerankBatch(
+            scores,
+            timings_ms={"model": (time.perf_counter() - started) * 1e3},
+            tokens=sum(len(pair.ids) for pair in pairs),
+        )
 
     def available(self) -> bool:
         """Whether the model is on this machine (a folder or the Hugging Face cache).
@@ -306,11 +315,15 @@ class CrossEncoderReranker:
         return device, getattr(torch, name)
 
     def _encode(
-        self, query: str, passages: Sequence[str], deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> list[Pair]:
         """The model inputs for ``passages`` (loaded model only): see ``PairEncoder.encode``."""
         assert self._pairs is not None, "the model is loaded before pairs are built"
-        return self._pairs.encode(query, passages, deadline)
+        return self._pairs.encode(query, passages, deadline, max_doc_tokens)
 
     def _padded(self, length: int) -> int:
         # Tensor cores want multiples of 8; never past max_length (position limits).

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.batching import batched
+from search.errors import InvalidRequest
 from search.rerank.base import stop_at
 
 # Room always left for the passage, whatever the query share: a pair whose
@@ -26,7 +27,7 @@ MIN_PASSAGE_TOKENS = 8
 # made first so that a 5 MB document is never tokenised whole: no tokenizer
 # Sieve uses makes tokens of more than 16 characters of ordinary text.
 MAX_DOC_TOKENS = 4096
-MAX_DOC_CHARS = MAX_DOC_TOKENS * 16
+MAX_DOC_CHARS = MAX_DOC_TOKENS * 16  # a lower token limit cuts at 16 characters a token too
 # Passages tokenised per step: a deadline is checked between steps (a thousand
 # long passages take a second or more to tokenise on a CPU).
 ENCODE_STEP = 256
@@ -118,13 +119,20 @@ class PairEncoder:
         self.query_share = query_share
 
     def encode(
-        self, query: str, passages: Sequence[str], deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> list[Pair]:
         """Tokenise once; one pair per passage window.
 
-        Stops between steps of ``ENCODE_STEP`` passages once ``deadline`` (a
-        ``time.monotonic()`` instant) has passed (``BackendUnavailable``).
+        Only each passage's first ``max_doc_tokens`` tokens are scored (capped
+        at, and by default, ``MAX_DOC_TOKENS``). Stops between steps of
+        ``ENCODE_STEP`` passages once ``deadline`` (a ``time.monotonic()``
+        instant) has passed (``BackendUnavailable``).
         """
+        limit = doc_token_limit(max_doc_tokens)
         t = self.template
         query_budget = min(
             int(self.query_share * self.max_length),
@@ -138,14 +146,14 @@ class PairEncoder:
         )
         tail, tail_types = [k for k, _ in t.suffix], [k for _, k in t.suffix]
         pairs: list[Pair] = []
-        texts = [p[:MAX_DOC_CHARS] for p in passages]
+        texts = [p[: limit * 16] for p in passages]  # see MAX_DOC_CHARS
         encodings: list[Any] = []
         for step in batched(texts, ENCODE_STEP):
             stop_at(deadline, f"{len(encodings)} of {len(texts)} passages tokenised")
             encodings += self.backend.encode_batch(step, add_special_tokens=False)
         for index, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            ids, offsets = encoding.ids[:MAX_DOC_TOKENS], encoding.offsets[:MAX_DOC_TOKENS]
-            words = encoding.word_ids[:MAX_DOC_TOKENS]
+            ids, offsets = encoding.ids[:limit], encoding.offsets[:limit]
+            words = encoding.word_ids[:limit]
             cut = len(ids) < len(encoding.ids) or len(text) < len(passages[index])
             for begin, end in windows(words, room):
                 window = ids[begin:end]
@@ -160,6 +168,15 @@ class PairEncoder:
                     )
                 )
         return pairs
+
+
+def doc_token_limit(max_doc_tokens: int | None) -> int:
+    """How many of a passage's tokens are scored: ``max_doc_tokens``, at most ``MAX_DOC_TOKENS``."""
+    if max_doc_tokens is None:
+        return MAX_DOC_TOKENS
+    if max_doc_tokens < 1:
+        raise InvalidRequest(f"max_doc_tokens must be >= 1, not {max_doc_tokens}")
+    return min(max_doc_tokens, MAX_DOC_TOKENS)
 
 
 def best_windows(

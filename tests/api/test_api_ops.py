@@ -18,8 +18,10 @@ from support.redis_server import RedisServer
 
 from api.app import create_app
 from api.cli.serve import serve_plan
+from api.errors import RETRY_AFTER_S
 from api.settings import ApiSettings, ServiceSettings
 from search.engine import SearchEngine
+from search.errors import BackendUnavailable, ModelNotFound
 
 pytestmark = [
     pytest.mark.integration,
@@ -170,6 +172,9 @@ def test_rate_limit_is_429_with_retry_after_per_key(make_app):
     limited = client.get("/v1/collections", headers=one)
     assert limited.status_code == 429 and error_code(limited) == "rate_limited"
     assert int(limited.headers["Retry-After"]) > 0
+    ok = client.get("/v1/collections", headers=two)
+    assert ok.status_code == 200 and "Retry-After" not in ok.headers  # only where it helps
+    assert ok.headers["X-RateLimit-Remaining"] == "2"
     assert client.get("/v1/collections", headers=two).status_code == 200  # its own bucket
     assert client.get("/healthz").status_code == 200  # probes are never limited
 
@@ -317,3 +322,25 @@ def test_bad_api_settings_fail_at_startup_with_a_reason(changes):
         ApiSettings(**changes)
     message = str(caught.value)
     assert "SIEVE_" in message and "s3cret" not in message  # names the setting, not the key
+
+
+def test_retry_after_on_a_503_only_when_a_retry_can_cure_it(dead_vector_app):
+    """A missing model needs an operator: no Retry-After; a backend that is down gets one."""
+    dead = dead_vector_app.extensions["sieve"].engine
+    app = create_app(app_config(dead.settings, rate_limit="100/minute"), dead)
+
+    @app.get("/test-model-missing")
+    def _missing() -> None:
+        try:
+            raise ModelNotFound("no model here; put it in SIEVE_RERANK_MODELS_DIR")
+        except ModelNotFound as exc:
+            raise BackendUnavailable(str(exc), backend="rerank") from exc
+
+    client = app.test_client()
+    answer = client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+    assert answer.status_code == 503 and "Retry-After" not in answer.headers
+    assert "SIEVE_RERANK_MODELS_DIR" in answer.json["error"]["message"]
+    missing = client.get("/test-model-missing")
+    assert missing.status_code == 503 and "Retry-After" not in missing.headers
+    down = client.post("/v1/search", json={"query": "storm", "mode": "vector"})
+    assert down.status_code == 503 and down.headers["Retry-After"] == str(RETRY_AFTER_S)

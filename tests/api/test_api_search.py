@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from pathlib import Path
 
 import pytest
 from api_testkit import error_code
@@ -233,8 +234,11 @@ def test_rerank_scores_strings_and_objects_sorted_by_sigmoid(client, engine):
     )
     assert response.status_code == 200, response.json
     body = response.json
-    assert body["model"] == engine.reranker.model_key and body["id"]
+    # The model's name, not the folder it was loaded from.
+    assert body["model"] == Path(engine.reranker.model_key.rsplit("@", 1)[0]).name and body["id"]
+    assert "/" not in body["model"]
     assert body["meta"] == {"billed_units": {"search_units": 1}}
+    assert body["usage"]["total_tokens"] >= 0  # cached scores cost no tokens
     results = body["results"]
     assert sorted(r["index"] for r in results) == list(range(40))  # more than 32 accepted
     scores = [r["relevance_score"] for r in results]
@@ -264,3 +268,88 @@ def test_rerank_limits(client, make_app):
     )
     for bad in ({"query": QUERY, "documents": []}, {"query": QUERY, "documents": [{"t": "x"}]}):
         assert client.post("/v1/rerank", json=bad).status_code == 422
+
+
+def test_rerank_object_documents_rank_their_rank_fields(client, engine):
+    docs = [
+        {"title": "Nosebleeds", "text": "Lean forward and pinch the nose.", "id": 7},
+        {"title": "Gardens", "text": "Water the roses in the morning."},
+    ]
+    body = {
+        "query": QUERY,
+        "documents": docs,
+        "rank_fields": ["title", "text"],
+        "return_documents": True,
+    }
+    response = client.post("/v1/rerank", json=body)
+    assert response.status_code == 200, response.json
+    joined = [f"title: {d['title']}\ntext: {d['text']}" for d in docs]
+    direct = engine.reranker.rerank(QUERY, joined).scores
+    for result in response.json["results"]:
+        assert result["relevance_score"] == pytest.approx(direct[result["index"]].score)
+        assert result["document"] == docs[result["index"]]  # as sent, extra fields too
+    # Without rank_fields an object is ranked by its text alone, as a string would be.
+    plain = client.post("/v1/rerank", json={"query": QUERY, "documents": docs}).json["results"]
+    strings = client.post(
+        "/v1/rerank", json={"query": QUERY, "documents": [d["text"] for d in docs]}
+    ).json["results"]
+    assert plain == strings
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"documents": [{"title": "t"}]}, "documents.0: no field 'text'"),
+        (
+            {"documents": ["a", {"text": "x"}], "rank_fields": ["title"]},
+            "documents.1: no field 'title'",
+        ),
+        ({"documents": [{"text": ["x"]}]}, "documents.0.text: a rank field must be"),
+        ({"documents": ["a"], "relevant_spans": True}, "relevant_spans: not supported"),
+        ({"documents": ["a"], "max_tokens_per_doc": 5000}, "max_tokens_per_doc:"),
+    ],
+)
+def test_rerank_bad_documents_and_options_are_one_line_422s(client, body, message):
+    response = client.post("/v1/rerank", json={"query": QUERY, **body})
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+    text = response.json["error"]["message"]
+    assert text.startswith(message) and "\n" not in text
+
+
+def test_rerank_relevant_spans_false_is_accepted(client):
+    body = {"query": QUERY, "documents": ["a"], "relevant_spans": False}
+    assert client.post("/v1/rerank", json=body).status_code == 200
+
+
+def test_rerank_max_tokens_per_doc_scores_only_the_head(client, engine):
+    head = "Pinch the soft part of the nose and lean forward."
+    long_doc = head + " " + "Gardens need water and sunlight every day. " * 60
+    body = {"query": QUERY, "documents": [long_doc]}
+    whole = client.post("/v1/rerank", json=body).json["results"][0]["relevance_score"]
+    cut = client.post("/v1/rerank", json={**body, "max_tokens_per_doc": 12}).json
+    short = engine.reranker.rerank(QUERY, [head], max_doc_tokens=12).scores[0].score
+    assert cut["results"][0]["relevance_score"] == pytest.approx(short)
+    assert cut["results"][0]["relevance_score"] != pytest.approx(whole)
+
+
+def test_rerank_tei_shape_at_rerank(client, engine):
+    texts = ["a garden", "pinch the nose and lean forward", "a bike"]
+    response = client.post("/rerank", json={"query": QUERY, "texts": texts, "truncate": True})
+    assert response.status_code == 200, response.json
+    answer = response.json
+    assert [sorted(r) for r in answer] == [["index", "score"]] * 3
+    direct = engine.reranker.rerank(QUERY, texts).scores
+    assert [r["score"] for r in answer] == sorted((d.score for d in direct), reverse=True)
+    raw = client.post(
+        "/rerank", json={"query": QUERY, "texts": texts, "raw_scores": True, "return_text": True}
+    ).json
+    for r in raw:
+        assert r["score"] == pytest.approx(direct[r["index"]].logit)
+        assert r["text"] == texts[r["index"]]
+    left = client.post(
+        "/rerank", json={"query": QUERY, "texts": texts, "truncation_direction": "left"}
+    )
+    assert left.status_code == 422
+    assert left.json["error"]["message"].startswith("truncation_direction:")
+    # TEI's shape is /rerank's only; the versioned paths are Cohere's.
+    assert client.post("/v1/rerank", json={"query": QUERY, "texts": texts}).status_code == 422

@@ -96,6 +96,13 @@ def test_round_trip_matches_the_in_process_reranker(worker):
     timings = got.timings_ms
     assert timings["model"] > 0 and timings["queue"] >= 0
     assert timings["roundtrip"] >= timings["model"] + timings["queue"] - 1e-6
+    assert got.tokens == want.tokens > 0  # the worker reports the tokens it read
+    cut, cut_here = (
+        remote.rerank(QUERY, PASSAGES, max_doc_tokens=8),
+        local.rerank(QUERY, PASSAGES, max_doc_tokens=8),
+    )  # the option travels with the task
+    assert np.allclose([s.logit for s in cut.scores], [s.logit for s in cut_here.scores], atol=1e-5)
+    assert cut.tokens == cut_here.tokens < got.tokens
 
     started = time.perf_counter()
     assert remote.rerank(QUERY, []).scores == []  # no round trip for nothing
@@ -172,6 +179,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered(celery_worker, broker):
     records = [json.loads(r) for r in broker.lrange(DEAD_LETTER_KEY, 0, -1)]
     [record] = [r for r in records if r["task_id"] == result.id]
     assert record["name"] == CRASH_TASK and record["deliveries"] == limit + 1
+
     # The message leaves the broker (acknowledged right after its result is
     # stored: poll for it), so it cannot be delivered again.
     def in_broker() -> bool:
@@ -254,9 +262,7 @@ def wait_for_count(broker: redis.Redis, stage: str, count: int) -> None:
 STOPPED = re.compile(r"rerank stopped at its deadline after (\d+) of (\d+)")
 
 
-def test_a_task_whose_deadline_passes_mid_run_is_dropped_and_the_worker_moves_on(
-    worker, broker
-):
+def test_a_task_whose_deadline_passes_mid_run_is_dropped_and_the_worker_moves_on(worker, broker):
     before = expired_counts(broker)
     stops = len(STOPPED.findall(worker.log()))
     # ~2 s of tokenising and ~60 batches of 0.1-0.4 s each for the tiny model here.
@@ -293,8 +299,11 @@ def test_tasks_whose_deadline_passes_in_the_queue_are_dropped_unrun(worker, brok
     def send(passages: list[str], deadline_s: float, **options: float):
         deadline_at = time.time() + deadline_s
         return app.send_task(
-            RERANK_TASK, args=(QUERY, passages), kwargs={"deadline_at": deadline_at},
-            queue=worker.queue, **options,
+            RERANK_TASK,
+            args=(QUERY, passages),
+            kwargs={"deadline_at": deadline_at},
+            queue=worker.queue,
+            **options,
         )
 
     busy = send(long_passages(400, seed=4), 60)  # ~1 s of work: the two below wait for it
@@ -320,8 +329,12 @@ def test_importing_the_worker_modules_loads_no_model():
     )
     env = {"SIEVE_BROKER_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=60, check=True,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert out.stdout.strip() == "[]", out.stderr
-
