@@ -8,8 +8,10 @@ the same reason, and because the embedded indexes admit one owner at a time.
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from api.cli.context import SAMPLE_DIR, Context
+from api.cli.context import SAMPLE_DIR, Context, fail
 from api.settings import ServiceSettings, parse_api_keys
 
 log = logging.getLogger("sieve.serve")
@@ -65,6 +67,27 @@ def serve_plan(config: ServiceSettings) -> ServePlan:
         )
         workers = 1
     return ServePlan(host, api.port, workers, api.threads, tuple(notes))
+
+
+def check_port(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (one line naming the fix), or None when it can.
+
+    Bound and released at once, as gunicorn will bind it (``SO_REUSEADDR``, so a
+    port in TIME_WAIT is free): a port in use is found here, before any worker
+    or model starts, not after gunicorn's five retries. Port 0 (any free port)
+    always passes.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            how = "choose another with `sieve serve --port N` or SIEVE_PORT=N"
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use: {how}"
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc}): {how}"
+    return None
 
 
 class SieveApplication(BaseApplication):
@@ -123,6 +146,9 @@ def serve_cmd(
     plan = serve_plan(config)
     for note in plan.notes:
         log.warning("%s", note)
+    busy = check_port(plan.host, plan.port)
+    if busy is not None:
+        fail(busy)
     if demo:
         _index_demo(config)
     shown = "localhost" if plan.host in ("0.0.0.0", "::") else plan.host

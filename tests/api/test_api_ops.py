@@ -292,6 +292,30 @@ def test_sieve_serve_runs_gunicorn_on_localhost(tmp_path):
     assert "gthread" in output
 
 
+def test_sieve_serve_on_a_busy_port_fails_in_one_line_before_gunicorn(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = int(holder.getsockname()[1])
+        env = {**os.environ, "SIEVE_DATA_DIR": str(tmp_path), "SIEVE_RERANK_BACKEND": "none"}
+        env.pop("SIEVE_API_KEYS", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "api", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2
+    assert "Sieve API on" not in proc.stdout  # nothing claims to serve
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("WARNING")]
+    assert lines == [
+        f"error: port {port} on 127.0.0.1 is already in use: choose another with "
+        "`sieve serve --port N` or SIEVE_PORT=N"
+    ]
+
+
 def test_pages_and_static_files_are_public(make_app):
     client = make_app(api_keys="k:admin").test_client()
     for path in ("/", "/admin", "/static/style.css"):
