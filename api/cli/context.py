@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from search.engine import SearchEngine
+    from search.types import SearchResult
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample"
 EXIT_USAGE = 2
@@ -29,6 +30,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one line to stderr and exit."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def stage_notes(result: SearchResult) -> list[str]:
+    """One line per degraded or skipped stage, each with its reason."""
+    notes = [
+        f"degraded {stage}: {result.degraded_reasons.get(stage, 'no reason given')}"
+        for stage in result.degraded
+    ]
+    return notes + [f"skipped {leg}: {why}" for leg, why in result.skipped.items()]
 
 
 def progress(total: int | None, desc: str) -> Any:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from api.cli.context import Context
+from api.cli.context import Context, stage_notes
 from search.request import MAX_RERANK_DEPTH
 from search.rerank.blend import retrieval_rank
 from search.types import Hit, SearchRequest, SearchResult
@@ -72,10 +72,7 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
     after = result.hits[:top_k]
     top_before = max((retrieval_score(h) for h in before), default=1.0)
     lines = [f"query: {result.query!r}  [{_timings(result.timings_ms)}]"]
-    if result.degraded:
-        lines.append(f"degraded: {', '.join(result.degraded)}")
-    for leg, why in result.skipped.items():
-        lines.append(f"skipped {leg}: {why}")
+    lines += stage_notes(result)
     head = f"{'retrieval order (' + (result.fusion or result.mode) + ')':<48}  reranked"
     lines.append(head if result.reranked else head + " (not reranked)")
     for i in range(max(len(before), len(after))):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from api.cli.context import SAMPLE_DIR, Context, fail, progress
+from api.cli.context import SAMPLE_DIR, Context, fail, progress, stage_notes
 from api.cli.index import index_paths
 from search.request import FUSION_METHODS, MAX_RERANK_DEPTH, MAX_TOP_K
 from search.rerank import Reranker
@@ -68,10 +68,7 @@ def search_cmd(
 
 def print_result(result: SearchResult, width: int = 100) -> None:
     """A compact human view: rank, id, score, each leg's rank, and the passage."""
-    notes = []
-    if result.degraded:
-        notes.append(f"degraded: {', '.join(result.degraded)}")
-    notes.extend(f"skipped {leg}: {why}" for leg, why in result.skipped.items())
+    notes = stage_notes(result)
     timing = " ".join(f"{k}={v:.1f}ms" for k, v in result.timings_ms.items())
     reranked = f" reranked top {result.rerank_window}" if result.reranked else ""
     click.echo(f"{result.mode}{reranked} {result.query!r}  [{timing}]")

@@ -76,6 +76,9 @@ def test_a_down_vector_leg_degrades_and_is_counted(dead_vector_app):
     assert response.status_code == 200 and response.json["degraded"] == ["vector"]
     assert set(response.json["degraded_reasons"]) == {"vector"}
     assert 'sieve_degraded_total{stage="vector"} 1.0' in client.get("/metrics").text
+    context = client.post("/v1/context", json={"query": "storm safety"}).json
+    assert context["degraded"] == ["vector"] and context["reranked"] is False
+    assert context["degraded_reasons"]["vector"]  # every degraded stage says why
     only_vector = client.post("/v1/search", json={"query": "storm", "mode": "vector"})
     assert only_vector.status_code == 503 and error_code(only_vector) == "backend_unavailable"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -213,8 +214,14 @@ def test_to_dict_matches_api_shape():
     packed = pack_context("query", [hit("d", "Some cleaned text.", 1, score=0.9)], 100)
     out = packed.to_dict()
     assert set(out) == {
-        "query", "max_tokens", "used_tokens", "documents", "text", "format",
-        "abstained", "abstain_reason",
+        "query",
+        "max_tokens",
+        "used_tokens",
+        "documents",
+        "text",
+        "format",
+        "abstained",
+        "abstain_reason",
     }
     (doc,) = out["documents"]
     assert doc == {
@@ -244,3 +251,25 @@ def test_abstains_when_min_relevance_left_no_hit():
     passed = pack_context("query", [hit("d", "Some cleaned text.", 1)], 100, min_relevance=0.8)
     assert not passed.abstained and passed.abstain_reason is None and passed.documents
     assert not pack_context("query", [], 100).abstained
+
+
+def _doc_example(fence: str, after: str) -> list[str]:
+    """The lines of the example in docs/api.md fenced by ``fence`` after the line ``after``."""
+    lines = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    begin = lines.index(fence, start) + 1
+    return lines[begin : lines.index(fence, begin)]
+
+
+def test_docs_show_the_real_context_blocks():
+    """docs/api.md's two format examples are what pack_context renders, line for line."""
+    one = hit("doc_id", "text of the document's one span", 1, title="Title")
+    far = 5000  # two spans of one document too far apart to merge
+    two = [
+        hit("doc-2", "first span", 2, title="Another title"),
+        hit("doc-2", "second span", 3, start=far, title="Another title"),
+    ]
+    markdown = pack_context("q", [one, *two], 1000, format="markdown").text.split("\n")
+    assert _doc_example("~~~~", 'With `"format": "markdown"`') == markdown
+    text = pack_context("q", [hit("doc_id", "text", 1, title="Title")], 1000, format="text")
+    assert _doc_example("```", 'With `"format": "text"`') == text.text.split("\n")
