@@ -1,25 +1,30 @@
 """Uploaded files as documents: .jsonl, .txt, .md, .html and .pdf.
 
 Text files and JSONL go through ``search.ingest`` (the same rules as
-``sieve index``); PDF text is extracted with pypdf. As in ``search.ingest``,
+``sieve index``), PDFs too (``search.ingest.pdf_document``). As in ``search.ingest``,
 a bad file or line is yielded as a ``LoadError`` next to the good documents,
 so one malformed line never stops the rest of an upload.
 """
 
 from __future__ import annotations
 
-import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from search.errors import InvalidRequest, LoadError
-from search.ingest import JSONL_SUFFIXES, TEXT_SUFFIXES, iter_file, parse_record
+from search.ingest import (
+    JSONL_SUFFIXES,
+    PDF_SUFFIX,
+    SUFFIXES,
+    iter_file,
+    parse_record,
+    pdf_document,
+)
 from search.types import Document
 
-PDF_SUFFIX = ".pdf"
-SUPPORTED = tuple(sorted([*TEXT_SUFFIXES, *JSONL_SUFFIXES, PDF_SUFFIX]))
+SUPPORTED = SUFFIXES
 
 Loaded = Document | LoadError
 
@@ -89,7 +94,7 @@ def load_upload(upload: Upload) -> Iterator[Loaded]:
     if suffix in JSONL_SUFFIXES:
         yield from _jsonl(upload)
     elif suffix == PDF_SUFFIX:
-        yield _pdf(upload)
+        yield pdf_document(upload.data, upload.name, upload.name)
     else:
         yield from _text(upload)
 
@@ -119,30 +124,3 @@ def _text(upload: Upload) -> Iterator[Loaded]:
             else:
                 message = str(item).replace(str(path), upload.name)
                 yield LoadError(message, path=upload.name, line=item.line)
-
-
-def _pdf(upload: Upload) -> Loaded:
-    from pypdf import PdfReader
-
-    try:
-        reader = PdfReader(io.BytesIO(upload.data))
-        pages = [page.extract_text() or "" for page in reader.pages]
-        title = (reader.metadata.title if reader.metadata else None) or ""
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
-        return LoadError(
-            f"{upload.name}: not a readable PDF: {type(exc).__name__}: {exc}", path=upload.name
-        )
-    text = "\n\n".join(page.strip() for page in pages if page.strip())
-    if not text:
-        return LoadError(
-            f"{upload.name}: no extractable text (a scanned PDF needs OCR first)",
-            path=upload.name,
-        )
-    return Document(
-        id=upload.name,
-        text=text,
-        title=str(title).strip(),
-        metadata={"source_type": "pdf", "pages": len(pages)},
-        source=upload.name,
-        content_type="text",
-    )

@@ -7,6 +7,7 @@ indexes everything that can be indexed and reports the rest.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +25,10 @@ TEXT_SUFFIXES = {
     ".htm": "html",
 }
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-SUPPORTED = ", ".join(sorted([*TEXT_SUFFIXES, *JSONL_SUFFIXES]))
+PDF_SUFFIX = ".pdf"
+# The one list of file types Sieve reads, from disk (``sieve index``) or uploaded.
+SUFFIXES = tuple(sorted([*TEXT_SUFFIXES, *JSONL_SUFFIXES, PDF_SUFFIX]))
+SUPPORTED = ", ".join(SUFFIXES)
 
 Loaded = Document | LoadError
 
@@ -49,7 +53,7 @@ def iter_paths(paths: Sequence[str | Path]) -> Iterator[Loaded]:
 
 
 def _supported(path: Path) -> bool:
-    return path.suffix.lower() in TEXT_SUFFIXES or path.suffix.lower() in JSONL_SUFFIXES
+    return path.suffix.lower() in SUFFIXES
 
 
 def iter_file(path: Path, doc_id: str) -> Iterator[Loaded]:
@@ -57,6 +61,14 @@ def iter_file(path: Path, doc_id: str) -> Iterator[Loaded]:
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         yield from iter_jsonl(path)
+        return
+    if suffix == PDF_SUFFIX:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            yield LoadError(f"{path}: cannot read: {exc}", path=str(path))
+            return
+        yield pdf_document(data, str(path), doc_id)
         return
     try:
         text = path.read_text(encoding="utf-8")
@@ -72,6 +84,29 @@ def iter_file(path: Path, doc_id: str) -> Iterator[Loaded]:
         metadata={"source_type": content_type},
         source=str(path),
         content_type=content_type,
+    )
+
+
+def pdf_document(data: bytes, name: str, doc_id: str) -> Loaded:
+    """The text of a PDF's pages as one document, or a ``LoadError`` saying why not."""
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = (reader.metadata.title if reader.metadata else None) or ""
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
+        return LoadError(f"{name}: not a readable PDF: {type(exc).__name__}: {exc}", path=name)
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        return LoadError(f"{name}: no extractable text (a scanned PDF needs OCR first)", path=name)
+    return Document(
+        id=doc_id,
+        text=text,
+        title=str(title).strip(),
+        metadata={"source_type": "pdf", "pages": len(pages)},
+        source=name,
+        content_type="text",
     )
 
 

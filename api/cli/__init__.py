@@ -14,6 +14,7 @@ only this module imports them.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,29 @@ __all__ = ["main"]
 
 
 class SieveGroup(click.Group):
-    """Turns ``SieveError`` into one line and exit code 2."""
+    """Turns ``SieveError`` and click's own errors into one ``error: ...`` line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SieveError as exc:
             fail(str(exc))
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """click's ``main``, with its usage errors (three lines, ``Error:``) as one line."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "sieve"
+            fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("aborted", 1)
+        # Without standalone mode click returns --help's exit code instead of exiting.
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=SieveGroup)

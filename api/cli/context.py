@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample"
 EXIT_USAGE = 2
+EXIT_NOT_FOUND = 1  # some of what was named is not there (as an API 404)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

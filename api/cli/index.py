@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from api.cli.context import Context, fail, progress
+from api.cli.context import EXIT_NOT_FOUND, Context, fail, progress
 from search.errors import LoadError
+from search.ingest import SUPPORTED
 from search.types import Document
 
 if TYPE_CHECKING:
@@ -37,11 +39,14 @@ def index_paths(ctx: Context, paths: tuple[str, ...]) -> tuple[IndexReport, list
     return report, errors
 
 
-@click.command("index")
+@click.command("index", help=f"Index files or folders ({SUPPORTED}; a BEIR corpus.jsonl too).")
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_obj
 def index_cmd(ctx: Context, paths: tuple[str, ...]) -> None:
-    """Index files or folders (corpus.jsonl, .jsonl, .txt, .md, .html)."""
+    """Index files or folders (the types are ``search.ingest.SUFFIXES``)."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:  # a typo is not a skipped line: nothing is indexed
+        fail(f"no such file or folder: {', '.join(missing)}; nothing was indexed")
     report, errors = index_paths(ctx, paths)
     click.echo(
         f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}, "
@@ -62,9 +67,10 @@ def delete_cmd(ctx: Context, ids: tuple[str, ...]) -> None:
         fail("give one or more non-empty document ids; nothing was deleted")
     known = ctx.engine.delete(list(ids))
     missing = sorted(set(ids) - set(known))
-    click.echo(f"deleted {len(known)} document(s)")
-    if missing:
-        click.echo(f"not found: {', '.join(missing)}", err=True)
+    if known:
+        click.echo(f"deleted {len(known)} document(s)")
+    if missing:  # as the API's 404: an id that is not there is an error
+        fail(f"not found: {', '.join(missing)}", EXIT_NOT_FOUND)
 
 
 @click.command("stats")

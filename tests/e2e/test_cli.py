@@ -138,6 +138,23 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(indexed, tmp_path):
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr, args
         assert proc.stderr.strip(), args
+    one_line = {
+        ("delete", "no-such-id"): (1, "error: not found: no-such-id"),
+        ("index", str(tmp_path / "nowhere.jsonl")): (
+            2,
+            f"error: no such file or folder: {tmp_path / 'nowhere.jsonl'}; nothing was indexed",
+        ),
+        ("search", "x", "--top-k", "lots"): (
+            2,
+            "error: Invalid value for '--top-k': 'lots' is not a valid integer range.",
+        ),
+        ("serach", "x"): (2, "error: No such command 'serach'. Did you mean 'search'?"),
+    }
+    for args, (code, line) in one_line.items():
+        proc = sieve(data, *args, check=False)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
+        assert proc.stderr.startswith(line), (args, proc.stderr)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"_id": "ok-doc", "text": "fine words here"}\n{broken\n', encoding="utf-8")
     proc = sieve(data, "index", str(bad), check=False)

@@ -1,9 +1,10 @@
 import json
 
 import pytest
+from support.pdf import tiny_pdf
 
 from search.errors import LoadError
-from search.ingest import iter_paths
+from search.ingest import SUPPORTED, iter_paths
 from search.types import Document
 
 pytestmark = pytest.mark.unit
@@ -63,3 +64,17 @@ def test_missing_unsupported_and_undecodable_files(tmp_path):
     assert "no such file" in str(errors[0])
     assert "unsupported file type" in str(errors[1])
     assert "UTF-8" in str(errors[2])
+
+
+def test_pdf_files_are_read_like_uploads(tmp_path):
+    (tmp_path / "guide.pdf").write_bytes(tiny_pdf("Tyre pressure guide", title="Tyres"))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    loaded = list(iter_paths([tmp_path]))
+    docs = [d for d in loaded if isinstance(d, Document)]
+    errors = [e for e in loaded if isinstance(e, LoadError)]
+    assert [(d.id, d.title, d.metadata["source_type"]) for d in docs] == [
+        ("guide.pdf", "Tyres", "pdf")
+    ]
+    assert "Tyre pressure guide" in docs[0].text
+    assert len(errors) == 1 and "broken.pdf: not a readable PDF" in str(errors[0])
+    assert ".pdf" in SUPPORTED
