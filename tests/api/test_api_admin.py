@@ -6,7 +6,8 @@ import io
 import json
 
 import pytest
-from api_testkit import error_code, tiny_pdf, wait_task
+from api_testkit import error_code, wait_task
+from support.pdf import tiny_pdf
 
 pytestmark = pytest.mark.integration
 
