@@ -15,6 +15,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import schemas as s
 from search.config import COLLECTION_PATTERN
+from search.engine import DEFAULT_LIST_DOCUMENTS, MAX_LIST_DOCUMENTS
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -47,6 +48,7 @@ class Op:
     multipart: bool = False
     errors: tuple[int, ...] = ()
     public: bool = False
+    query: tuple[str, ...] = ()  # optional query parameters (QUERY)
 
 
 def _rerank_op(path: str, tei: bool = False) -> Op:
@@ -82,6 +84,8 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(404, 422, 503)),
     Op("post", "/v1/collections/{c}/documents", "Index documents (queued)", "admin",
        (202, s.TaskAcceptedOut), s.DocumentsBody, errors=(*WITH_BODY, 404)),
+    Op("get", "/v1/collections/{c}/documents", "List documents, one page in id order", "admin",
+       (200, s.DocumentListOut), errors=(404, 422), query=("after", "limit")),
     Op("put", "/v1/collections/{c}/documents/{doc_id}", "Insert or replace a document (queued)",
        "admin", (202, s.TaskAcceptedOut), s.DocumentFields, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents/{doc_id}", "Get a document", "admin",
@@ -109,6 +113,21 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "c": {"type": "string", "pattern": COLLECTION_PATTERN},
     "doc_id": {"type": "string", "minLength": 1, "maxLength": 512},
     "task_id": {"type": "string", "minLength": 1},
+}
+QUERY: dict[str, dict[str, Any]] = {
+    "after": {
+        "schema": {"type": "string"},
+        "description": "List the documents whose ids sort after this one (a page's next_after).",
+    },
+    "limit": {
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_LIST_DOCUMENTS,
+            "default": DEFAULT_LIST_DOCUMENTS,
+        },
+        "description": "Documents per page.",
+    },
 }
 UPLOAD_SCHEMA = {
     "type": "object",
@@ -153,10 +172,12 @@ def _operation(op: Op, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         },
     }
     names = re.findall(r"\{(\w+)\}", op.path)
-    if names:
-        out["parameters"] = [
-            {"name": n, "in": "path", "required": True, "schema": PARAMETERS[n]} for n in names
-        ]
+    parameters = [
+        {"name": n, "in": "path", "required": True, "schema": PARAMETERS[n]} for n in names
+    ]
+    parameters += [{"name": n, "in": "query", "required": False, **QUERY[n]} for n in op.query]
+    if parameters:
+        out["parameters"] = parameters
     if op.body is not None:
         schema = refs[(op.body, "validation")]
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}

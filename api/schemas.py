@@ -445,6 +445,26 @@ class DocumentOut(Out):
     updated_at: str | None
 
 
+class DocumentSummaryOut(Out):
+    """One document of a listing."""
+
+    id: str
+    title: str
+    status: Literal["pending", "indexed", "failed"]
+    chunks: int
+    error: str | None = Field(description="Why indexing failed (status failed), else null.")
+    updated_at: str
+
+
+class DocumentListOut(Out):
+    """``GET /v1/collections/{c}/documents`` answer: one page in id order."""
+
+    documents: list[DocumentSummaryOut]
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
 class DeletedOut(Out):
     """Delete answers; ``not_found`` only for the batch delete."""
 

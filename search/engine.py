@@ -24,6 +24,7 @@ from search.job_runner import JobRunner
 from search.jobs import TaskLog
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
+from search.records import DocumentSummary
 from search.registry import Registry
 from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, Reranker
 from search.scores import make_store
@@ -32,6 +33,8 @@ from search.vector import VectorIndex, open_vector_index
 
 COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
 DEFAULT_COLLECTION = "default"
+MAX_LIST_DOCUMENTS = 200  # documents per page of a listing
+DEFAULT_LIST_DOCUMENTS = 50
 
 
 def check_collection(name: str) -> str:
@@ -295,6 +298,22 @@ class SearchEngine:
         # The embedded backends keep their files here; the server backends have none.
         shutil.rmtree(self.settings.data_dir / "collections" / name, ignore_errors=True)
         return self.registry.drop_collection(name)
+
+    def list_documents(
+        self, collection: str, *, after: str = "", limit: int = DEFAULT_LIST_DOCUMENTS
+    ) -> list[DocumentSummary]:
+        """One page of a collection's documents in id order, those after ``after``.
+
+        ``limit`` is 1 to ``MAX_LIST_DOCUMENTS``; the last id of a full page is the
+        next page's ``after``. ``NotFound`` for an unknown collection.
+        """
+        if not 1 <= limit <= MAX_LIST_DOCUMENTS:
+            raise InvalidRequest(
+                f"limit must be 1 to {MAX_LIST_DOCUMENTS}, not {limit}", limit=limit
+            )
+        if not self.has_collection(collection):
+            raise NotFound(f"collection {collection!r} not found", collection=collection)
+        return self.registry.list_documents(collection, after, limit)
 
     def get_document(self, collection: str, doc_id: str) -> dict[str, object]:
         """A document as the registry holds it, with its indexing state; ``NotFound`` if absent."""

@@ -67,6 +67,18 @@ class DocumentRecord:
 
 
 @dataclass(frozen=True)
+class DocumentSummary:
+    """A document as a listing shows it: no text, its indexing state."""
+
+    id: str
+    title: str
+    status: str  # pending, indexed or failed (then ``error`` says why)
+    chunks: int
+    error: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class RegistryIdentity:
     """Who a registry is: its id (recorded by the indexes it writes) and schema version."""
 
@@ -106,5 +118,3 @@ def content_hash(doc: Document) -> str:
         default=str,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-

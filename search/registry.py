@@ -53,6 +53,7 @@ from search.errors import BackendUnavailable, RegistryCorrupt, RegistryMismatch
 from search.records import (
     BACKENDS,
     DocumentRecord,
+    DocumentSummary,
     RegistryIdentity,
     Restored,
     Staged,
@@ -447,6 +448,21 @@ class Registry:
                 )
                 out.update((row.doc_id, _record(row)) for row in session.scalars(stmt))
         return out
+
+    def list_documents(self, collection: str, after: str, limit: int) -> list[DocumentSummary]:
+        """Up to ``limit`` documents with ids after ``after``, in id order (no text read)."""
+        columns = (
+            _DocumentRow.doc_id, _DocumentRow.title, _DocumentRow.status,
+            _DocumentRow.chunks, _DocumentRow.error, _DocumentRow.updated_at,
+        )  # fmt: skip
+        stmt = (
+            select(*columns)
+            .where(_DocumentRow.collection == collection, _DocumentRow.doc_id > after)
+            .order_by(_DocumentRow.doc_id)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [DocumentSummary(*row) for row in session.execute(stmt)]
 
     def iter_documents(self, collection: str, batch: int = 500) -> Iterator[tuple[Document, int]]:
         """Every stored document with its version, in id order (for rebuilds)."""

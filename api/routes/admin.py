@@ -15,6 +15,7 @@ from api.jobs import IndexJob
 from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
 from api.state import json_body, services
 from api.uploads import count_documents, read_uploads
+from search.engine import DEFAULT_LIST_DOCUMENTS
 from search.types import Document
 
 bp = Blueprint("admin", __name__)
@@ -136,6 +137,32 @@ def upload_documents(c: str) -> Response:
     uploads = read_uploads((f.filename, f.read()) for f in files)
     _check_batch(sum(count_documents(upload) for upload in uploads))
     return _accepted(IndexJob(name, files=uploads))
+
+
+@bp.get("/v1/collections/<c>/documents")
+@requires("admin")
+def list_documents(c: str) -> Response:
+    """One page of the collection's documents in id order (``?after=ID&limit=N``)."""
+    name = _collection(c)
+    after = request.args.get("after", "")
+    raw = request.args.get("limit", str(DEFAULT_LIST_DOCUMENTS))
+    if not raw.isdigit():
+        raise ApiError(422, f"limit: a whole number of documents, not {raw!r}", limit=raw)
+    limit = int(raw)
+    page = services().engine.list_documents(name, after=after, limit=limit)
+    documents = [
+        {
+            "id": d.id,
+            "title": d.title,
+            "status": d.status,
+            "chunks": d.chunks,
+            "error": d.error,
+            "updated_at": d.updated_at.isoformat(),
+        }
+        for d in page
+    ]
+    next_after = page[-1].id if len(page) == limit else None
+    return jsonify({"documents": documents, "next_after": next_after})
 
 
 @bp.get("/v1/collections/<c>/documents/<path:doc_id>")

@@ -245,3 +245,27 @@ def test_document_ids_may_hold_slashes(client, collection):
     add(client, collection, [{"id": "guides/bikes/tyre.md", "text": "Tyre levers help."}])
     doc = client.get(f"/v1/collections/{collection}/documents/guides/bikes/tyre.md")
     assert doc.status_code == 200 and doc.json["id"] == "guides/bikes/tyre.md"
+
+
+def test_documents_are_listed_in_pages_with_their_state(client, collection):
+    docs = [{"id": f"doc-{i:02d}", "title": f"T{i}", "text": f"words {i} here"} for i in range(5)]
+    task = add(client, collection, [*docs, {"id": "empty", "text": "   "}])
+    assert task["indexed"] == 5
+    url = f"/v1/collections/{collection}/documents"
+    first = client.get(url, query_string={"limit": 4}).json
+    assert [d["id"] for d in first["documents"]] == ["doc-00", "doc-01", "doc-02", "doc-03"]
+    assert first["next_after"] == "doc-03"
+    assert first["documents"][0] == {
+        "id": "doc-00", "title": "T0", "status": "indexed", "chunks": 1, "error": None,
+        "updated_at": first["documents"][0]["updated_at"],
+    }  # fmt: skip
+    rest = client.get(url, query_string={"limit": 4, "after": "doc-03"}).json
+    assert [d["id"] for d in rest["documents"]] == ["doc-04", "empty"]
+    assert rest["next_after"] is None
+    failed = rest["documents"][1]
+    assert failed["status"] == "failed" and failed["error"]
+    assert client.get(url).json["next_after"] is None  # the default page holds all six
+    for bad in ("0", "201", "x", "-1"):
+        response = client.get(url, query_string={"limit": bad})
+        assert response.status_code == 422 and "limit" in response.json["error"]["message"]
+    assert client.get("/v1/collections/nope/documents").status_code == 404
