@@ -1,5 +1,6 @@
 // The admin page: collections and their stats, uploads and pasted documents (each an
-// indexing task polled until it ends), and deleting a document after a confirmation.
+// indexing task polled until it ends), the collection's documents page by page, and
+// deleting a document (from its row or by id) after a confirmation.
 import { CollectionPicker, api, bindKeyField, clearAlert, el, showAlert } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -10,21 +11,33 @@ const POLL_MS = 400;
 
 const path = (collection) => `/v1/collections/${encodeURIComponent(collection)}`;
 
-/** Run an action: clear the alert, show any error in it, disable `button` meanwhile. */
-async function act(button, action) {
-  clearAlert(alertRegion);
+// Where an action reports: the page's alert and status lines at the top, or the pair
+// inside the section it was started from, so that its outcome is in view.
+const TOP = { alert: alertRegion, status: statusLine };
+const LIST = { alert: $("documents-alert"), status: $("documents-status") };
+const BY_ID = { alert: $("delete-alert"), status: $("delete-status") };
+
+/**
+ * Run an action: clear every alert and status line (an old success must not stand
+ * beside a new error), show any error in `where.alert`, disable `button` meanwhile.
+ */
+async function act(button, action, where = TOP) {
+  for (const place of [TOP, LIST, BY_ID]) {
+    clearAlert(place.alert);
+    place.status.textContent = "";
+  }
   if (button) button.disabled = true;
   try {
     await action();
   } catch (error) {
-    showAlert(alertRegion, error);
+    showAlert(where.alert, error);
   } finally {
     if (button) button.disabled = false;
   }
 }
 
-function say(text) {
-  statusLine.textContent = text;
+function say(text, where = TOP) {
+  where.status.textContent = text;
 }
 
 // -- collection and stats -------------------------------------------------
@@ -43,14 +56,20 @@ async function refreshStats() {
       el("dd", { testid: `stat-${name}`, text: String(value) }))));
 }
 
+/** Stats and the document list of the chosen collection (the list from its first page). */
+async function refreshCollection() {
+  await refreshStats();
+  await loadDocuments("");
+}
+
 async function start() {
   await picker.refresh();
-  await act(null, refreshStats);
+  await act(null, refreshCollection);
 }
 
 bindKeyField($("api-key"), start);
-$("collection-select").addEventListener("change", () => act(null, refreshStats));
-$("collection-input").addEventListener("change", () => act(null, refreshStats));
+$("collection-select").addEventListener("change", () => act(null, refreshCollection));
+$("collection-input").addEventListener("change", () => act(null, refreshCollection));
 $("stats-refresh").addEventListener("click", (event) => act(event.currentTarget, refreshStats));
 
 $("create-form").addEventListener("submit", (event) => {
@@ -62,7 +81,7 @@ $("create-form").addEventListener("submit", (event) => {
     say(`Collection ${created.name} created.`);
     $("new-collection").value = "";
     await picker.refresh(created.name);
-    await refreshStats();
+    await refreshCollection();
   });
 });
 
@@ -91,6 +110,7 @@ async function follow(taskId, label, collection) {
   if (picker.value === collection) {
     try {
       await refreshStats();
+      await loadDocuments(listing.after);
     } catch (error) {
       showAlert(alertRegion, error);
     }
@@ -168,13 +188,96 @@ $("paste-form").addEventListener("submit", (event) => {
   });
 });
 
-// -- delete, in two steps -------------------------------------------------
+// -- the document list, a page at a time -----------------------------------
+
+const PAGE_SIZE = 20;
+// The page shown: its collection, the id it starts after ("" for the first page),
+// the pages before it (for "First page"), and where the next one starts.
+const listing = { collection: "", after: "", number: 1, next: null };
+
+async function loadDocuments(after) {
+  const collection = picker.value;
+  if (!collection) return;
+  if (collection !== listing.collection || after === "") listing.number = 1;
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (after) query.set("after", after);
+  const page = await api("GET", `${path(collection)}/documents?${query}`);
+  if (!page.documents.length && after) return loadDocuments(""); // its last row was deleted
+  Object.assign(listing, { collection, after, next: page.next_after });
+  $("documents-list").replaceChildren(...page.documents.map((doc) => documentRow(collection, doc)));
+  $("no-documents").hidden = page.documents.length > 0 || after !== "";
+  $("documents-first").disabled = after === "";
+  $("documents-next").disabled = page.next_after === null;
+  $("documents-page").textContent = `page ${listing.number}`;
+}
+
+function documentRow(collection, doc) {
+  const state = el("td", { class: `state-${doc.status}`, testid: "row-state" },
+    doc.status, doc.error ? el("span", { class: "why", text: doc.error }) : null);
+  const actions = el("td", { class: "actions" });
+  const remove = el("button", { type: "button", class: "danger", testid: "row-delete",
+    "aria-label": `Delete ${doc.id}`, text: "Delete…" });
+  actions.append(remove);
+  remove.addEventListener("click", () => confirmInRow(collection, doc.id, actions, remove));
+  return el("tr", { testid: "document-row", "data-doc-id": doc.id },
+    el("td", {}, el("code", { text: doc.id })),
+    el("td", { text: doc.title }),
+    state,
+    el("td", { text: String(doc.chunks) }),
+    actions);
+}
+
+/** Ask in the row itself; the answer (or the error) shows just above the list. */
+function confirmInRow(collection, id, cell, remove) {
+  const yes = el("button", { type: "button", class: "danger", testid: "row-confirm-yes",
+    text: "Yes, delete it" });
+  const no = el("button", { type: "button", testid: "row-confirm-no", text: "Cancel" });
+  cell.replaceChildren(el("span", { text: "Delete?" }), yes, no);
+  no.addEventListener("click", () => {
+    cell.replaceChildren(remove);
+    remove.focus();
+  });
+  yes.addEventListener("click", () => act(yes, async () => {
+    try {
+      await deleteDocument(collection, id, LIST);
+    } finally {
+      cell.replaceChildren(remove);
+    }
+  }, LIST));
+  no.focus();
+}
+
+/** Delete one document, say so in `where`, then bring every count on the page up to date. */
+async function deleteDocument(collection, id, where) {
+  const answer = await api("DELETE", `${path(collection)}/documents/${encodeURIComponent(id)}`);
+  say(`Deleted ${answer.deleted.join(", ")} from ${collection}.`, where);
+  where.status.scrollIntoView({ block: "nearest" });
+  // The chooser shows each collection's document count: it must agree with the stats.
+  await picker.refresh();
+  if (picker.value === collection) {
+    await refreshStats();
+    await loadDocuments(listing.collection === collection ? listing.after : "");
+  }
+}
+
+$("documents-refresh").addEventListener("click", (event) =>
+  act(event.currentTarget, () => loadDocuments(listing.after), LIST));
+$("documents-first").addEventListener("click", (event) =>
+  act(event.currentTarget, () => loadDocuments(""), LIST));
+$("documents-next").addEventListener("click", (event) => act(event.currentTarget, async () => {
+  const number = listing.number + 1;
+  await loadDocuments(listing.next);
+  listing.number = number;
+  $("documents-page").textContent = `page ${number}`;
+}, LIST));
+
+// -- delete by id, in two steps ---------------------------------------------
 
 let pendingDelete = null; // {collection, id} while the confirmation is shown
 
 $("delete-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  clearAlert(alertRegion);
+  clearAlert(BY_ID.alert);
   const id = $("delete-id").value.trim();
   if (!id) return;
   pendingDelete = { collection: picker.value, id };
@@ -200,15 +303,12 @@ $("confirm-yes").addEventListener("click", (event) => {
   if (!target) return;
   act(event.currentTarget, async () => {
     try {
-      const answer = await api("DELETE",
-        `${path(target.collection)}/documents/${encodeURIComponent(target.id)}`);
-      say(`Deleted ${answer.deleted.join(", ")} from ${target.collection}.`);
+      await deleteDocument(target.collection, target.id, BY_ID);
       $("delete-id").value = "";
-      await refreshStats();
     } finally {
       closeConfirm();
     }
-  });
+  }, BY_ID);
 });
 
 start();

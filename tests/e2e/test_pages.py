@@ -292,10 +292,70 @@ def test_paste_a_document_find_it_then_delete_it(page, console_errors):
     expect(confirm).to_be_hidden()
     page.get_by_test_id("delete-button").click()
     page.get_by_test_id("confirm-yes").click()
-    expect(page.get_by_test_id("status")).to_have_text(f"Deleted faq/teapot from {collection}.")
+    deleted = page.get_by_test_id("delete-status")  # next to the form, not at the top
+    expect(deleted).to_have_text(f"Deleted faq/teapot from {collection}.")
+    expect(deleted).to_be_in_viewport()
     expect(page.get_by_test_id("stat-documents")).to_have_text("0")
     expect(search(page, "brindlewash", mode="bm25", collection=collection)).to_have_count(0)
     assert console_errors == []
+
+
+def test_document_list_pages_shows_states_and_deletes_from_a_row(page, console_errors):
+    from playwright.sync_api import expect
+
+    collection = create_collection(page)
+    lines = [
+        {"_id": f"doc-{i:02d}", "title": f"Note {i}", "text": f"note {i} words"} for i in range(22)
+    ]
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    page.get_by_test_id("files").set_input_files(
+        files=[{"name": "notes.jsonl", "mimeType": "application/json", "buffer": data}]
+    )
+    page.get_by_test_id("upload-button").click()
+    wait_task_done(page, 22)
+    page.get_by_test_id("doc-id").fill("empty")
+    page.get_by_test_id("doc-text").fill("   ")  # cannot be indexed: failed, with a reason
+    page.get_by_test_id("paste-button").click()
+    task = page.get_by_test_id("task").first
+    expect(task.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
+
+    rows = page.get_by_test_id("document-row")
+    expect(rows).to_have_count(20)  # the first page
+    expect(rows.first).to_have_attribute("data-doc-id", "doc-00")
+    page.get_by_test_id("documents-next").click()
+    expect(page.get_by_test_id("documents-page")).to_have_text("page 2")
+    expect(rows).to_have_count(3)
+    failed = page.locator('[data-testid=document-row][data-doc-id="empty"]')
+    expect(failed.get_by_test_id("row-state")).to_contain_text("failed")
+    expect(failed.get_by_test_id("row-state")).to_contain_text("empty")  # why it failed
+    screenshot(page, "admin-documents.png")
+
+    row = page.locator('[data-testid=document-row][data-doc-id="doc-21"]')
+    row.get_by_test_id("row-delete").click()
+    row.get_by_test_id("row-confirm-no").click()
+    expect(rows).to_have_count(3)
+    row.get_by_test_id("row-delete").click()
+    row.get_by_test_id("row-confirm-yes").click()
+    status = page.get_by_test_id("documents-status")
+    expect(status).to_have_text(f"Deleted doc-21 from {collection}.")
+    expect(status).to_be_in_viewport()
+    expect(rows).to_have_count(2)
+    expect(page.get_by_test_id("stat-documents")).to_have_text("22")
+    option = page.locator(f'[data-testid=collection-select] option[value="{collection}"]')
+    expect(option).to_have_text(f"{collection} (22 documents)")  # the chooser agrees
+
+    # Deleted behind the page's back: the row's delete fails, and the old success goes.
+    gone = page.request.delete(f"/v1/collections/{collection}/documents/doc-20")
+    assert gone.ok
+    page.locator('[data-testid=document-row][data-doc-id="doc-20"]').get_by_test_id(
+        "row-delete"
+    ).click()
+    page.get_by_test_id("row-confirm-yes").click()
+    alert = page.get_by_test_id("documents-alert")
+    expect(alert).to_contain_text("document 'doc-20' not found (HTTP 404, not_found)")
+    expect(alert).to_be_in_viewport()
+    expect(status).to_be_empty()
+    assert all(FAILED_RESOURCE.match(e) for e in console_errors), console_errors
 
 
 def test_api_errors_appear_in_the_alert_region(page, console_errors):
