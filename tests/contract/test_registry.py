@@ -325,3 +325,19 @@ def test_damaged_sqlite_files_are_corrupt_not_internal_errors(tmp_path):
     for call in (lambda: damaged.identity, damaged.ping, lambda: damaged.stats("c")):
         with pytest.raises(RegistryCorrupt):
             call()
+
+
+def test_documents_are_listed_in_id_order_a_page_at_a_time(registry):
+    registry.stage("c", [doc(f"d{i}", title=f"T{i}") for i in (3, 1, 2)])
+    registry.stage("other", [doc("a")])
+    registry.mark_indexed("c", "d1", 1, ("keyword", "vector"), chunks=2)
+    registry.mark_failed("c", "d2", 1, "no text")
+    first = registry.list_documents("c", "", 2)
+    assert [(d.id, d.title, d.status, d.chunks, d.error) for d in first] == [
+        ("d1", "T1", "indexed", 2, None),
+        ("d2", "T2", "failed", 0, "no text"),
+    ]
+    assert dataclasses.is_dataclass(first[0]) and first[0].updated_at is not None
+    assert [d.id for d in registry.list_documents("c", "d2", 2)] == ["d3"]
+    assert registry.list_documents("c", "d3", 2) == []
+    assert registry.list_documents("none", "", 5) == []
