@@ -148,13 +148,19 @@ class RerankBody(Strict):
     max_chunks_per_doc: int | None = Field(None, ge=1)
     priority: int | None = None
     relevant_spans: Any = Field(
-        None, description="Cohere Rerank 5's spans: not supported; only null or false."
+        None,
+        description='Cohere\'s relevant spans (`{"mode": "enabled"}`, Rerank 5 models '
+        "only): not supported; null, false or mode `disabled` only.",
     )
 
     @field_validator("relevant_spans")
     @classmethod
     def _no_spans(cls, value: Any) -> Any:
-        if value not in (None, False):
+        # Cohere's shape is {"mode": "enabled" | "disabled", ...}: "disabled" asks for nothing.
+        off = value in (None, False) or (
+            isinstance(value, dict) and value.get("mode") == "disabled"
+        )
+        if not off:
             raise PydanticCustomError(
                 "unsupported",
                 "not supported by Sieve's reranker (leave it out; each result's score is "

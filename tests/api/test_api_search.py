@@ -306,6 +306,7 @@ def test_rerank_object_documents_rank_their_rank_fields(client, engine):
         ),
         ({"documents": [{"text": ["x"]}]}, "documents.0.text: a rank field must be"),
         ({"documents": ["a"], "relevant_spans": True}, "relevant_spans: not supported"),
+        ({"documents": ["a"], "relevant_spans": {"mode": "enabled"}}, "relevant_spans: not"),
         ({"documents": ["a"], "max_tokens_per_doc": 5000}, "max_tokens_per_doc:"),
     ],
 )
@@ -316,8 +317,9 @@ def test_rerank_bad_documents_and_options_are_one_line_422s(client, body, messag
     assert text.startswith(message) and "\n" not in text
 
 
-def test_rerank_relevant_spans_false_is_accepted(client):
-    body = {"query": QUERY, "documents": ["a"], "relevant_spans": False}
+@pytest.mark.parametrize("spans", [False, None, {"mode": "disabled"}])
+def test_rerank_relevant_spans_that_ask_for_none_are_accepted(client, spans):
+    body = {"query": QUERY, "documents": ["a"], "relevant_spans": spans}
     assert client.post("/v1/rerank", json=body).status_code == 200
 
 

@@ -353,3 +353,41 @@ def test_cohere_v1_sdk_reranks_through_sieve(keyed: str) -> None:
     assert scores == sorted(scores, reverse=True)
     for result in answer.results:
         assert result.document is not None and result.document.text == documents[result.index]
+
+
+def test_cohere_v1_sdk_ranks_object_documents_by_their_rank_fields(keyed: str) -> None:
+    """Object documents with extra fields and ``rank_fields`` through ``cohere.Client``."""
+    cohere = pytest.importorskip("cohere", reason="the cohere SDK is not installed")
+    documents = [
+        {"title": "Nosebleeds", "text": "Pinch the soft part of the nose.", "url": "/a"},
+        {"title": "Gardens", "text": "Water the roses in the morning.", "url": "/b"},
+    ]
+    with cohere.Client(api_key=SEARCH_KEY, base_url=keyed, timeout=60) as co:
+        answer = co.rerank(
+            model="sieve",
+            query=QUERY,
+            documents=documents,
+            rank_fields=["title", "text"],
+            return_documents=True,
+        )
+    assert sorted(r.index for r in answer.results) == [0, 1]
+    for result in answer.results:
+        assert (
+            result.document is not None and result.document.text == documents[result.index]["text"]
+        )
+
+
+def test_cohere_v2_sdk_max_tokens_per_doc_and_relevant_spans(keyed: str) -> None:
+    """``max_tokens_per_doc`` changes the scores of long documents; spans are a clear 422."""
+    cohere = pytest.importorskip("cohere", reason="the cohere SDK is not installed")
+    long_doc = "Pinch the nose. " + "Gardens need water and sun every single day. " * 40
+    with cohere.ClientV2(api_key=SEARCH_KEY, base_url=keyed, timeout=60) as co:
+        whole = co.rerank(model="sieve", query=QUERY, documents=[long_doc])
+        cut = co.rerank(model="sieve", query=QUERY, documents=[long_doc], max_tokens_per_doc=8)
+        assert whole.results[0].relevance_score != cut.results[0].relevance_score
+        with pytest.raises(cohere.core.ApiError) as refused:
+            co.rerank(
+                model="sieve", query=QUERY, documents=["a"], relevant_spans={"mode": "enabled"}
+            )
+    assert refused.value.status_code == 422
+    assert "relevant_spans: not supported" in str(refused.value.body)
