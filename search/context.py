@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from search.errors import InvalidRequest
-from search.text import analyze, clean_text, count_tokens, split_sentences
+from search.text import analyze, clean_text, count_tokens, page_text, split_sentences
 from search.types import Hit, ScoredChunk
 
 FORMATS = ("markdown", "text")
@@ -238,7 +238,8 @@ def _candidates(hits: Sequence[Hit], fetch: NeighbourFetcher | None) -> list[_Sp
 def _clean(text: str) -> str:
     # Passages are cleaned at indexing, but one indexed as "text" may still
     # carry markup; parsing every passage as HTML would eat "a <b> c" literals.
-    return clean_text(text, "html" if _HTML_RE.search(text) else "text")
+    # A passage is a fragment, kept whole: main-content extraction is for pages.
+    return page_text(text) if _HTML_RE.search(text) else clean_text(text, "text")
 
 
 def _one_line(text: str) -> str:

@@ -2,7 +2,7 @@
 
 from search.text.analyze import Analyzer, analyze, script_of
 from search.text.chunk import chunk_text, count_tokens, make_chunks, split_sentences
-from search.text.clean import clean_text, html_title
+from search.text.clean import clean_text, html_title, page_text
 
 __all__ = [
     "Analyzer",
@@ -12,6 +12,7 @@ __all__ = [
     "count_tokens",
     "html_title",
     "make_chunks",
+    "page_text",
     "script_of",
     "split_sentences",
 ]

@@ -7,7 +7,8 @@ change: re-index after touching the rules below.
 
 Latin and other space-separated scripts: NFKC, casefold, accent folding,
 split on non-alphanumerics, English stopwords, Porter stemming. Chinese:
-Traditional -> Simplified (OpenCC t2s), then jieba's search-engine mode.
+Traditional -> Simplified (OpenCC t2s), then jieba's search-engine mode, then
+the Chinese stop words of ``stopwords_zh.txt`` (Simplified and Traditional).
 Mixed text is split into Han runs and the rest, each analysed by its rules,
 in order.
 """
@@ -20,6 +21,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import Stemmer
@@ -80,19 +82,33 @@ ENGLISH_STOPWORDS: frozenset[str] = frozenset(
     """.split()
 )
 
-# Particles and function words that jieba emits as standalone tokens. Matched
-# after Traditional -> Simplified conversion, so only Simplified forms appear.
-CHINESE_STOPWORDS: frozenset[str] = frozenset(
-    "的 地 得 了 着 是 在 和 与 及 或 吗 呢 吧 啊 呀 也 都 而 之 其 这 那 把 被 就 于 等".split()
-)
+# Particles, pronouns, question words and other function words that jieba
+# emits as tokens of their own (the list and why: stopwords_zh.txt, Simplified
+# only). Han runs are converted to Simplified before segmentation, so the
+# Simplified forms are what the filter meets; their Traditional forms are
+# added on first use (``_with_traditional``) for tokens that t2s leaves as
+# they are. A single character not in the list (茶, 锅, 猫) is a word and kept.
+STOPWORDS_ZH_FILE = "stopwords_zh.txt"
+
+
+def load_chinese_stopwords(name: str = STOPWORDS_ZH_FILE) -> frozenset[str]:
+    """The words of a stop-word file shipped in this package ("#" comments, one per line)."""
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return frozenset(line for line in lines if line)
+
+
+CHINESE_STOPWORDS: frozenset[str] = load_chinese_stopwords()
 
 _init_lock = threading.Lock()
-_chinese: tuple[Callable[[str], str], Callable[[str], list[str]]] | None = None
+# (t2s converter, segmenter, Simplified -> Traditional converters)
+_Backend = tuple[Callable[[str], str], Callable[[str], list[str]], list[Callable[[str], str]]]
+_chinese: _Backend | None = None
 _local = threading.local()
 
 
-def _chinese_backend() -> tuple[Callable[[str], str], Callable[[str], list[str]]]:
-    """(t2s converter, segmenter), built once on first use under a lock.
+def _chinese_backend() -> _Backend:
+    """(t2s converter, segmenter, s2t converters), built once on first use under a lock.
 
     jieba takes ~0.7 s to build its prefix dictionary, so importing this module
     stays cheap and only Chinese text pays. Its progress messages are silenced.
@@ -107,12 +123,28 @@ def _chinese_backend() -> tuple[Callable[[str], str], Callable[[str], list[str]]
                 jieba.setLogLevel(logging.WARNING)
                 jieba.initialize()
                 converter = OpenCC("t2s")  # loads its dictionaries in the constructor
+                # The Traditional variants a stop word may be written in:
+                # generic, Taiwan and Hong Kong standard characters.
+                to_traditional = [OpenCC(c).convert for c in ("s2t", "s2tw", "s2hk")]
                 # Search mode adds the dictionary sub-words of long words
                 # ("中华人民共和国" also yields 中华, 人民, 共和国), so a query
                 # naming a part finds the whole, whichever way either side
                 # was segmented.
-                _chinese = (converter.convert, jieba.lcut_for_search)
+                _chinese = (converter.convert, jieba.lcut_for_search, to_traditional)
     return _chinese
+
+
+@functools.lru_cache(maxsize=8)
+def _with_traditional(words: frozenset[str]) -> frozenset[str]:
+    """``words`` plus their Traditional forms and those forms' t2s images.
+
+    Most Traditional forms convert back to the listed word before the filter
+    sees them, but not all (s2tw writes the particle 着 as 著, which t2s keeps,
+    since 著 is also a Simplified character), so every form is matched.
+    """
+    convert, _, to_traditional = _chinese_backend()
+    forms = {variant(word) for word in words for variant in to_traditional}
+    return words | forms | {convert(form) for form in forms}
 
 
 def _stemmer() -> Any:
@@ -126,7 +158,7 @@ def _stemmer() -> Any:
 @functools.lru_cache(maxsize=8192)
 def _segment_han(run: str) -> tuple[str, ...]:
     """Segment one run of Han ideographs (cached: query and title runs repeat)."""
-    convert, cut = _chinese_backend()
+    convert, cut, _ = _chinese_backend()
     return tuple(cut(convert(run)))
 
 
@@ -168,7 +200,7 @@ class Analyzer:
                 # Flush the pending words first to keep document order.
                 tokens += self._finish_words(words)
                 words = []
-                stop = self.chinese_stopwords
+                stop = _with_traditional(self.chinese_stopwords)
                 tokens += [t for t in _segment_han(han) if t not in stop]
             else:
                 words.append(word if word.isascii() else _fold(word))

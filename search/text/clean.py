@@ -1,5 +1,10 @@
 """Turn a document's raw text (plain, Markdown or HTML) into clean plain text.
 
+HTML is reduced to the page's main content first (``search.text.extract``:
+no navigation, footers, sidebars or cookie banners); a page where none is
+found, such as a fragment of markup, is cleaned whole. Markdown is rendered
+and cleaned whole: it has no page furniture to leave out.
+
 Chunk offsets point into the output of ``clean_text``, so it must be
 deterministic: the same input always gives the same characters.
 """
@@ -16,6 +21,7 @@ from bs4.exceptions import ParserRejectedMarkup
 from markdown_it import MarkdownIt
 
 from search.errors import InvalidRequest
+from search.text.extract import main_content
 
 CONTENT_TYPES = ("text", "markdown", "html")
 
@@ -54,7 +60,8 @@ def clean_text(text: str, content_type: str = "text") -> str:
     if content_type == "text":
         return normalize(text)
     if content_type == "html":
-        return normalize(_html_to_text(text))
+        main = main_content(text)
+        return normalize(_html_to_text(text if main is None else main))
     if content_type == "markdown":
         # Rendering first means links keep their text, code keeps its code and
         # raw HTML inside Markdown is cleaned like any other HTML.
@@ -74,6 +81,11 @@ def normalize(text: str) -> str:
     text = _LINE_EDGES_RE.sub("\n", text)
     text = _BLANK_LINES_RE.sub("\n\n", text)
     return text.strip()
+
+
+def page_text(html: str) -> str:
+    """The visible text of a whole HTML page or fragment, without extracting main content."""
+    return normalize(_html_to_text(html))
 
 
 def html_title(html: str) -> str:

@@ -22,6 +22,7 @@ from support.servers import es_test_settings
 from search.errors import BackendUnavailable
 from search.keyword import KeywordIndex
 from search.keyword.tantivy_index import TantivyKeywordIndex
+from search.text import analyze
 from search.types import Chunk, ScoredChunk, chunk_id, facet_terms
 
 pytestmark = pytest.mark.integration
@@ -136,6 +137,21 @@ def test_tokens_are_indexed_verbatim(index: KeywordIndex) -> None:
     assert index.search(["appl"], 10) == []
     assert ids(index.search([long_token], 10)) == ["a"]
     assert index.search(["run"], 10) == []
+
+
+def test_chinese_analysed_text_matches_on_content_words_only(index: KeywordIndex) -> None:
+    # Both engines index the analyser's Chinese terms whole and score the same
+    # terms: a query shares only function words (中, 的, 要, 什麼) with "noise".
+    texts = {
+        "dl": "深度學習的Transformer架構",
+        "noise": "我想要知道中午要來的是什麼",
+        "tea": "茶",
+    }
+    put(index, *((chunk(doc_id), analyze(text)) for doc_id, text in texts.items()))
+    query = analyze("我想要学习深度学习中的Transformer架构")
+    assert ids(index.search(query, 10)) == ["dl"]
+    assert ids(index.search(analyze("茶"), 10)) == ["tea"]  # a one-character word
+    assert analyze("中的什麼") == []  # nothing left to search for
 
 
 def test_bm25_ordering(index: KeywordIndex) -> None:

@@ -99,9 +99,9 @@ def test_chinese_punctuation_and_stopwords_dropped():
 
 def test_mixed_text_keeps_order():
     assert analyze("Transformer模型的注意力机制") == ["transform", "模型", "注意", "注意力", "机制"]
-    tokens = analyze("我们用BERT做retrieval")
+    tokens = analyze("研究人员用BERT做retrieval")
     assert tokens.index("bert") < tokens.index("retriev")
-    assert "我们" in tokens
+    assert "研究" in tokens
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\t", "!!!", "。，、", "\ud800", "\x00"])
@@ -123,7 +123,45 @@ def test_analyzer_options():
 
 def test_stopword_lists_are_compact():
     assert 35 <= len(ENGLISH_STOPWORDS) <= 180
+    assert 60 <= len(CHINESE_STOPWORDS) <= 250
     assert "的" in CHINESE_STOPWORDS
+
+
+def test_chinese_function_words_are_not_terms():
+    # The query that matched CPR and mosquito facts on 中 alone.
+    tokens = analyze("我想要学习深度学习中的Transformer架构")
+    assert not {"我", "想", "想要", "要", "中", "的"} & set(tokens)
+    assert {"学习", "深度", "transform", "架构"} <= set(tokens)
+    assert analyze("颱風來之前要準備什麼？") == ["台风", "之前", "准备"]
+    assert analyze("被蚊子叮咬后怎么止痒？") == ["蚊子", "叮咬", "后", "止痒"]
+
+
+def test_meaningful_single_characters_are_kept():
+    # Only listed characters are dropped; a one-character word is still a word,
+    # also when it is the whole query.
+    assert analyze("茶") == ["茶"]
+    assert analyze("水和茶") == ["水", "茶"]
+    assert analyze("中") == analyze("什麼") == []
+
+
+def test_chinese_stopwords_file_is_clean():
+    # Simplified only (Traditional forms are derived), no duplicates or blanks.
+    from opencc import OpenCC
+
+    to_simplified = OpenCC("t2s").convert
+    assert all(to_simplified(word) == word for word in CHINESE_STOPWORDS)
+    assert all(word and " " not in word for word in CHINESE_STOPWORDS)
+    # A listed word jieba never emits whole would be dead weight.
+    assert {w: analyze(w) for w in CHINESE_STOPWORDS if analyze(w)} == {}
+
+
+@pytest.mark.parametrize("config", ["s2t", "s2tw", "s2hk"])  # generic, Taiwan, Hong Kong
+def test_traditional_stopwords_are_dropped_too(config):
+    from opencc import OpenCC
+
+    to_traditional = OpenCC(config).convert
+    kept = {w: analyze(to_traditional(w)) for w in CHINESE_STOPWORDS}
+    assert {w: t for w, t in kept.items() if t} == {}
 
 
 def test_script_of():

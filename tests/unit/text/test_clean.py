@@ -6,6 +6,7 @@ import pytest
 
 from search.errors import InvalidRequest
 from search.text import clean_text, html_title
+from search.text.clean import page_text
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +36,8 @@ y  =  2</pre>
 
 
 def test_html_drops_non_content_and_keeps_structure():
-    assert clean_text(PAGE, "html") == (
+    # The renderer on a whole page (main-content extraction: test_extract.py).
+    assert page_text(PAGE) == (
         "Main & heading\n\n"
         "First paragraph with bold and entities <tag> café \u2014 done.\n\n"
         "One\nTwo\nTwo-A\nTwo-B\nThree\n\n"
