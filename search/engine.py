@@ -89,17 +89,15 @@ def build_reranker(settings: Settings, remote: Reranker | None = None) -> Rerank
 
 def reranker_unavailable(settings: Settings, why: str = "") -> BackendUnavailable:
     """The one-line error of a command that needs a reranker and has none: why, and what
-    to do (``why`` is a failing reranker's own error, which says it)."""
+    to do (``why`` is a failing reranker's own error, which says it). The wording is
+    ``search.rerank.status``'s."""
+    from search.rerank.status import describe, fix_for
+
     if why:
-        message = why
-    elif settings.rerank_backend == "none":
-        message = "SIEVE_RERANK_BACKEND=none turns reranking off; set auto, local or celery"
+        message = f"{why}. Fix: {fix_for(settings.rerank_model, None)}"
     else:
-        message = (
-            f"the reranker model {settings.rerank_model!r} is not on this machine: put it in "
-            f"SIEVE_RERANK_MODELS_DIR ({settings.rerank_models_dir}) or set SIEVE_RERANK_MODEL "
-            "to its folder"
-        )
+        status = describe(settings, None, cuda=None)
+        message = f"{status.why}. Fix: {status.fix}"
     return BackendUnavailable(f"no reranker is available: {message}", backend="rerank")
 
 

@@ -74,6 +74,9 @@ class CeleryReranker:
         self.queue = workers.rerank_queue
         self._reported_key: str | None = None
         self._calls = BoundedCalls("sieve-rerank-call")
+        # Why the last call got no answer ("" once one did): what /readyz and the
+        # search page say about a Celery reranker (search.rerank.status).
+        self.last_error = ""
 
     @cached_property
     def calibration(self) -> Calibration | None:
@@ -95,6 +98,21 @@ class CeleryReranker:
         return f"{s.rerank_model}@{s.rerank_revision or 'default'}:{s.rerank_max_length}"
 
     def rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+    ) -> RerankBatch:
+        """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
+
+        See ``_rerank``; this keeps ``last_error`` up to date.
+        """
+        try:
+            batch = self._rerank(query, passages, deadline=deadline)
+        except BackendUnavailable as exc:
+            self.last_error = str(exc)
+            raise
+        self.last_error = ""
+        return batch
+
+    def _rerank(
         self, query: str, passages: Sequence[str], *, deadline: float | None = None
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.

@@ -42,6 +42,24 @@ _NOT_FOUND_HINT = (
 )
 
 
+def plan_device(device: str, dtype: str, cuda: bool) -> tuple[str, str]:
+    """The device and dtype name a model is loaded with: ``auto`` resolved by ``cuda``.
+
+    ``auto`` is CUDA when there is one, else the CPU; dtype ``auto`` is float16 on
+    CUDA and float32 on CPU. ``ConfigError`` for CUDA asked for without one, or
+    float16 on CPU.
+    """
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    on_cuda = device.startswith("cuda")
+    if on_cuda and not cuda:
+        raise ConfigError(f"reranker device {device!r} asked for, but CUDA is not available")
+    name = dtype if dtype != "auto" else ("float16" if on_cuda else "float32")
+    if name == "float16" and not on_cuda:
+        raise ConfigError(_FP16_ON_CPU, value=dtype)
+    return device, name
+
+
 def _major(version: str) -> int:
     """Leading integer of a version string ("4.38.1" -> 4, "5.0.0rc1" -> 5); 0 if none."""
     digits = ""
@@ -112,6 +130,8 @@ class CrossEncoderReranker:
         self._key: str | None = None
         self._calibration: Calibration | None = None
         self._calibration_read = False
+        self._dtype_name = ""
+        self._load_error = ""  # the last failed load's message, until a load succeeds
         # Filled at load from the tokenizer.
         self._pairs: PairEncoder | None = None
         self._pad_id = 0
@@ -168,7 +188,11 @@ class CrossEncoderReranker:
 
     def warm_up(self) -> None:
         """Find and load the model now; raises ``ModelNotFound`` or ``ModelIncompatible``."""
-        self._load()
+        try:
+            self._load()
+        except (ModelNotFound, ModelIncompatible, ConfigError) as exc:
+            self._load_error = str(exc)
+            raise
 
     def rerank(
         self, query: str, passages: Sequence[str], *, deadline: float | None = None
@@ -185,7 +209,10 @@ class CrossEncoderReranker:
             return RerankBatch([])
         try:
             self._load()
-        except (ModelNotFound, ModelIncompatible) as exc:
+        except (ModelNotFound, ModelIncompatible, ConfigError) as exc:
+            self._load_error = str(exc)
+            if isinstance(exc, ConfigError):
+                raise
             # The Reranker contract: a reranker that cannot answer is "unavailable",
             # and the pipeline degrades; the typed cause stays attached.
             raise BackendUnavailable(str(exc), backend="rerank", model=self.model) from exc
@@ -197,6 +224,23 @@ class CrossEncoderReranker:
         ]
         # "model": tokenising plus the forward passes, i.e. all the work done here.
         return RerankBatch(scores, timings_ms={"model": (time.perf_counter() - started) * 1e3})
+
+    @property
+    def load_error(self) -> str:
+        """Why the last attempt to load the model failed ("" before any, or once one worked)."""
+        return self._load_error
+
+    @property
+    def loaded_as(self) -> tuple[str, str] | None:
+        """The device and dtype name of the loaded model; None until it is loaded."""
+        return (self._device, self._dtype_name) if self._model is not None else None
+
+    def located(self) -> LocatedModel | None:
+        """The model's files on this machine (offline, nothing loaded), or None."""
+        try:
+            return self._locate(download=False)
+        except ModelNotFound:
+            return None
 
     def available(self) -> bool:
         """Whether the model is on this machine (a folder or the Hugging Face cache).
@@ -291,18 +335,12 @@ class CrossEncoderReranker:
             self._tokenizer = tokenizer
             self._device = device
             self._model = model.to(device).eval()
+            self._load_error = ""
         _ = self.calibration  # read with the model, not on the first query
 
     def _device_and_dtype(self, torch: Any) -> tuple[str, Any]:
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        on_cuda = device.startswith("cuda")
-        if on_cuda and not torch.cuda.is_available():
-            raise ConfigError(f"reranker device {device!r} asked for, but CUDA is not available")
-        name = self.dtype if self.dtype != "auto" else ("float16" if on_cuda else "float32")
-        if name == "float16" and not on_cuda:
-            raise ConfigError(_FP16_ON_CPU, value=self.dtype)
+        device, name = plan_device(self.device, self.dtype, bool(torch.cuda.is_available()))
+        self._dtype_name = name
         return device, getattr(torch, name)
 
     def _encode(
