@@ -13,6 +13,7 @@ caller's to say (``cuda``): a process that forks workers must not ask torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
@@ -73,6 +74,18 @@ class RerankerStatus:
     def to_json(self) -> dict[str, Any]:
         """The JSON object ``/readyz`` carries as ``reranker_status``."""
         return asdict(self)
+
+
+@cache
+def cuda_present() -> bool:
+    """Whether torch sees a CUDA device (imports torch, once per process).
+
+    Not for a process that forks workers afterwards (the ``sieve serve`` master):
+    CUDA set up before a fork is unusable after it; ask in a child process there.
+    """
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def fix_for(model: str, cuda: bool | None) -> str:

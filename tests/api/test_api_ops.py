@@ -34,7 +34,9 @@ def test_healthz_and_readyz(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json == {
+    body = ready.json
+    status = body.pop("reranker_status")
+    assert body == {
         "ready": True,
         "backends": {
             "registry": "ok",
@@ -44,6 +46,23 @@ def test_healthz_and_readyz(client):
             "cache": "lru",
         },
     }
+    assert status["active"] and status["reason"] == "" and len(status["fingerprint"]) == 12
+    assert status["model"].endswith("tiny-reranker") and status["device"] in ("cpu", "cuda")
+    assert status["calibrated"] is False and status["blend_source"] == "default"
+
+
+def test_readyz_without_a_reranker_is_ready_and_says_why_and_the_fix(engine, tmp_path):
+    settings = engine_settings(tmp_path, rerank_models_dir=tmp_path / "models")
+    bare = SearchEngine(settings, embedder=engine.embedder, reranker=None)
+    try:
+        response = create_app(app_config(settings), bare).test_client().get("/readyz")
+    finally:
+        bare.close()
+    assert response.status_code == 200 and response.json["ready"] is True
+    status = response.json["reranker_status"]
+    assert not status["active"] and status["reason"] == "missing"
+    assert str(tmp_path / "models") in status["why"]
+    assert status["fix"].startswith("sieve models pull ")
 
 
 @pytest.fixture(scope="module")
