@@ -166,6 +166,26 @@ def pull(
     return target
 
 
+def hub_unreachable(endpoint: str, timeout_s: float = 3.0) -> str:
+    """Why the hub at ``endpoint`` cannot be reached within ``timeout_s``; "" when it answers.
+
+    Any HTTP answer counts (a 404 is a hub that answers): this is the quick check
+    before a pull that may take minutes, not a check that the model exists.
+    """
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint.rstrip('/')}/api/models", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return ""
+    except urllib.error.HTTPError:
+        return ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+
+
 def _first_line(exc: Exception) -> str:
     """The hub client's messages run over several lines; a Sieve error is one."""
     lines = [line for line in str(exc).splitlines() if line.strip()]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
 from search.models import DEFAULT_RERANKER_GPU, default_reranker
-from search.rerank.calibration import calibration_of
+from search.rerank.calibration import calibration_of, load_calibration
 from search.rerank.cross_encoder import plan_device
 
 if TYPE_CHECKING:
@@ -233,12 +233,14 @@ def _remote(
             fix=f"start one: {_WORKER_COMMAND}",
             **common,
         )
+    calibrated = calibration_of(reranker) is not None
     try:  # the workers' files, when the models folder is shared with them
-        fingerprint = locate(
-            model, settings.rerank_models_dir, revision=settings.rerank_revision
-        ).fingerprint
+        located = locate(model, settings.rerank_models_dir, revision=settings.rerank_revision)
     except ModelNotFound:
         fingerprint = ""
+    else:
+        fingerprint = located.fingerprint
+        calibrated = calibrated or load_calibration(located) is not None
     remote = settings.rerank_backend == "celery"
     return RerankerStatus(
         True,
@@ -246,6 +248,29 @@ def _remote(
         fingerprint=fingerprint,
         device="celery workers" if remote else "",
         dtype=settings.rerank_dtype if remote else "",
-        calibrated=calibration_of(reranker) is not None,
+        calibrated=calibrated,
         **common,
     )
+
+
+def describe_settings(settings: Settings, *, cuda: bool | None) -> RerankerStatus:
+    """What the settings will give a server that builds its engine later (the banner).
+
+    Builds no engine and no cache: the in-process reranker the settings name
+    (construction is free), or, for Celery, what the settings say the workers run.
+    """
+    from search.rerank.cross_encoder import CrossEncoderReranker
+
+    backend = settings.rerank_backend
+    if backend == "none":
+        return describe(settings, None, cuda=cuda)
+    if backend == "celery":
+        return describe(settings, _SettingsOnly(), cuda=cuda)
+    local = CrossEncoderReranker.from_settings(settings)
+    return describe(settings, local if backend == "local" or local.available() else None, cuda=cuda)
+
+
+class _SettingsOnly:
+    """Stands for the Celery client where none is built: nothing has failed yet."""
+
+    last_error = ""

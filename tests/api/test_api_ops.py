@@ -303,6 +303,11 @@ def test_sieve_serve_runs_gunicorn_on_localhost(tmp_path):
         output = proc.communicate(timeout=30)[0]
     assert "bound to 127.0.0.1" in output and "API is open" in output
     assert "running 1 worker process instead of 3" in output
+    banner = [line for line in output.splitlines() if line.startswith("reranker: ")]
+    assert banner == [
+        "reranker: none: SIEVE_RERANK_BACKEND=none turns reranking off. "
+        "Fix: set SIEVE_RERANK_BACKEND=auto"
+    ]
     assert "gthread" in output
 
 
