@@ -201,6 +201,11 @@ class SearchOut(Out):
     rerank_blend: float | None = Field(
         description="Weight of the retrieval prior blended into the rerank order; null: pure."
     )
+    rerank_blend_source: Literal["collection", "setting", "card", "default"] | None = Field(
+        description="Where the blend weight came from: the collection's (sieve calibrate), "
+        "SIEVE_RERANK_BLEND_WEIGHT, the model card's (sieve finetune), or none; null when "
+        "not reranked."
+    )
     page: int
     top_k: int
     next_cursor: str | None

@@ -26,11 +26,15 @@ from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
 from search.registry import Registry
 from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, Reranker
+from search.rerank.base import innermost
 from search.scores import make_store
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 
 COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
+# The collection setting (``Registry.collection_setting``) holding the rerank blend
+# ``sieve calibrate`` chose: {"weight", "model_fingerprint", "chosen_on", ...}.
+BLEND_SETTING = "rerank_blend"
 DEFAULT_COLLECTION = "default"
 
 
@@ -186,6 +190,7 @@ class SearchEngine:
                         self.embedder,
                         executor=self._executor,
                         reranker=self.reranker,
+                        collection_blend=self.collection_blend(name),
                     ),
                     indexer=Indexer(
                         self.settings, self.registry, keyword, vector, self.embedder, name
@@ -194,6 +199,18 @@ class SearchEngine:
                 )
                 self._collections[name] = found
             return found
+
+    def collection_blend(self, name: str) -> float | None:
+        """The blend weight ``sieve calibrate`` stored with collection ``name`` for this
+        reranker's model, if any (one chosen for other weights does not apply)."""
+        stored = self.registry.collection_setting(name, BLEND_SETTING)
+        if not isinstance(stored, dict) or not isinstance(stored.get("weight"), int | float):
+            return None
+        located = getattr(innermost(self.reranker), "located", None)
+        model = located() if callable(located) else None
+        if model is not None and stored.get("model_fingerprint") not in (None, model.fingerprint):
+            return None
+        return float(stored["weight"])
 
     def search(self, request: SearchRequest) -> SearchResult:
         """Run one query against its collection."""

@@ -21,6 +21,7 @@ from search.errors import (
     ModelIncompatible,
     ModelNotFound,
 )
+from search.model_folders import read_card
 from search.models import LocatedModel, locate
 from search.rerank.base import left_s, sigmoid, stop_at
 from search.rerank.calibration import Calibration, load_calibration
@@ -131,6 +132,7 @@ class CrossEncoderReranker:
         self._calibration: Calibration | None = None
         self._calibration_read = False
         self._dtype_name = ""
+        self._card: dict[str, Any] | None = None
         self._load_error = ""  # the last failed load's message, until a load succeeds
         # Filled at load from the tokenizer.
         self._pairs: PairEncoder | None = None
@@ -224,6 +226,14 @@ class CrossEncoderReranker:
         ]
         # "model": tokenising plus the forward passes, i.e. all the work done here.
         return RerankBatch(scores, timings_ms={"model": (time.perf_counter() - started) * 1e3})
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The model's ``sieve-model.json`` (read once; {} when it has none or is not here)."""
+        if self._card is None:
+            located = self.located()
+            self._card = read_card(located.folder) if located is not None else {}
+        return self._card
 
     @property
     def load_error(self) -> str:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
 from search.models import DEFAULT_RERANKER_GPU, default_reranker
+from search.rerank.base import card_of, innermost
+from search.rerank.blend import card_blend_weight, resolve_blend
 from search.rerank.calibration import calibration_of, load_calibration
 from search.rerank.cross_encoder import plan_device
 
@@ -106,15 +108,6 @@ def fix_for(model: str, cuda: bool | None) -> str:
     return f"sieve models pull {default}, then set SIEVE_RERANK_MODEL={default}"
 
 
-def _innermost(reranker: object) -> object:
-    """The reranker under the cache and deadline wrappers (each keeps it as ``inner``)."""
-    seen = 0
-    while hasattr(reranker, "inner") and seen < 8:
-        reranker = reranker.inner
-        seen += 1
-    return reranker
-
-
 def describe(
     settings: Settings,
     reranker: object | None,
@@ -127,11 +120,18 @@ def describe(
     ``cuda``: whether this machine has CUDA (None: not known; the device of a
     model not loaded yet then shows as its setting, and the fix names no model).
 
-    ``blend`` is the weight in use and where it came from; by default the
-    setting's (``SIEVE_RERANK_BLEND_WEIGHT``), "default" when it is 0.
+    ``blend`` is the weight in use and where it came from; by default what
+    ``search.rerank.blend.resolve_blend`` picks without a collection's own weight.
     """
-    weight = settings.rerank_blend_weight
-    blend_weight, blend_source = blend or (weight, "setting" if weight > 0 else "default")
+    if blend is None:
+        # The rule is search.rerank.blend's; a collection's own weight is per query.
+        chosen, source = resolve_blend(
+            collection=None,
+            setting=settings.rerank_blend_weight,
+            card=card_blend_weight(card_of(reranker)) if reranker is not None else None,
+        )
+        blend = (chosen.weight if chosen is not None else 0.0, source)
+    blend_weight, blend_source = blend
     common: dict[str, Any] = {
         "backend": settings.rerank_backend,
         "blend_weight": blend_weight,
@@ -149,7 +149,7 @@ def describe(
                 **common,
             )
         return _missing(model, str(settings.rerank_models_dir), cuda, common)
-    inner = _innermost(reranker)
+    inner = innermost(reranker)
     located_of = getattr(inner, "located", None)
     if not callable(located_of):
         return _remote(settings, reranker, inner, cuda, common)

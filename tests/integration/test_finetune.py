@@ -28,6 +28,8 @@ from search.finetune.model import CrossEncoder
 from search.finetune.source import from_dataset, passage
 from search.models import MODEL_CARD, bundled_model_path, locate
 from search.rerank import CrossEncoderReranker
+from search.rerank.base import card_of
+from search.rerank.blend import GRID, card_blend_weight, resolve_blend
 from search.types import Document
 
 pytestmark = pytest.mark.integration
@@ -145,7 +147,15 @@ def test_cli_trains_from_a_folder_and_from_pairs(settings, dataset, tiny_reranke
     assert run.exit_code == 0, run.output
     assert "verdict: " in run.stdout.splitlines()[-1]
     assert "configured reranker is unchanged" in run.stdout
-    assert (tmp_path / "a" / MODEL_CARD).is_file()
+    assert "blend weight " in run.stdout and "chosen on 1 validation queries" in run.stdout
+    saved = json.loads((tmp_path / "a" / MODEL_CARD).read_text())
+    assert saved["blend"]["chosen_on"] == "validation" and saved["blend"]["weight"] in GRID
+    # At query time the card's weight is used while SIEVE_RERANK_BLEND_WEIGHT is unset.
+    tuned = CrossEncoderReranker(str(tmp_path / "a"))
+    assert (
+        resolve_blend(collection=None, setting=None, card=card_blend_weight(card_of(tuned)))[1]
+        == "card"
+    )
     again = CliRunner().invoke(
         main, ["finetune", str(dataset), "--out", str(tmp_path / "a"), *common], env=env
     )
