@@ -69,7 +69,7 @@ def pull_model(
 
     from search.model_folders import pull
 
-    class Bar(tqdm):  # type: ignore[type-arg]
+    class Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.update(file=sys.stderr, disable=None)
             super().__init__(*args, **kwargs)
