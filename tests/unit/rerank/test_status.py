@@ -9,6 +9,7 @@ import pytest
 
 from search.config import Settings
 from search.engine import reranker_unavailable
+from search.errors import ModelIncompatible
 from search.models import DEFAULT_RERANKER_CPU, DEFAULT_RERANKER_GPU, LocatedModel
 from search.rerank import CachingReranker, CrossEncoderReranker
 from search.rerank.calibration import Calibration, save_calibration
@@ -152,3 +153,18 @@ def test_commands_that_need_a_reranker_use_the_same_words(tmp_path):
     error = str(reranker_unavailable(settings(tmp_path)))
     status = describe(settings(tmp_path), None, cuda=None)
     assert error == f"no reranker is available: {status.why}. Fix: {status.fix}"
+
+
+def test_a_real_load_and_a_real_failure(tmp_path, tiny_reranker_dir):
+    reranker = CrossEncoderReranker(str(tiny_reranker_dir), device="cpu")
+    reranker.warm_up()
+    status = describe(settings(tmp_path), reranker, cuda=True)  # loaded: what it runs with
+    assert status.loaded and (status.device, status.dtype) == ("cpu", "float32")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    failing = CrossEncoderReranker(str(broken), device="cpu")
+    with pytest.raises(ModelIncompatible):
+        failing.warm_up()
+    status = describe(settings(tmp_path), failing, cuda=False)
+    assert status.reason == "load_failed" and "no-such-architecture" in status.why
