@@ -91,16 +91,18 @@ def build_reranker(settings: Settings, remote: Reranker | None = None) -> Rerank
     return CachingReranker(inner, make_store(settings), settings.cache_ttl_s)
 
 
-def reranker_unavailable(settings: Settings, why: str = "") -> BackendUnavailable:
-    """The one-line error of a command that needs a reranker and has none: why, and what
-    to do (``why`` is a failing reranker's own error, which says it). The wording is
-    ``search.rerank.status``'s."""
-    from search.rerank.status import describe, fix_for
+def reranker_unavailable(
+    settings: Settings, why: str = "", reranker: Reranker | None = None
+) -> BackendUnavailable:
+    """The one-line error of a command that needs a reranker and has none: why, and the
+    fix, in ``search.rerank.status``'s words. ``why`` is the error of ``reranker`` (one
+    that failed to answer); without it, there is no reranker."""
+    from search.rerank.status import describe
 
-    if why:
-        message = f"{why}. Fix: {fix_for(settings.rerank_model, None)}"
+    status = describe(settings, reranker, cuda=None)
+    if status.active:  # it is there and failed otherwise (late, busy): its own error says it
+        message = why or "the reranker did not answer"
     else:
-        status = describe(settings, None, cuda=None)
         message = f"{status.why}. Fix: {status.fix}"
     return BackendUnavailable(f"no reranker is available: {message}", backend="rerank")
 
