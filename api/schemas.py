@@ -271,6 +271,11 @@ class SearchOut(Out):
     rerank_blend: float | None = Field(
         description="Weight of the retrieval prior blended into the rerank order; null: pure."
     )
+    rerank_blend_source: Literal["collection", "setting", "card", "default"] | None = Field(
+        description="Where the blend weight came from: the collection's (sieve calibrate), "
+        "SIEVE_RERANK_BLEND_WEIGHT, the model card's (sieve finetune), or none; null when "
+        "not reranked."
+    )
     page: int
     top_k: int
     next_cursor: str | None
@@ -484,11 +489,32 @@ class HealthOut(Out):
     status: str
 
 
+class RerankerStatusOut(Out):
+    """The reranker in use, or why there is none and the one fix (``search.rerank.status``)."""
+
+    active: bool
+    model: str
+    backend: str
+    fingerprint: str = Field(description="Short hash of the model's files; empty if not here.")
+    device: str
+    dtype: str
+    loaded: bool = Field(description="Whether the model is loaded yet (it loads on first use).")
+    calibrated: bool = Field(description="A calibration keyed to this model's fingerprint exists.")
+    blend_weight: float
+    blend_source: str = Field(description="Where the blend weight comes from.")
+    reason: Literal["", "off", "missing", "load_failed", "no_worker"] = Field(
+        description="Why there is no reranker; empty when one is active."
+    )
+    why: str
+    fix: str = Field(description="The one command that gives this server a reranker.")
+
+
 class ReadyOut(Out):
     """``GET /readyz`` answer."""
 
     ready: bool
     backends: dict[str, str]
+    reranker_status: RerankerStatusOut
 
 
 class ErrorBody(Out):

@@ -11,6 +11,11 @@ relevance errs low, which is the safe side for abstaining. The calibration is
 fitted (``search.rerank.calibration.fit``) and written beside the model as
 ``sieve-calibration.json``, keyed to the model's fingerprint.
 
+The same reranked queries choose a blend weight (``search.evaluate.tune_blend``),
+stored with the collection ``settings.collection`` names (the one the data set
+stands for): for that collection it wins over ``SIEVE_RERANK_BLEND_WEIGHT`` and
+the model card's weight (``search.rerank.blend.resolve_blend``).
+
 Calibrate on a split you do not evaluate on (``dev`` or ``train``, never
 ``test``).
 """
@@ -20,13 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
-from search.evaluate import Dataset, prepare_index
+from search.evaluate import Dataset, RerankedQuery, prepare_index, tune_blend
 from search.models import LocatedModel, locate
 from search.request import MAX_TOP_K
 from search.rerank.base import Reranker, sigmoid
+from search.rerank.blend import GRID
 from search.rerank.calibration import (
     Calibration,
     FittedOn,
@@ -46,6 +53,9 @@ class CalibrationReport:
     calibration: Calibration
     path: Path
     model: LocatedModel
+    # The blend weight chosen on the same queries, as stored with ``collection``.
+    blend: dict[str, Any] | None = None
+    collection: str = ""
 
 
 def reranker_model(settings: Settings) -> LocatedModel:
@@ -78,7 +88,8 @@ def calibrate_dataset(
     the Celery client when reranking runs on workers); ``limit`` keeps the first
     N judged queries.
     """
-    from search.engine import FROM_SETTINGS, SearchEngine
+    from search.engine import BLEND_SETTING, FROM_SETTINGS, SearchEngine
+    from search.registry import Registry
 
     if split not in SPLITS:
         raise InvalidRequest(
@@ -94,6 +105,7 @@ def calibrate_dataset(
     logits: list[float] = []
     labels: list[bool] = []
     groups: list[str] = []
+    reranked: dict[str, RerankedQuery] = {}
     chosen = FROM_SETTINGS if reranker is None else reranker
     with SearchEngine(eval_settings, reranker=chosen) as engine:
         if engine.reranker is None:
@@ -109,6 +121,7 @@ def calibrate_dataset(
             if not result.reranked:
                 why = result.degraded_reasons.get("rerank", "no reason given")
                 raise BackendUnavailable(f"the reranker did not answer: {why}", backend="rerank")
+            reranked[qid] = RerankedQuery.of(result, 0.0)
             judged = qrels.get(qid, {})
             for hit in result.hits:
                 if hit.rerank_logit is not None:
@@ -134,4 +147,20 @@ def calibrate_dataset(
         validation_log_loss={k: round(v, 6) for k, v in losses.items()},
     )
     calibration = replace(calibration, fitted_on=fitted_on)
-    return CalibrationReport(calibration, save_calibration(calibration, model.folder), model)
+    path = save_calibration(calibration, model.folder)
+    # The blend weight on the same judged queries, stored with the collection these
+    # judgements stand for: it wins over the setting and the card for that collection.
+    blend, scores = tune_blend(qrels, reranked, GRID)
+    entry: dict[str, Any] = {
+        "weight": blend.weight,
+        "model_fingerprint": model.fingerprint,
+        "chosen_on": f"{dataset.name}/{split}",
+        "queries": len(reranked),
+        "ndcg@10": scores,
+    }
+    registry = Registry(settings.registry)
+    try:
+        registry.set_collection_setting(settings.collection, BLEND_SETTING, entry)
+    finally:
+        registry.close()
+    return CalibrationReport(calibration, path, model, entry, settings.collection)

@@ -135,8 +135,9 @@ class Settings(EnvSettings):
     rerank_depth: int = 50
     rerank_timeout_s: float = 2.0
     # Weight of the retrieval prior blended into the rerank score
-    # (search.rerank.blend); 0: the pure rerank order.
-    rerank_blend_weight: float = 0.0
+    # (search.rerank.blend); 0: the pure rerank order. Unset: the collection's
+    # (sieve calibrate), else the model card's (sieve finetune), else 0.
+    rerank_blend_weight: float | None = None
 
     # Pair-score cache: Redis when a URL is given, else an in-process LRU.
     cache_url: str = ""
@@ -159,7 +160,8 @@ class Settings(EnvSettings):
             raise ConfigError("SIEVE_RERANK_QUERY_SHARE must be between 0.05 and 0.9")
         if self.rerank_max_length < 16 or self.rerank_depth < 1:
             raise ConfigError("SIEVE_RERANK_MAX_LENGTH must be >= 16 and SIEVE_RERANK_DEPTH >= 1")
-        if not 0 <= self.rerank_blend_weight < float("inf"):
+        weight = self.rerank_blend_weight
+        if weight is not None and not 0 <= weight < float("inf"):
             raise ConfigError(
                 "SIEVE_RERANK_BLEND_WEIGHT must be a finite number >= 0",
                 value=self.rerank_blend_weight,
@@ -224,6 +226,8 @@ def _parse(key: str, raw: str, hint: Any) -> Any:
                 raise ValueError(f"expected {len(args)} comma-separated values")
             return parsed
         if isinstance(hint, types.UnionType) or origin is typing.Union:
+            if float in typing.get_args(hint):  # ``float | None``: empty is unset
+                return float(raw) if raw.strip() else None
             return raw
         return raw
     except ValueError as exc:

@@ -27,11 +27,15 @@ from search.pipeline import Pipeline
 from search.records import DocumentSummary
 from search.registry import Registry
 from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, Reranker
+from search.rerank.base import innermost
 from search.scores import make_store
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 
 COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
+# The collection setting (``Registry.collection_setting``) holding the rerank blend
+# ``sieve calibrate`` chose: {"weight", "model_fingerprint", "chosen_on", ...}.
+BLEND_SETTING = "rerank_blend"
 DEFAULT_COLLECTION = "default"
 MAX_LIST_DOCUMENTS = 200  # documents per page of a listing
 DEFAULT_LIST_DOCUMENTS = 50
@@ -90,19 +94,19 @@ def build_reranker(settings: Settings, remote: Reranker | None = None) -> Rerank
     return CachingReranker(inner, make_store(settings), settings.cache_ttl_s)
 
 
-def reranker_unavailable(settings: Settings, why: str = "") -> BackendUnavailable:
-    """The one-line error of a command that needs a reranker and has none: why, and what
-    to do (``why`` is a failing reranker's own error, which says it)."""
-    if why:
-        message = why
-    elif settings.rerank_backend == "none":
-        message = "SIEVE_RERANK_BACKEND=none turns reranking off; set auto, local or celery"
+def reranker_unavailable(
+    settings: Settings, why: str = "", reranker: Reranker | None = None
+) -> BackendUnavailable:
+    """The one-line error of a command that needs a reranker and has none: why, and the
+    fix, in ``search.rerank.status``'s words. ``why`` is the error of ``reranker`` (one
+    that failed to answer); without it, there is no reranker."""
+    from search.rerank.status import describe
+
+    status = describe(settings, reranker, cuda=None)
+    if status.active:  # it is there and failed otherwise (late, busy): its own error says it
+        message = why or "the reranker did not answer"
     else:
-        message = (
-            f"the reranker model {settings.rerank_model!r} is not on this machine: put it in "
-            f"SIEVE_RERANK_MODELS_DIR ({settings.rerank_models_dir}) or set SIEVE_RERANK_MODEL "
-            "to its folder"
-        )
+        message = f"{status.why}. Fix: {status.fix}"
     return BackendUnavailable(f"no reranker is available: {message}", backend="rerank")
 
 
@@ -191,6 +195,7 @@ class SearchEngine:
                         self.embedder,
                         executor=self._executor,
                         reranker=self.reranker,
+                        collection_blend=self.collection_blend(name),
                     ),
                     indexer=Indexer(
                         self.settings, self.registry, keyword, vector, self.embedder, name
@@ -199,6 +204,18 @@ class SearchEngine:
                 )
                 self._collections[name] = found
             return found
+
+    def collection_blend(self, name: str) -> float | None:
+        """The blend weight ``sieve calibrate`` stored with collection ``name`` for this
+        reranker's model, if any (one chosen for other weights does not apply)."""
+        stored = self.registry.collection_setting(name, BLEND_SETTING)
+        if not isinstance(stored, dict) or not isinstance(stored.get("weight"), int | float):
+            return None
+        located = getattr(innermost(self.reranker), "located", None)
+        model = located() if callable(located) else None
+        if model is not None and stored.get("model_fingerprint") not in (None, model.fingerprint):
+            return None
+        return float(stored["weight"])
 
     def search(self, request: SearchRequest) -> SearchResult:
         """Run one query against its collection."""

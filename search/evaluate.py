@@ -350,7 +350,7 @@ def _check_reranker(settings: Settings, reranker: Reranker | None) -> Reranker:
     try:
         reranker.rerank("warm up", ["the model loads before the timed queries"])
     except SieveError as exc:
-        raise reranker_unavailable(settings, str(exc)) from exc
+        raise reranker_unavailable(settings, str(exc), reranker) from exc
     return reranker
 
 

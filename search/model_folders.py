@@ -166,6 +166,39 @@ def pull(
     return target
 
 
+def hub_unreachable(endpoint: str, timeout_s: float = 3.0) -> str:
+    """Why the hub at ``endpoint`` gives no answer within ``timeout_s``; "" when it answers.
+
+    Any HTTP answer counts (a 404 is a hub that answers): this is the quick check
+    before a pull that may take minutes, not a check that the model exists. The
+    wait is bounded as a whole, name lookup included (which a socket timeout
+    does not bound), by asking from a daemon thread.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    outcome: list[str] = []
+
+    def ask() -> None:
+        request = urllib.request.Request(f"{endpoint.rstrip('/')}/api/models", method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s):
+                outcome.append("")
+        except urllib.error.HTTPError:
+            outcome.append("")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            outcome.append(
+                f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+            )
+
+    thread = threading.Thread(target=ask, name="sieve-hub-check", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
 def _first_line(exc: Exception) -> str:
     """The hub client's messages run over several lines; a Sieve error is one."""
     lines = [line for line in str(exc).splitlines() if line.strip()]

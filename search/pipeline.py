@@ -23,14 +23,14 @@ from search.embed import Embedder
 from search.errors import BackendUnavailable, InvalidRequest, SieveError
 from search.keyword.base import KeywordIndex
 from search.rerank import Reranker, check_scores
-from search.rerank.blend import Blend, best_first
+from search.rerank.base import card_of
+from search.rerank.blend import best_first, card_blend_weight, resolve_blend
 from search.rerank.calibration import calibration_of
 from search.text import analyze, script_of
 from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
 from search.vector.base import VectorIndex
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,19 @@ class Pipeline:
         embedder: Embedder,
         executor: ThreadPoolExecutor | None = None,
         reranker: Reranker | None = None,
+        collection_blend: float | None = None,
     ) -> None:
         self.settings = settings
         self.keyword = keyword
         self.vector = vector
         self.embedder = embedder
         self.reranker = reranker
-        weight = settings.rerank_blend_weight
-        self.blend = Blend(weight) if weight > 0 else None  # None: the pure rerank order
+        # None: the pure rerank order; the source is said in every reranked result.
+        self.blend, self.blend_source = resolve_blend(
+            collection=collection_blend,
+            setting=settings.rerank_blend_weight,
+            card=card_blend_weight(card_of(reranker)) if reranker is not None else None,
+        )
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
 
     def search(self, request: SearchRequest) -> SearchResult:
@@ -196,6 +201,7 @@ class Pipeline:
             reranked=reranked,
             rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
             rerank_blend=self.blend.weight if reranked and self.blend else None,
+            rerank_blend_source=self.blend_source if reranked else None,
             cached_scores=cached,
             offset=request.offset,
             top_k=request.top_k,

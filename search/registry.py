@@ -126,6 +126,21 @@ class _CollectionRow(_Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class _CollectionSettingRow(_Base):
+    """A value stored with one collection (the rerank blend ``sieve calibrate`` chose).
+
+    A table of its own, created where missing: a registry written before it
+    existed opens unchanged, and an older Sieve ignores it.
+    """
+
+    __tablename__ = "collection_settings"
+
+    collection: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 def _record(row: _DocumentRow) -> DocumentRecord:
     return DocumentRecord(
         collection=row.collection,
@@ -516,11 +531,31 @@ class Registry:
             stmt = select(_DocumentRow.doc_id).where(_DocumentRow.collection == name).limit(1)
             return session.scalar(stmt) is not None
 
+    def collection_setting(self, name: str, key: str) -> Any:
+        """The value stored under ``key`` with collection ``name``; None when there is none."""
+        with self._session() as session:
+            row = session.get(_CollectionSettingRow, (name, key))
+            return None if row is None else row.value
+
+    def set_collection_setting(self, name: str, key: str, value: Any) -> None:
+        """Store a JSON value under ``key`` with collection ``name`` (replacing any)."""
+        with self._session() as session, session.begin():
+            row = session.get(_CollectionSettingRow, (name, key))
+            if row is None:
+                session.add(
+                    _CollectionSettingRow(collection=name, key=key, value=value, updated_at=_now())
+                )
+            else:
+                row.value, row.updated_at = value, _now()
+
     def drop_collection(self, name: str) -> int:
-        """Forget a collection and its documents; returns how many documents it had."""
+        """Forget a collection, its documents and its settings; returns how many documents."""
         with self._session() as session, session.begin():
             result = session.execute(delete(_DocumentRow).where(_DocumentRow.collection == name))
             session.execute(delete(_CollectionRow).where(_CollectionRow.name == name))
+            session.execute(
+                delete(_CollectionSettingRow).where(_CollectionSettingRow.collection == name)
+            )
             return int(getattr(result, "rowcount", 0) or 0)
 
     def set_identity(self, registry_id: str) -> None:

@@ -46,6 +46,7 @@ def result_json(result: SearchResult) -> dict[str, Any]:
         "reranked": result.reranked,
         "rerank_window": result.rerank_window,
         "rerank_blend": result.rerank_blend,
+        "rerank_blend_source": result.rerank_blend_source,
         "page": result.offset // result.top_k + 1,
         "top_k": result.top_k,
         "total_window": result.total_window,

@@ -196,6 +196,8 @@ class SearchResult:
     reranked: bool = False
     rerank_window: int = 0  # how many of the top hits the reranker ordered
     rerank_blend: float | None = None  # weight of the retrieval prior blended in; None: pure
+    # Where that weight came from (search.rerank.blend.SOURCES); None when not reranked.
+    rerank_blend_source: str | None = None
     cached_scores: int = 0  # how many rerank scores came from the cache
     offset: int = 0
     top_k: int = 10  # the page size asked for

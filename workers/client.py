@@ -74,6 +74,9 @@ class CeleryReranker:
         self.queue = workers.rerank_queue
         self._reported_key: str | None = None
         self._calls = BoundedCalls("sieve-rerank-call")
+        # Why the last call got no answer ("" once one did): what /readyz and the
+        # search page say about a Celery reranker (search.rerank.status).
+        self.last_error = ""
 
     @cached_property
     def calibration(self) -> Calibration | None:
@@ -101,6 +104,21 @@ class CeleryReranker:
         *,
         deadline: float | None = None,
         max_doc_tokens: int | None = None,
+    ) -> RerankBatch:
+        """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
+
+        See ``_rerank``; this keeps ``last_error`` up to date.
+        """
+        try:
+            batch = self._rerank(query, passages, deadline=deadline)
+        except BackendUnavailable as exc:
+            self.last_error = str(exc)
+            raise
+        self.last_error = ""
+        return batch
+
+    def _rerank(
+        self, query: str, passages: Sequence[str], *, deadline: float | None = None
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
 

@@ -71,5 +71,11 @@ def calibrate_cmd(
         click.echo(f"  held-out log-loss {name}: {loss:.4f}")
     click.echo(f"  ECE before (sigmoid) {fitted.ece_before:.4f}  after {fitted.ece_after:.4f}")
     click.echo(f"  written to {report.path}")
+    if report.blend is not None:
+        click.echo(
+            f"blend weight {report.blend['weight']:g} chosen on {report.blend['queries']} "
+            f"queries, stored with collection {report.collection!r} (used for its searches "
+            "after a restart)"
+        )
     if as_json:
         click.echo(json.dumps(report.calibration.to_json()))

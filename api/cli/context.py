@@ -49,6 +49,47 @@ def progress(total: int | None, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, disable=None, leave=False)
 
 
+def cuda_here(settings: Settings, *, in_child: bool = False) -> bool:
+    """Whether the reranker's device is CUDA: its setting, or for ``auto`` what torch sees.
+
+    ``in_child`` asks torch in a child process, for a process that forks workers
+    afterwards (CUDA set up before a fork is unusable after it).
+    """
+    device = settings.rerank_device
+    if device != "auto":
+        return device.startswith("cuda")
+    if not in_child:
+        from search.rerank.status import cuda_present
+
+        return cuda_present()
+    import subprocess
+
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def pull_model(
+    settings: Settings, repo_id: str, *, endpoint: str | None, revision: str | None = None
+) -> Path:
+    """``search.model_folders.pull`` into the models folder, with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    from search.model_folders import pull
+
+    class Bar(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.update(file=sys.stderr, disable=None)
+            super().__init__(*args, **kwargs)
+
+    return pull(
+        repo_id, settings.rerank_models_dir, endpoint=endpoint, revision=revision, tqdm_class=Bar
+    )
+
+
 class Context:
     """Every layer's settings (read once, in ``main``), a lazy engine and Celery app."""
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
-from api.cli.context import Context
+from api.cli.context import Context, cuda_here, pull_model
 from search.errors import ModelNotFound
 from search.models import BUNDLED_MODEL_ID, locate
 
@@ -89,15 +88,6 @@ def models_cmd(click_ctx: click.Context, as_json: bool) -> None:
         )
 
 
-def _cuda(ctx: Context) -> bool:
-    device = ctx.settings.rerank_device
-    if device != "auto":
-        return device.startswith("cuda")
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 @models_cmd.command("pull")
 @click.argument("name", required=False)
 @click.option(
@@ -112,25 +102,10 @@ def pull_cmd(ctx: Context, name: str | None, endpoint: str | None, revision: str
     with a GPU, a small multilingual cross-encoder without (search.models).
     The only command that downloads.
     """
-    from tqdm import tqdm
-
-    from search.model_folders import pull
     from search.models import default_reranker
 
-    repo_id = name or default_reranker(_cuda(ctx))
-
-    class Bar(tqdm):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.update(file=sys.stderr, disable=None)
-            super().__init__(*args, **kwargs)
-
-    folder = pull(
-        repo_id,
-        ctx.settings.rerank_models_dir,
-        endpoint=endpoint,
-        revision=revision,
-        tqdm_class=Bar,
-    )
+    repo_id = name or default_reranker(cuda_here(ctx.settings))
+    folder = pull_model(ctx.settings, repo_id, endpoint=endpoint, revision=revision)
     click.echo(f"pulled {repo_id} into {folder}")
     if repo_id != ctx.settings.rerank_model:
         click.echo(f"to rerank with it: SIEVE_RERANK_MODEL={repo_id}")

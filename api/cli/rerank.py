@@ -81,7 +81,7 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
             h = before[i]
             value = retrieval_score(h)
             left = f"{i + 1:>2}. {bar(value, top_before, 10)} {h.doc_id[:30]:<30}"
-        if i < len(after):
+        if i < len(after) and result.reranked:
             h = after[i]
             moved = retrieval_rank(h) - h.rank
             arrow = f"↑{moved}" if moved > 0 else f"↓{-moved}" if moved < 0 else "="
@@ -99,22 +99,27 @@ def render_compare(result: SearchResult, top_k: int) -> list[str]:
 )
 @click.pass_obj
 def compare_cmd(ctx: Context, query: str, top_k: int, depth: int | None) -> None:
-    """Retrieval order next to the reranked order, with score bars and timings."""
-    from search.engine import reranker_unavailable
+    """Retrieval order next to the reranked order, with score bars and timings.
+
+    The last line names the reranker; without one, the retrieval order is shown
+    alone, then why there is no reranker and the command that fixes it (exit 0:
+    nothing failed). A reranker that is there but did not answer exits 1.
+    """
+    from search.rerank.status import cuda_present, describe
 
     engine = ctx.engine
-    if engine.reranker is None:
-        raise reranker_unavailable(ctx.settings)
     result = engine.search(
         SearchRequest(
             query=query,
             top_k=top_k,
-            rerank=True,
-            rerank_depth=depth,
+            rerank=engine.reranker is not None,
+            rerank_depth=depth if engine.reranker is not None else None,
             collection=ctx.settings.collection,
         )
     )
     for line in render_compare(result, top_k):
         click.echo(line)
-    if not result.reranked:
+    status = describe(ctx.settings, engine.reranker, cuda=cuda_present())
+    click.echo(status.line())
+    if status.active and not result.reranked and result.hits:
         sys.exit(1)

@@ -192,7 +192,7 @@ def _rerank_eval(
     weight = ctx.settings.rerank_blend_weight if blend_weight is None else blend_weight
     return RerankEval(
         depth=depth,
-        blend=Blend(weight) if weight > 0 else None,
+        blend=Blend(weight) if weight is not None and weight > 0 else None,
         tune_split=tune_split if tune else None,
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from api.cli.context import SAMPLE_DIR, Context, fail
+from api.cli.context import SAMPLE_DIR, Context, cuda_here, fail, pull_model
 from api.settings import ServiceSettings, parse_api_keys
 
 log = logging.getLogger("sieve.serve")
@@ -122,12 +122,70 @@ def _index_demo(config: ServiceSettings) -> None:
         raise click.ClickException("indexing the sample corpus failed (see above)")
 
 
+HUB_CHECK_S = 3.0  # how long --pull-default-reranker waits for the hub to answer at all
+
+
+def pull_default_reranker(
+    config: ServiceSettings, cuda: bool, endpoint: str | None = None
+) -> ServiceSettings:
+    """Pull this device's default reranker when the hub answers; the config to serve with.
+
+    Prints at most one line, and never fails: a machine without network
+    serves without a reranker. When the configured model is the built-in
+    default and not on this machine, the pulled default is served instead
+    (``SIEVE_RERANK_MODEL`` still names another model when set to one).
+    """
+    from huggingface_hub import constants
+
+    from search.errors import SieveError
+    from search.model_folders import hub_unreachable
+    from search.models import DEFAULT_RERANKER_GPU, default_reranker
+    from search.rerank import CrossEncoderReranker
+
+    settings = config.engine
+    name = default_reranker(cuda)
+    wanted = CrossEncoderReranker.from_settings(settings)
+    default = CrossEncoderReranker.from_settings(settings.with_overrides(rerank_model=name))
+    if settings.rerank_backend in ("none", "celery") or wanted.available():
+        return config  # nothing to pull here: the banner says what serves
+    if not default.available():
+        hub = (endpoint or constants.ENDPOINT).rstrip("/")
+        why = (
+            "HF_HUB_OFFLINE is set"
+            if constants.HF_HUB_OFFLINE
+            else hub_unreachable(hub, HUB_CHECK_S)
+        )
+        if why:
+            click.echo(
+                f"not pulling the default reranker {name}: the hub {hub} is not reachable "
+                f"({why}); serving without it (`sieve models pull {name}` when online)"
+            )
+            return config
+        try:
+            folder = pull_model(settings, name, endpoint=endpoint)
+        except SieveError as exc:
+            click.echo(f"could not pull the default reranker {name}: {exc}; serving without it")
+            return config
+        click.echo(f"pulled the default reranker {name} into {folder}")
+    if settings.rerank_model != DEFAULT_RERANKER_GPU:
+        return config  # a model of the user's own choosing: the banner says it is missing
+    return config.with_overrides(rerank_model=name)
+
+
 @click.command("serve")
 @click.option("--host", default=None, help="Overrides SIEVE_HOST (ignored without API keys).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Overrides SIEVE_PORT.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Overrides SIEVE_WORKERS.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Overrides SIEVE_THREADS.")
 @click.option("--demo", is_flag=True, help="Index the sample corpus before serving.")
+@click.option(
+    "--pull-default-reranker",
+    "pull_default",
+    is_flag=True,
+    help="First pull this device's default reranker if it is missing and the hub answers "
+    f"within {HUB_CHECK_S:g} s (else serve without it).",
+)
+@click.option("--hub-endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or the hub).")
 @click.pass_obj
 def serve_cmd(
     ctx: Context,
@@ -136,23 +194,36 @@ def serve_cmd(
     workers: int | None,
     threads: int | None,
     demo: bool,
+    pull_default: bool,
+    hub_endpoint: str | None,
 ) -> None:
-    """Serve the HTTP API (search, admin, metrics, /docs) with gunicorn."""
+    """Serve the HTTP API (search, admin, metrics, /docs) with gunicorn.
+
+    The banner's last line says which reranker will serve, or why none and the fix.
+    """
+    from search.rerank.status import describe_settings
+
     given = {"host": host, "port": port, "workers": workers, "threads": threads}
     config = ctx.config.with_overrides(**{k: v for k, v in given.items() if v is not None})
+    early = serve_plan(config)  # a busy port fails before any model is pulled or loaded
+    busy = check_port(early.host, early.port)
+    if busy is not None:
+        fail(busy)
+    # Asked in a child process: this one forks the workers.
+    cuda = cuda_here(config.engine, in_child=True)
+    if pull_default:
+        config = pull_default_reranker(config, cuda, hub_endpoint)
     if not config.api.cursor_secret:
         # Every worker must accept the cursors any other worker signed.
         config = config.with_overrides(cursor_secret=secrets.token_urlsafe(32))
     plan = serve_plan(config)
     for note in plan.notes:
         log.warning("%s", note)
-    busy = check_port(plan.host, plan.port)
-    if busy is not None:
-        fail(busy)
     if demo:
         _index_demo(config)
     shown = "localhost" if plan.host in ("0.0.0.0", "::") else plan.host
     click.echo(f"Sieve API on http://{shown}:{plan.port}  (docs: /docs, bound to {plan.host})")
+    click.echo(describe_settings(config.engine, cuda=cuda).line())
     options = {
         "bind": f"[{plan.host}]:{plan.port}" if ":" in plan.host else f"{plan.host}:{plan.port}",
         "workers": plan.workers,

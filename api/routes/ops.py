@@ -15,6 +15,7 @@ from api.state import services
 from search.engine import SearchEngine
 from search.errors import RegistryError
 from search.keyword import KeywordIndex
+from search.rerank.status import cuda_present, describe
 from search.vector import VectorIndex
 
 bp = Blueprint("ops", __name__)
@@ -66,6 +67,10 @@ def _reranker_state(engine: SearchEngine) -> str:
     return "ok"
 
 
+def _probe_status(engine: SearchEngine) -> dict[str, object]:
+    return describe(engine.settings, engine.reranker, cuda=cuda_present()).to_json()
+
+
 def readiness(engine: SearchEngine) -> dict[str, str]:
     """Each backend's state: "ok", or why not."""
 
@@ -107,6 +112,9 @@ def readyz() -> Response:
     backends = readiness(services().engine)
     failing = [name for name in REQUIRED if backends[name] != "ok"]
     body: dict[str, object] = {"ready": not failing, "backends": backends}
+    # What reranks, or why nothing does and the fix: the search page shows it. A
+    # missing reranker only degrades results, so it never makes the service unready.
+    body["reranker_status"] = _probe_status(services().engine)
     if failing:
         body["reason"] = f"{failing[0]}: {backends[failing[0]]}"
     response = jsonify(body)

@@ -18,8 +18,46 @@ const picker = new CollectionPicker($("collection-select"), $("collection-input"
 const paging = { body: null, cursors: [null], index: 0, next: null };
 let sequence = 0; // answers to superseded requests are dropped
 
+// The server's reranker (GET /readyz, reranker_status): named when there is one; when
+// there is none the Rerank box is off and disabled, with the reason and the fix beside it.
+let rerankerStatus = null;
+
 bindKeyField($("api-key"), () => picker.refresh());
 picker.refresh();
+showRerankerStatus();
+
+async function showRerankerStatus() {
+  const line = $("reranker-status");
+  try {
+    // Public, and answered with a body when not ready (503) too: not through api().
+    const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
+    rerankerStatus = (await response.json()).reranker_status || null;
+  } catch {
+    return; // the server is not reachable: the first search says so
+  }
+  const s = rerankerStatus;
+  if (!s) return;
+  if (s.active) {
+    const parts = [
+      s.fingerprint && `fingerprint ${s.fingerprint}`,
+      s.device,
+      s.dtype,
+      s.calibrated ? "calibrated" : "not calibrated",
+      `blend ${s.blend_weight} (${s.blend_source})`,
+    ].filter(Boolean);
+    line.replaceChildren(el("strong", { text: "Reranker: " }), `${s.model} (${parts.join(", ")})`);
+    line.classList.remove("unavailable");
+    return;
+  }
+  rerankBox.checked = false;
+  rerankBox.disabled = true;
+  line.classList.add("unavailable");
+  line.replaceChildren(
+    el("strong", { text: "No reranker: " }),
+    el("span", { testid: "reranker-why", text: `${s.why}. ` }),
+    "Fix: ",
+    el("code", { testid: "reranker-fix", text: s.fix }));
+}
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -99,6 +137,7 @@ function notRerankedReason(answer, rerankAsked) {
   }
   if (answer.skipped && answer.skipped.rerank) return answer.skipped.rerank;
   if (!answer.hits.length) return "there was nothing to rerank";
+  if (rerankerStatus && !rerankerStatus.active) return `the server has no reranker (${rerankerStatus.why})`;
   if (!rerankAsked) return "reranking was turned off for this search";
   return "the server has no reranker configured";
 }

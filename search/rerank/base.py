@@ -49,6 +49,21 @@ class Reranker(Protocol):
         ...
 
 
+def innermost(reranker: object) -> object:
+    """The reranker under the cache and deadline wrappers (each keeps it as ``inner``)."""
+    for _ in range(8):
+        if not hasattr(reranker, "inner"):
+            break
+        reranker = reranker.inner
+    return reranker
+
+
+def card_of(reranker: object) -> dict[str, Any]:
+    """The model card of a reranker's model (``sieve-model.json``), or {} if none is known."""
+    card = getattr(innermost(reranker), "card", None)
+    return card if isinstance(card, dict) else {}
+
+
 def left_s(deadline: float | None) -> float | None:
     """Seconds left until ``deadline`` (never negative), or None for no deadline."""
     return None if deadline is None else max(0.0, deadline - time.monotonic())

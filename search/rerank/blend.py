@@ -18,8 +18,9 @@ Ties break by retrieval rank, as the pure order's do.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from search.errors import InvalidRequest
 from search.fusion import RRF_K, standard_scores
@@ -44,6 +45,35 @@ class Blend:
             )
         if self.k < 1:
             raise InvalidRequest("the blend's k must be at least 1", k=self.k)
+
+
+# Where a blend weight comes from, strongest first (``resolve_blend``).
+SOURCES = ("collection", "setting", "card", "default")
+
+
+def resolve_blend(
+    *, collection: float | None, setting: float | None, card: float | None
+) -> tuple[Blend | None, str]:
+    """The blend in use (None: the pure rerank order) and which of ``SOURCES`` chose it.
+
+    The collection's weight (``sieve calibrate``, stored with the collection)
+    wins for that collection; then ``SIEVE_RERANK_BLEND_WEIGHT`` when set; then
+    the weight ``sieve finetune`` chose on validation and wrote in the model's
+    card; else none ("default").
+    """
+    for source, weight in (("collection", collection), ("setting", setting), ("card", card)):
+        if weight is not None:
+            return (Blend(weight) if weight > 0 else None), source
+    return None, "default"
+
+
+def card_blend_weight(card: Mapping[str, Any]) -> float | None:
+    """The blend weight a model card records (``{"blend": {"weight": w, ...}}``), if any."""
+    entry = card.get("blend")
+    weight = entry.get("weight") if isinstance(entry, Mapping) else None
+    if isinstance(weight, int | float) and not isinstance(weight, bool):
+        return float(weight)
+    return None
 
 
 def retrieval_rank(hit: Hit) -> int:

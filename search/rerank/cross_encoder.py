@@ -21,6 +21,7 @@ from search.errors import (
     ModelIncompatible,
     ModelNotFound,
 )
+from search.model_folders import read_card
 from search.models import LocatedModel, locate
 from search.rerank.base import left_s, sigmoid, stop_at
 from search.rerank.calibration import Calibration, load_calibration
@@ -40,6 +41,24 @@ _NOT_FOUND_HINT = (
     "Put it in SIEVE_RERANK_MODELS_DIR, set SIEVE_RERANK_MODEL to its folder, "
     "or allow downloads with SIEVE_ALLOW_DOWNLOAD=1."
 )
+
+
+def plan_device(device: str, dtype: str, cuda: bool) -> tuple[str, str]:
+    """The device and dtype name a model is loaded with: ``auto`` resolved by ``cuda``.
+
+    ``auto`` is CUDA when there is one, else the CPU; dtype ``auto`` is float16 on
+    CUDA and float32 on CPU. ``ConfigError`` for CUDA asked for without one, or
+    float16 on CPU.
+    """
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    on_cuda = device.startswith("cuda")
+    if on_cuda and not cuda:
+        raise ConfigError(f"reranker device {device!r} asked for, but CUDA is not available")
+    name = dtype if dtype != "auto" else ("float16" if on_cuda else "float32")
+    if name == "float16" and not on_cuda:
+        raise ConfigError(_FP16_ON_CPU, value=dtype)
+    return device, name
 
 
 def _major(version: str) -> int:
@@ -112,6 +131,9 @@ class CrossEncoderReranker:
         self._key: str | None = None
         self._calibration: Calibration | None = None
         self._calibration_read = False
+        self._dtype_name = ""
+        self._card: dict[str, Any] | None = None
+        self._load_error = ""  # the last failed load's message, until a load succeeds
         # Filled at load from the tokenizer.
         self._pairs: PairEncoder | None = None
         self._pad_id = 0
@@ -168,7 +190,11 @@ class CrossEncoderReranker:
 
     def warm_up(self) -> None:
         """Find and load the model now; raises ``ModelNotFound`` or ``ModelIncompatible``."""
-        self._load()
+        try:
+            self._load()
+        except (ModelNotFound, ModelIncompatible, ConfigError) as exc:
+            self._load_error = str(exc)
+            raise
 
     def rerank(
         self,
@@ -190,7 +216,10 @@ class CrossEncoderReranker:
             return RerankBatch([])
         try:
             self._load()
-        except (ModelNotFound, ModelIncompatible) as exc:
+        except (ModelNotFound, ModelIncompatible, ConfigError) as exc:
+            self._load_error = str(exc)
+            if isinstance(exc, ConfigError):
+                raise
             # The Reranker contract: a reranker that cannot answer is "unavailable",
             # and the pipeline degrades; the typed cause stays attached.
             raise BackendUnavailable(str(exc), backend="rerank", model=self.model) from exc
@@ -206,6 +235,31 @@ class CrossEncoderReranker:
             timings_ms={"model": (time.perf_counter() - started) * 1e3},
             tokens=sum(len(pair.ids) for pair in pairs),
         )
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The model's ``sieve-model.json`` (read once; {} when it has none or is not here)."""
+        if self._card is None:
+            located = self.located()
+            self._card = read_card(located.folder) if located is not None else {}
+        return self._card
+
+    @property
+    def load_error(self) -> str:
+        """Why the last attempt to load the model failed ("" before any, or once one worked)."""
+        return self._load_error
+
+    @property
+    def loaded_as(self) -> tuple[str, str] | None:
+        """The device and dtype name of the loaded model; None until it is loaded."""
+        return (self._device, self._dtype_name) if self._model is not None else None
+
+    def located(self) -> LocatedModel | None:
+        """The model's files on this machine (offline, nothing loaded), or None."""
+        try:
+            return self._locate(download=False)
+        except ModelNotFound:
+            return None
 
     def available(self) -> bool:
         """Whether the model is on this machine (a folder or the Hugging Face cache).
@@ -300,18 +354,12 @@ class CrossEncoderReranker:
             self._tokenizer = tokenizer
             self._device = device
             self._model = model.to(device).eval()
+            self._load_error = ""
         _ = self.calibration  # read with the model, not on the first query
 
     def _device_and_dtype(self, torch: Any) -> tuple[str, Any]:
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        on_cuda = device.startswith("cuda")
-        if on_cuda and not torch.cuda.is_available():
-            raise ConfigError(f"reranker device {device!r} asked for, but CUDA is not available")
-        name = self.dtype if self.dtype != "auto" else ("float16" if on_cuda else "float32")
-        if name == "float16" and not on_cuda:
-            raise ConfigError(_FP16_ON_CPU, value=self.dtype)
+        device, name = plan_device(self.device, self.dtype, bool(torch.cuda.is_available()))
+        self._dtype_name = name
         return device, getattr(torch, name)
 
     def _encode(

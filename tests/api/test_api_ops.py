@@ -36,7 +36,9 @@ def test_healthz_and_readyz(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json == {
+    body = ready.json
+    status = body.pop("reranker_status")
+    assert body == {
         "ready": True,
         "backends": {
             "registry": "ok",
@@ -46,6 +48,23 @@ def test_healthz_and_readyz(client):
             "cache": "lru",
         },
     }
+    assert status["active"] and status["reason"] == "" and len(status["fingerprint"]) == 12
+    assert status["model"].endswith("tiny-reranker") and status["device"] in ("cpu", "cuda")
+    assert status["calibrated"] is False and status["blend_source"] == "default"
+
+
+def test_readyz_without_a_reranker_is_ready_and_says_why_and_the_fix(engine, tmp_path):
+    settings = engine_settings(tmp_path, rerank_models_dir=tmp_path / "models")
+    bare = SearchEngine(settings, embedder=engine.embedder, reranker=None)
+    try:
+        response = create_app(app_config(settings), bare).test_client().get("/readyz")
+    finally:
+        bare.close()
+    assert response.status_code == 200 and response.json["ready"] is True
+    status = response.json["reranker_status"]
+    assert not status["active"] and status["reason"] == "missing"
+    assert str(tmp_path / "models") in status["why"]
+    assert status["fix"].startswith("sieve models pull ")
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +311,11 @@ def test_sieve_serve_runs_gunicorn_on_localhost(tmp_path):
         output = proc.communicate(timeout=30)[0]
     assert "bound to 127.0.0.1" in output and "API is open" in output
     assert "running 1 worker process instead of 3" in output
+    banner = [line for line in output.splitlines() if line.startswith("reranker: ")]
+    assert banner == [
+        "reranker: none: SIEVE_RERANK_BACKEND=none turns reranking off. "
+        "Fix: set SIEVE_RERANK_BACKEND=auto"
+    ]
     assert "gthread" in output
 
 

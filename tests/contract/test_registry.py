@@ -171,6 +171,8 @@ def test_no_public_method_returns_an_orm_object(registry):
         "add_collection": lambda: registry.add_collection("e"),
         "collection_names": lambda: registry.collection_names(),
         "has_collection": lambda: registry.has_collection("e"),
+        "set_collection_setting": lambda: registry.set_collection_setting("e", "k", {"w": 1}),
+        "collection_setting": lambda: registry.collection_setting("e", "k"),
         "ping": lambda: registry.ping(),
         "delete": lambda: registry.delete("c", ["b"]),
         "restore": lambda: registry.restore("r", [Restored(doc("x"), 2, 2, 1, 1)]),
@@ -341,3 +343,14 @@ def test_documents_are_listed_in_id_order_a_page_at_a_time(registry):
     assert [d.id for d in registry.list_documents("c", "d2", 2)] == ["d3"]
     assert registry.list_documents("c", "d3", 2) == []
     assert registry.list_documents("none", "", 5) == []
+
+
+def test_collection_settings_are_stored_replaced_and_dropped_with_the_collection(registry):
+    assert registry.collection_setting("c", "rerank_blend") is None
+    registry.set_collection_setting("c", "rerank_blend", {"weight": 0.5})
+    registry.set_collection_setting("c", "rerank_blend", {"weight": 1.5, "chosen_on": "x/dev"})
+    registry.set_collection_setting("other", "rerank_blend", {"weight": 3.0})
+    assert registry.collection_setting("c", "rerank_blend") == {"weight": 1.5, "chosen_on": "x/dev"}
+    registry.drop_collection("c")
+    assert registry.collection_setting("c", "rerank_blend") is None
+    assert registry.collection_setting("other", "rerank_blend") == {"weight": 3.0}

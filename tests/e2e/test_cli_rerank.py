@@ -49,3 +49,24 @@ def test_rerank_without_a_model_is_one_line_error(env, tmp_path):
     proc = sieve(bad, "rerank", "query", "doc", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "absent/model" in proc.stderr and str(tmp_path) in proc.stderr
+
+
+def test_compare_without_a_reranker_shows_retrieval_then_why_and_the_fix(tmp_path):
+    env = {
+        "SIEVE_DATA_DIR": str(tmp_path / "data"),
+        "SIEVE_RERANK_BACKEND": "auto",
+        "SIEVE_RERANK_MODEL": "acme/absent",
+        "SIEVE_RERANK_MODELS_DIR": str(tmp_path / "models"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    sieve(env, "index", str(ROOT / "sample" / "corpus.jsonl"))
+    run = sieve(env, "compare", "how do I fix a flat tire", "--top-k", "5", check=False)
+    assert run.returncode == 0, run.stderr  # informational: nothing failed
+    lines = run.stdout.splitlines()
+    assert "bm25=" in lines[0] and "vector=" in lines[0] and "(not reranked)" in run.stdout
+    assert len([line for line in lines if "█" in line]) == 5  # the retrieval order, with bars
+    assert lines[-1] == (
+        "reranker: none: the reranker model 'acme/absent' is not on this machine "
+        f"(models folder {tmp_path / 'models'}, SIEVE_RERANK_MODELS_DIR). "
+        "Fix: sieve models pull acme/absent"
+    )

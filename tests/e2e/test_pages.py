@@ -184,6 +184,9 @@ def test_compare_view_shows_retrieval_and_reranked_orders(page, console_errors):
         moves = rows.get_by_test_id("move").all_inner_texts()
         assert all(re.fullmatch(r"↑\d+|↓\d+|=", m) for m in moves), moves
     assert page.get_by_test_id("not-reranked").is_hidden()
+    expect(page.get_by_test_id("reranker-status")).to_contain_text("Reranker: ")
+    expect(page.get_by_test_id("reranker-status")).to_contain_text("not calibrated")
+    assert page.get_by_test_id("rerank").is_enabled()
     stages = (
         page.get_by_test_id("timings")
         .locator("tbody tr")
@@ -198,6 +201,54 @@ def test_compare_view_shows_retrieval_and_reranked_orders(page, console_errors):
     page.get_by_test_id("prev-page").click()
     expect(page.get_by_test_id("page-label")).to_have_text("Page 1")
     assert hit_ids(hits) == results
+    assert console_errors == []
+
+
+@pytest.fixture
+def bare_page(browser, live_server, console_errors, tmp_path) -> Iterator[Any]:
+    """A tab on a second server that has no reranker (an empty models folder)."""
+    from support.live_server import serve
+
+    from api.app import create_app
+    from api.settings import ApiSettings, ServiceSettings
+    from api.state import EXTENSION
+    from search.config import Settings
+    from search.engine import SearchEngine
+
+    settings = Settings.from_env({}).with_overrides(
+        data_dir=tmp_path / "data", rerank_models_dir=tmp_path / "models"
+    )
+    engine = SearchEngine(settings, embedder=live_server.engine.embedder)
+    assert engine.reranker is None
+    app = create_app(ServiceSettings(engine=settings, api=ApiSettings(rate_limit="")), engine)
+    with serve(app) as url:
+        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+        yield tab
+        context.close()
+    app.extensions[EXTENSION].jobs.close()
+    engine.close()
+
+
+def test_without_a_reranker_the_box_is_off_with_the_reason_and_fix(bare_page, console_errors):
+    from playwright.sync_api import expect
+
+    page = bare_page
+    page.goto("/")
+    box = page.get_by_test_id("rerank")
+    expect(box).to_be_disabled()
+    expect(box).not_to_be_checked()
+    status = page.get_by_test_id("reranker-status")
+    expect(status).to_contain_text("No reranker: ")
+    expect(page.get_by_test_id("reranker-why")).to_contain_text("is not on this machine")
+    expect(page.get_by_test_id("reranker-fix")).to_contain_text("sieve models pull ")
+    screenshot(page, "sieve-search-no-reranker.png")
+    page.get_by_test_id("query").fill("storm")
+    page.get_by_test_id("query").press("Enter")
+    expect(page.get_by_test_id("summary")).to_contain_text("in the window")
     assert console_errors == []
 
 

@@ -68,3 +68,17 @@ def test_cuda_batches_are_padded_to_multiples_of_eight(small_model_dir):
     reranker._model.register_forward_pre_hook(record, with_kwargs=True)
     reranker.rerank("cook rice", ["a short one", "a somewhat longer passage about rice " * 3])
     assert widths and all(width % 8 == 0 for width in widths)
+
+
+def test_the_status_names_the_loaded_cuda_device_and_fp16(tiny_reranker_dir):
+    from search.config import Settings
+    from search.rerank.status import cuda_present, describe
+
+    reranker = CrossEncoderReranker(str(tiny_reranker_dir), device="auto")
+    settings = Settings.from_env({})
+    planned = describe(settings, reranker, cuda=cuda_present())
+    assert planned.active and not planned.loaded
+    assert (planned.device, planned.dtype) == ("cuda", "float16")
+    reranker.warm_up()
+    loaded = describe(settings, reranker, cuda=cuda_present())
+    assert loaded.loaded and (loaded.device, loaded.dtype) == ("cuda", "float16")

@@ -22,10 +22,11 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from api.settings import ApiSettings, ServiceSettings
 from search.config import Settings
-from search.engine import SearchEngine
+from search.engine import BLEND_SETTING, SearchEngine
 from search.evaluate import Dataset, prepare_index
 from search.models import locate
 from search.rerank import CachingReranker, CrossEncoderReranker
+from search.rerank.blend import GRID
 from search.rerank.calibration import CALIBRATION_FILE, load_calibration
 from search.scores import LruScoreStore
 
@@ -102,6 +103,32 @@ def test_calibrate_writes_the_calibration_beside_the_model(calibrated):
     assert fitted["ece_after"] <= fitted["ece_before"]
     assert "ECE before (sigmoid)" in out and f"written to {model / CALIBRATION_FILE}" in out
     assert load_calibration(locate(str(model))) is not None
+
+
+def test_calibrate_stores_a_blend_weight_with_the_collection_and_it_wins(calibrated, tmp_path):
+    model, out = calibrated["model"], str(calibrated["stdout"])
+    assert "stored with collection 'default'" in out
+    settings = Settings.from_env({}).with_overrides(
+        data_dir=calibrated["data"], rerank_blend_weight=7.0
+    )
+    reranker = CrossEncoderReranker(str(model), models_dir=model.parent)
+    with SearchEngine(settings, reranker=reranker) as engine:
+        stored = engine.registry.collection_setting("default", BLEND_SETTING)
+        assert stored["model_fingerprint"] == locate(str(model)).fingerprint
+        assert stored["weight"] in GRID and stored["chosen_on"] == "beir-small/dev"
+        assert stored["queries"] == 10
+        # The collection's weight wins over SIEVE_RERANK_BLEND_WEIGHT for that collection.
+        pipeline = engine.collection("default").pipeline
+        assert pipeline.blend_source == "collection"
+        assert (pipeline.blend.weight if pipeline.blend else 0.0) == stored["weight"]
+        other = engine.collection("other").pipeline
+        assert other.blend_source == "setting" and other.blend.weight == 7.0
+    # Another model's files (other weights): the stored weight is not theirs.
+    other_model = tmp_path / "other"
+    other_model.mkdir()
+    (other_model / "config.json").write_text("{}")
+    with SearchEngine(settings, reranker=CrossEncoderReranker(str(other_model))) as engine:
+        assert engine.collection_blend("default") is None
 
 
 def test_calibrate_refuses_the_test_split(calibrated, tmp_path):

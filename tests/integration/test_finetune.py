@@ -7,12 +7,18 @@ the corpus is indexed once per module (``prepare_index`` reuses it).
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from click.testing import CliRunner
 from support.beir_data import write_beir
+from support.cli import ROOT
 
 from api.cli import main
 from search.config import Settings
@@ -22,6 +28,8 @@ from search.finetune.model import CrossEncoder
 from search.finetune.source import from_dataset, passage
 from search.models import MODEL_CARD, bundled_model_path, locate
 from search.rerank import CrossEncoderReranker
+from search.rerank.base import card_of
+from search.rerank.blend import GRID, card_blend_weight, resolve_blend
 from search.types import Document
 
 pytestmark = pytest.mark.integration
@@ -139,7 +147,15 @@ def test_cli_trains_from_a_folder_and_from_pairs(settings, dataset, tiny_reranke
     assert run.exit_code == 0, run.output
     assert "verdict: " in run.stdout.splitlines()[-1]
     assert "configured reranker is unchanged" in run.stdout
-    assert (tmp_path / "a" / MODEL_CARD).is_file()
+    assert "blend weight " in run.stdout and "chosen on 1 validation queries" in run.stdout
+    saved = json.loads((tmp_path / "a" / MODEL_CARD).read_text())
+    assert saved["blend"]["chosen_on"] == "validation" and saved["blend"]["weight"] in GRID
+    # At query time the card's weight is used while SIEVE_RERANK_BLEND_WEIGHT is unset.
+    tuned = CrossEncoderReranker(str(tmp_path / "a"))
+    assert (
+        resolve_blend(collection=None, setting=None, card=card_blend_weight(card_of(tuned)))[1]
+        == "card"
+    )
     again = CliRunner().invoke(
         main, ["finetune", str(dataset), "--out", str(tmp_path / "a"), *common], env=env
     )
@@ -178,3 +194,37 @@ def test_cli_trains_from_a_folder_and_from_pairs(settings, dataset, tiny_reranke
     card = json.loads(run.stdout.strip().splitlines()[-1])
     assert card["data"]["source"] == "pairs" and card["data"]["collection"] == "ft"
     assert CrossEncoderReranker(str(tmp_path / "b")).rerank("q", ["p"]).scores
+
+
+def test_ctrl_c_on_the_command_exits_130_with_a_loadable_model(
+    dataset, tiny_reranker_dir, tmp_path
+):
+    out = tmp_path / "model"
+    card = out / MODEL_CARD
+    env = {**os.environ, "SIEVE_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    # Epochs and patience without end: only the Ctrl-C stops it.
+    command = [sys.executable, "-m", "api", "finetune", str(dataset), "--out", str(out)]
+    command += ["--base", str(tiny_reranker_dir), "--device", "cpu", "--epochs", "100000"]
+    command += ["--patience", "100000", "--evals-per-epoch", "1", "--batch-size", "4"]
+    command += ["--lr", "3e-4", "--max-length", "64", "--warmup", "0"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not card.is_file():  # the first validated checkpoint: training is under way
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "(interrupted," in stdout
+    saved = json.loads(card.read_text())
+    assert saved["stopped"] == "interrupted" and saved["steps"] >= 1
+    assert saved["base_model"]["fingerprint"] == locate(str(tiny_reranker_dir)).fingerprint
+    batch = CrossEncoderReranker(str(out)).rerank("water heat", ["water and heat", "bike chain"])
+    assert len(batch.scores) == 2

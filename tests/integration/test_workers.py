@@ -29,6 +29,7 @@ from support.redis_server import RedisServer
 from search.config import Settings
 from search.errors import BackendUnavailable
 from search.rerank import CrossEncoderReranker
+from search.rerank.status import describe
 from workers.app import celery_init_app
 from workers.client import CeleryReranker
 from workers.delivery import DEAD_LETTER_KEY, DELIVERIES_KEY, DeadLettered, deliveries
@@ -235,6 +236,10 @@ def test_no_worker_or_no_broker_is_unavailable_not_a_hang():
 
         reason, elapsed = attempt()  # a broker, but no worker on the queue
         assert reason == "deadline" and elapsed < 0.5 + 0.25
+        # What /readyz and the search page then say: no worker, and how to start one.
+        status = describe(settings.with_overrides(rerank_backend="celery"), reranker, cuda=None)
+        assert status.reason == "no_worker" and "no rerank result within" in status.why
+        assert status.fix == "start one: sieve worker --queues rerank"
         server.stop()
         reason, elapsed = attempt()
         assert reason == "broker" and elapsed < 1.5, elapsed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from search.engine import SearchEngine
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "sample" / "corpus.jsonl"
@@ -38,8 +41,6 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """The app on ``http://127.0.0.1:<free port>`` with the sample corpus, reranked."""
     # Imported here: conftest loads this module for every run, and most need no app.
-    from werkzeug.serving import make_server
-
     from api.app import create_app
     from api.settings import ApiSettings, ServiceSettings
     from api.state import EXTENSION
@@ -58,14 +59,25 @@ def live_server(
     assert report.indexed == len(docs) and not report.failed, report
 
     app = create_app(ServiceSettings(engine=settings, api=ApiSettings(rate_limit="")), engine)
+    try:
+        with serve(app) as url:
+            yield LiveServer(url, engine)
+    finally:
+        app.extensions[EXTENSION].jobs.close()
+        engine.close()
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[str]:
+    """Serve ``app`` on a free localhost port in a daemon thread; yields its base URL."""
+    from werkzeug.serving import make_server
+
     # Port 0: the OS picks a free port, so parallel runs never collide.
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
     try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", engine)
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(timeout=10)
-        app.extensions[EXTENSION].jobs.close()
-        engine.close()

@@ -114,3 +114,21 @@ def test_revision_is_the_commit_then_the_saved_commit_hash_then_the_fingerprint(
     assert plain.revision == plain.fingerprint
     saved = locate(str(model_folder(tmp_path / "saved", _commit_hash="deadbeef")))
     assert saved.revision == "deadbeef" and saved.config()["_commit_hash"] == "deadbeef"
+
+
+def test_a_hub_that_never_answers_is_unreachable_within_the_timeout():
+    import socket
+    import time
+
+    from search.model_folders import hub_unreachable
+
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        why = hub_unreachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.3)
+        assert why and time.monotonic() - started < 1.0
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert "Connection refused" in hub_unreachable(f"http://127.0.0.1:{port}", timeout_s=1)

@@ -183,3 +183,46 @@ def test_the_blend_weight_setting_is_validated():
     with pytest.raises(ConfigError, match="SIEVE_RERANK_BLEND_WEIGHT"):
         Settings(rerank_blend_weight=-0.5)
     assert Settings.from_env({"SIEVE_RERANK_BLEND_WEIGHT": "0.3"}).rerank_blend_weight == 0.3
+
+
+class Carded(Windows):
+    """A reranker whose model card records the blend ``sieve finetune`` chose."""
+
+    card = {"blend": {"weight": 100.0, "chosen_on": "validation"}}
+
+
+def test_the_blend_comes_from_collection_then_setting_then_card_and_is_said():
+    chunks = [chunk(doc, "", f"Passage {doc}.", 0) for doc in "abcd"]
+    reranker = Carded(
+        {"Passage a": (1.0, 0, 0), "Passage b": (3.0, 0, 0), "Passage c": (2.0, 0, 0)}
+    )
+    request = SearchRequest(query="q", mode="bm25", top_k=4, rerank=True, rerank_depth=3)
+
+    def search(settings: Settings, collection: float | None = None) -> SearchResult:
+        pipeline = Pipeline(
+            settings,
+            Keyword(chunks),
+            None,
+            NoEmbedder(),
+            reranker=reranker,
+            collection_blend=collection,
+        )
+        return pipeline.search(request)
+
+    by_card = search(Settings())  # SIEVE_RERANK_BLEND_WEIGHT unset: the card's weight
+    assert (by_card.rerank_blend, by_card.rerank_blend_source) == (100.0, "card")
+    assert [h.doc_id for h in by_card.hits] == ["a", "b", "c", "d"]
+    by_setting = search(Settings(rerank_blend_weight=0.0))
+    assert (by_setting.rerank_blend, by_setting.rerank_blend_source) == (None, "setting")
+    by_collection = search(Settings(rerank_blend_weight=0.0), collection=1.0)
+    assert (by_collection.rerank_blend, by_collection.rerank_blend_source) == (1.0, "collection")
+    bare = Pipeline(
+        Settings(), Keyword(chunks), None, NoEmbedder(), reranker=Windows({"P": (1, 0, 0)})
+    )
+    assert bare.search(request).rerank_blend_source == "default"
+    assert bare.search(replace(request, rerank=False)).rerank_blend_source is None
+
+
+def test_an_empty_blend_weight_variable_is_unset():
+    assert Settings.from_env({"SIEVE_RERANK_BLEND_WEIGHT": ""}).rerank_blend_weight is None
+    assert Settings.from_env({}).rerank_blend_weight is None

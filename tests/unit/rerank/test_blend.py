@@ -76,3 +76,15 @@ def test_retrieval_rank_is_the_fused_rank_else_the_only_leg():
     fused = Hit(**base, score=0.9, rank=1, bm25=LegScore(3.0, 2), fused=LegScore(0.5, 4))
     vector_only = Hit(**base, score=0.9, rank=1, vector=LegScore(0.7, 6))
     assert retrieval_rank(fused) == 4 and retrieval_rank(vector_only) == 6
+
+
+def test_resolve_blend_order_and_card_parsing():
+    from search.rerank.blend import card_blend_weight, resolve_blend
+
+    assert resolve_blend(collection=None, setting=None, card=None) == (None, "default")
+    assert resolve_blend(collection=None, setting=None, card=2.0) == (Blend(2.0), "card")
+    assert resolve_blend(collection=None, setting=0.0, card=2.0) == (None, "setting")
+    assert resolve_blend(collection=0.5, setting=3.0, card=2.0) == (Blend(0.5), "collection")
+    assert card_blend_weight({"blend": {"weight": 1}}) == 1.0
+    for card in ({}, {"blend": 3}, {"blend": {"weight": "1"}}, {"blend": {"weight": True}}):
+        assert card_blend_weight(card) is None
