@@ -12,28 +12,29 @@ fitted (``search.rerank.calibration.fit``) and written beside the model as
 ``sieve-calibration.json``, keyed to the model's fingerprint.
 
 Calibrate on a split you do not evaluate on (``dev`` or ``train``, never
-``test``).
+``test``). A model fine-tuned on the same split (its card says so) is
+calibrated on the queries its fine-tune held out only
+(``search.finetune.holdout.held_out_ids``). The same reranked heads choose the
+blend weight with the best nDCG@10 (``search.evaluate.tune_blend``), reported
+beside the calibration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
-from search.evaluate import Dataset, prepare_index
+from search.evaluate import Dataset, RerankedQuery, prepare_index, tune_blend
+from search.finetune.holdout import held_out_ids
+from search.model_folders import read_card
 from search.models import LocatedModel, locate
 from search.request import MAX_TOP_K
-from search.rerank.base import Reranker, sigmoid
-from search.rerank.calibration import (
-    Calibration,
-    FittedOn,
-    expected_calibration_error,
-    fit,
-    save_calibration,
-)
+from search.rerank.base import Reranker
+from search.rerank.blend import GRID
+from search.rerank.calibration import Calibration, fit_judged, save_calibration
 from search.types import SearchRequest
 
 SPLITS = ("dev", "train")
@@ -46,6 +47,8 @@ class CalibrationReport:
     calibration: Calibration
     path: Path
     model: LocatedModel
+    blend_weight: float  # the blend weight with the best nDCG@10 on the same queries
+    blend_grid: dict[str, float]  # nDCG@10 of each weight tried
 
 
 def reranker_model(settings: Settings) -> LocatedModel:
@@ -90,10 +93,18 @@ def calibrate_dataset(
     model = reranker_model(settings)
     dataset = Dataset.open(dataset_dir, split)
     qrels, queries = dataset.judged(limit)
+    held_out = held_out_ids(
+        read_card(model.folder), dataset.name, dataset.corpus_digest(), split, list(queries)
+    )
+    if held_out is not None:
+        # The model was fine-tuned on this split: only the queries it held out count.
+        queries = {q: queries[q] for q in held_out}
+        split = f"{split} (held out by the fine-tune)"
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     logits: list[float] = []
     labels: list[bool] = []
     groups: list[str] = []
+    heads: dict[str, RerankedQuery] = {}
     chosen = FROM_SETTINGS if reranker is None else reranker
     with SearchEngine(eval_settings, reranker=chosen) as engine:
         if engine.reranker is None:
@@ -109,6 +120,7 @@ def calibrate_dataset(
             if not result.reranked:
                 why = result.degraded_reasons.get("rerank", "no reason given")
                 raise BackendUnavailable(f"the reranker did not answer: {why}", backend="rerank")
+            heads[qid] = RerankedQuery.of(result, 0.0)
             judged = qrels.get(qid, {})
             for hit in result.hits:
                 if hit.rerank_logit is not None:
@@ -117,21 +129,16 @@ def calibrate_dataset(
                     groups.append(qid)
             if on_query_progress is not None:
                 on_query_progress(1)
-    calibration, losses = fit(
-        logits, labels, method=method, model_fingerprint=model.fingerprint, groups=groups
-    )
-    fitted_on = FittedOn(
+    calibration = fit_judged(
+        logits,
+        labels,
+        groups,
+        method=method,
+        model_fingerprint=model.fingerprint,
         dataset=dataset.name,
         split=split,
-        pairs=len(labels),
-        positives=sum(labels),
-        queries=len(queries),
         depth=depth,
-        ece_before=round(expected_calibration_error([sigmoid(x) for x in logits], labels), 6),
-        ece_after=round(
-            expected_calibration_error([calibration.relevance(x) for x in logits], labels), 6
-        ),
-        validation_log_loss={k: round(v, 6) for k, v in losses.items()},
     )
-    calibration = replace(calibration, fitted_on=fitted_on)
-    return CalibrationReport(calibration, save_calibration(calibration, model.folder), model)
+    blend, grid = tune_blend({q: qrels.get(q, {}) for q in heads}, heads, GRID)
+    path = save_calibration(calibration, model.folder)
+    return CalibrationReport(calibration, path, model, blend.weight, grid)

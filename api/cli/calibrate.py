@@ -21,8 +21,13 @@ from search.request import MAX_TOP_K
     show_default=True,
     help="auto: the one with the lower log-loss on held-out queries.",
 )
-@click.option("--depth", type=click.IntRange(1, MAX_TOP_K), default=50, show_default=True,
-              help="Reranked hits per query that become (logit, relevant?) pairs.")
+@click.option(
+    "--depth",
+    type=click.IntRange(1, MAX_TOP_K),
+    default=50,
+    show_default=True,
+    help="Reranked hits per query that become (logit, relevant?) pairs.",
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="End with the calibration as JSON.")
 @click.pass_obj
@@ -71,5 +76,10 @@ def calibrate_cmd(
         click.echo(f"  held-out log-loss {name}: {loss:.4f}")
     click.echo(f"  ECE before (sigmoid) {fitted.ece_before:.4f}  after {fitted.ece_after:.4f}")
     click.echo(f"  written to {report.path}")
+    click.echo(
+        f"  blend weight {report.blend_weight:g} does best on these queries "
+        f"(nDCG@10 {report.blend_grid[f'{report.blend_weight:g}']:.4f}; "
+        f"pure rerank {report.blend_grid['0']:.4f})"
+    )
     if as_json:
         click.echo(json.dumps(report.calibration.to_json()))

@@ -24,7 +24,8 @@ from api.settings import ApiSettings, ServiceSettings
 from search.config import Settings
 from search.engine import SearchEngine
 from search.evaluate import Dataset, prepare_index
-from search.models import locate
+from search.calibrate import calibrate_dataset
+from search.models import MODEL_CARD, locate
 from search.rerank import CachingReranker, CrossEncoderReranker
 from search.rerank.calibration import CALIBRATION_FILE, load_calibration
 from search.scores import LruScoreStore
@@ -101,7 +102,37 @@ def test_calibrate_writes_the_calibration_beside_the_model(calibrated):
     assert fitted["depth"] == 30
     assert fitted["ece_after"] <= fitted["ece_before"]
     assert "ECE before (sigmoid)" in out and f"written to {model / CALIBRATION_FILE}" in out
+    assert "blend weight" in out and "pure rerank" in out
     assert load_calibration(locate(str(model))) is not None
+
+
+def test_a_model_fine_tuned_on_the_split_is_calibrated_on_its_held_out_queries(
+    calibrated, tmp_path
+):
+    model = tmp_path / "models" / "tuned"
+    shutil.copytree(calibrated["model"], model)
+    dataset = Dataset.open(calibrated["beir"], "dev")
+    held = sorted(dataset.judged()[1])[:3]
+    card = {
+        "data": {
+            "corpus_sha256": dataset.corpus_digest(),
+            "split": "dev",
+            "validation_queries": 3,
+            "validation_ids": held,
+        }
+    }
+    (model / MODEL_CARD).write_text(json.dumps(card))
+    settings = Settings.from_env({}).with_overrides(
+        data_dir=calibrated["data"],
+        rerank_backend="local",
+        rerank_model=str(model),
+        rerank_models_dir=model.parent,
+    )
+    report = calibrate_dataset(settings, calibrated["beir"], split="dev", depth=30)
+    fitted = report.calibration.fitted_on
+    assert fitted.split == "dev (held out by the fine-tune)" and fitted.queries == 3
+    assert fitted.pairs == 90 and report.path == model / CALIBRATION_FILE
+    assert report.blend_grid[f"{report.blend_weight:g}"] == max(report.blend_grid.values())
 
 
 def test_calibrate_refuses_the_test_split(calibrated, tmp_path):
