@@ -21,10 +21,10 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from api.settings import ApiSettings, ServiceSettings
+from search.calibrate import calibrate_dataset
 from search.config import Settings
 from search.engine import SearchEngine
 from search.evaluate import Dataset, prepare_index
-from search.calibrate import calibrate_dataset
 from search.models import MODEL_CARD, locate
 from search.rerank import CachingReranker, CrossEncoderReranker
 from search.rerank.calibration import CALIBRATION_FILE, load_calibration
@@ -81,10 +81,24 @@ def calibrated(tmp_path_factory, tiny_reranker_dir) -> dict[str, Path]:
     }
     proc = subprocess.run(
         [
-            sys.executable, "-m", "api", "calibrate", str(beir),
-            "--split", "dev", "--method", "platt", "--depth", "30", "--json",
+            sys.executable,
+            "-m",
+            "api",
+            "calibrate",
+            str(beir),
+            "--split",
+            "dev",
+            "--method",
+            "platt",
+            "--depth",
+            "30",
+            "--json",
         ],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return {"model": model, "beir": beir, "data": data, "stdout": Path(proc.stdout)}
@@ -138,7 +152,10 @@ def test_a_model_fine_tuned_on_the_split_is_calibrated_on_its_held_out_queries(
 def test_calibrate_refuses_the_test_split(calibrated, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "api", "calibrate", str(calibrated["beir"]), "--split", "test"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
         env={**os.environ, "SIEVE_DATA_DIR": str(tmp_path)},
     )
     assert proc.returncode == 2 and "'test' is not one of" in proc.stderr
@@ -178,10 +195,7 @@ def test_min_relevance_drops_the_hits_below_it(client):
 
 def test_context_abstains_when_nothing_passes(client):
     ask = {"query": QUERY, "collection": "eval"}
-    top = max(
-        h["rerank"]["relevance"]
-        for h in client.post("/v1/search", json=ask).json["hits"]
-    )
+    top = max(h["rerank"]["relevance"] for h in client.post("/v1/search", json=ask).json["hits"])
     assert top < 1.0  # a Platt map never reaches 1
     abstained = client.post("/v1/context", json={**ask, "min_relevance": 1.0}).json
     assert abstained["abstained"] is True and abstained["documents"] == []
