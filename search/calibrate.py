@@ -17,30 +17,30 @@ stands for): for that collection it wins over ``SIEVE_RERANK_BLEND_WEIGHT`` and
 the model card's weight (``search.rerank.blend.resolve_blend``).
 
 Calibrate on a split you do not evaluate on (``dev`` or ``train``, never
-``test``).
+``test``). A model fine-tuned on the same split (its card says so) is
+calibrated on the queries its fine-tune held out only
+(``search.finetune.holdout.held_out_ids``). The same reranked heads choose the
+blend weight with the best nDCG@10 (``search.evaluate.tune_blend``), reported
+beside the calibration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
 from search.evaluate import Dataset, RerankedQuery, prepare_index, tune_blend
+from search.finetune.holdout import held_out_ids
+from search.model_folders import read_card
 from search.models import LocatedModel, locate
 from search.request import MAX_TOP_K
-from search.rerank.base import Reranker, sigmoid
+from search.rerank.base import Reranker
 from search.rerank.blend import GRID
-from search.rerank.calibration import (
-    Calibration,
-    FittedOn,
-    expected_calibration_error,
-    fit,
-    save_calibration,
-)
+from search.rerank.calibration import Calibration, fit_judged, save_calibration
 from search.types import SearchRequest
 
 SPLITS = ("dev", "train")
@@ -101,11 +101,18 @@ def calibrate_dataset(
     model = reranker_model(settings)
     dataset = Dataset.open(dataset_dir, split)
     qrels, queries = dataset.judged(limit)
+    held_out = held_out_ids(
+        read_card(model.folder), dataset.name, dataset.corpus_digest(), split, list(queries)
+    )
+    if held_out is not None:
+        # The model was fine-tuned on this split: only the queries it held out count.
+        queries = {q: queries[q] for q in held_out}
+        split = f"{split} (held out by the fine-tune)"
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     logits: list[float] = []
     labels: list[bool] = []
     groups: list[str] = []
-    reranked: dict[str, RerankedQuery] = {}
+    heads: dict[str, RerankedQuery] = {}
     chosen = FROM_SETTINGS if reranker is None else reranker
     with SearchEngine(eval_settings, reranker=chosen) as engine:
         if engine.reranker is None:
@@ -121,7 +128,7 @@ def calibrate_dataset(
             if not result.reranked:
                 why = result.degraded_reasons.get("rerank", "no reason given")
                 raise BackendUnavailable(f"the reranker did not answer: {why}", backend="rerank")
-            reranked[qid] = RerankedQuery.of(result, 0.0)
+            heads[qid] = RerankedQuery.of(result, 0.0)
             judged = qrels.get(qid, {})
             for hit in result.hits:
                 if hit.rerank_logit is not None:
@@ -130,32 +137,25 @@ def calibrate_dataset(
                     groups.append(qid)
             if on_query_progress is not None:
                 on_query_progress(1)
-    calibration, losses = fit(
-        logits, labels, method=method, model_fingerprint=model.fingerprint, groups=groups
-    )
-    fitted_on = FittedOn(
+    calibration = fit_judged(
+        logits,
+        labels,
+        groups,
+        method=method,
+        model_fingerprint=model.fingerprint,
         dataset=dataset.name,
         split=split,
-        pairs=len(labels),
-        positives=sum(labels),
-        queries=len(queries),
         depth=depth,
-        ece_before=round(expected_calibration_error([sigmoid(x) for x in logits], labels), 6),
-        ece_after=round(
-            expected_calibration_error([calibration.relevance(x) for x in logits], labels), 6
-        ),
-        validation_log_loss={k: round(v, 6) for k, v in losses.items()},
     )
-    calibration = replace(calibration, fitted_on=fitted_on)
     path = save_calibration(calibration, model.folder)
     # The blend weight on the same judged queries, stored with the collection these
     # judgements stand for: it wins over the setting and the card for that collection.
-    blend, scores = tune_blend(qrels, reranked, GRID)
+    blend, scores = tune_blend({q: qrels.get(q, {}) for q in heads}, heads, GRID)
     entry: dict[str, Any] = {
         "weight": blend.weight,
         "model_fingerprint": model.fingerprint,
         "chosen_on": f"{dataset.name}/{split}",
-        "queries": len(reranked),
+        "queries": len(heads),
         "ndcg@10": scores,
     }
     registry = Registry(settings.registry)

@@ -65,6 +65,10 @@ def unknown_variables(
     return {k: v for k, v in environ.items() if k.startswith(PREFIX) and k not in known}
 
 
+# How long a batch command waits for a retrieval leg or the reranker (Settings.for_batch).
+BATCH_TIMEOUT_S = 600.0
+
+
 @dataclass(frozen=True)
 class Settings(EnvSettings):
     """The engine's knobs. Field ``foo_bar`` is read from ``SIEVE_FOO_BAR``."""
@@ -184,6 +188,19 @@ class Settings(EnvSettings):
                 "SIEVE_VECTOR_BACKEND=qdrant needs exactly one of SIEVE_QDRANT_URL "
                 "(a server) or SIEVE_QDRANT_PATH (qdrant-client local mode)"
             )
+
+    def for_batch(self) -> Settings:
+        """These settings for a batch command (``sieve eval``, ``calibrate``, ``finetune``).
+
+        The legs' and the reranker's deadlines protect an interactive caller's
+        latency. A batch run has no such caller: on a busy machine a missed deadline
+        would record an unreranked or one-leg answer as if it were the system's, and
+        measure, fit or mine the wrong thing. Latencies are still measured as served.
+        """
+        return self.with_overrides(
+            leg_timeout_s=max(self.leg_timeout_s, BATCH_TIMEOUT_S),
+            rerank_timeout_s=max(self.rerank_timeout_s, BATCH_TIMEOUT_S),
+        )
 
     @property
     def registry(self) -> str:

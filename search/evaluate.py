@@ -227,7 +227,7 @@ def prepare_index(
         "format": 1,
     }
     marker = eval_dir / "fingerprint.json"
-    eval_settings = settings.with_overrides(
+    eval_settings = settings.for_batch().with_overrides(
         data_dir=eval_dir,
         registry_url="",
         collection="eval",
@@ -403,7 +403,8 @@ def evaluate_dataset(
         if "hybrid" not in modes:
             modes = [*modes, "hybrid"]
         checked = _check_reranker(
-            settings, reranker if reranker is not None else build_reranker(settings)
+            settings,
+            reranker if reranker is not None else build_reranker(settings.for_batch()),
         )
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     results: dict[str, dict[str, float]] = {}

@@ -21,8 +21,13 @@ from search.request import MAX_TOP_K
     show_default=True,
     help="auto: the one with the lower log-loss on held-out queries.",
 )
-@click.option("--depth", type=click.IntRange(1, MAX_TOP_K), default=50, show_default=True,
-              help="Reranked hits per query that become (logit, relevant?) pairs.")
+@click.option(
+    "--depth",
+    type=click.IntRange(1, MAX_TOP_K),
+    default=50,
+    show_default=True,
+    help="Reranked hits per query that become (logit, relevant?) pairs.",
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="End with the calibration as JSON.")
 @click.pass_obj
@@ -72,10 +77,12 @@ def calibrate_cmd(
     click.echo(f"  ECE before (sigmoid) {fitted.ece_before:.4f}  after {fitted.ece_after:.4f}")
     click.echo(f"  written to {report.path}")
     if report.blend is not None:
+        grid, weight = report.blend["ndcg@10"], report.blend["weight"]
         click.echo(
-            f"blend weight {report.blend['weight']:g} chosen on {report.blend['queries']} "
-            f"queries, stored with collection {report.collection!r} (used for its searches "
-            "after a restart)"
+            f"blend weight {weight:g} chosen on {report.blend['queries']} "
+            f"queries (nDCG@10 {grid[f'{weight:g}']:.4f}, pure rerank "
+            f"{grid['0']:.4f}), stored with collection {report.collection!r} (used for its "
+            "searches after a restart)"
         )
     if as_json:
         click.echo(json.dumps(report.calibration.to_json()))

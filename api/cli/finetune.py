@@ -76,7 +76,6 @@ def finetune_cmd(
     model is worth setting as SIEVE_RERANK_MODEL.
     """
     from search.finetune import FinetuneConfig, finetune
-    from search.finetune.blend_choice import choose_blend
     from search.finetune.source import from_dataset, from_pairs
 
     if (dataset_dir is None) == (pairs is None):
@@ -107,17 +106,19 @@ def finetune_cmd(
             )
         finally:
             bar.close()
-        blend = None
-        if result.stopped != "interrupted" and result.after is not None:
-            blend = choose_blend(source, result.out, config)
-            if blend is not None:
-                result.card["blend"] = blend
     before, after = result.before, result.after
     click.echo(f"model saved to {result.out} ({result.stopped}, {result.card['steps']} steps)")
+    blend = result.card.get("blend")
     if blend is not None:
         click.echo(
             f"blend weight {blend['weight']:g} chosen on {blend['queries']} validation queries "
             "(in the card: used unless the collection or SIEVE_RERANK_BLEND_WEIGHT sets one)"
+        )
+    calibration = result.card.get("calibration")
+    if calibration is not None:
+        click.echo(
+            f"calibration ({calibration['method']}) fitted on the same queries, ECE "
+            f"{calibration['ece']:.4f}: hits carry `relevance` and requests may set min_relevance"
         )
     if before is not None and after is not None:
         n = result.card["data"]["validation_queries"]

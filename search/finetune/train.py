@@ -37,6 +37,7 @@ from search.finetune.data import (
     mine_negatives,
     split_by_query,
 )
+from search.finetune.holdout import fit_holdout
 from search.finetune.model import CrossEncoder
 from search.finetune.validation import Validation
 from search.model_folders import read_card, replace_folder, write_json
@@ -254,6 +255,7 @@ def finetune(
             "fingerprint": data_fingerprint(source.corpus_digest(), data, split),
             "train_queries": len(split.train),
             "validation_queries": len(split.validation),
+            "validation_ids": list(split.validation),
             "groups_per_epoch": len(groups),
             "negatives_guard": f"near-duplicates of a positive dropped (Jaccard >= "
             f"{config.dedup_jaccard}); top {config.skip_top} ranks skipped",
@@ -347,4 +349,22 @@ def finetune(
         _save(model, out, card_now(stopped))
     else:
         write_json(out / MODEL_CARD, card_now(stopped))
+    if validation and stopped != "interrupted":
+        # An interrupted run ends at once; `sieve calibrate` can fit it later.
+        fitted = fit_holdout(
+            source,
+            split.validation,
+            out,
+            dataset=str(source.describe.get("name") or source.describe.get("collection") or ""),
+            max_length=config.max_length,
+            query_share=config.query_share,
+        )
+        card["blend"] = fitted.card_entry()
+        if fitted.calibration is not None and fitted.calibration.fitted_on is not None:
+            card["calibration"] = {
+                "method": fitted.calibration.method,
+                "ece": fitted.calibration.fitted_on.ece_after,
+            }
+        card["wall_time_s"] = round(time.monotonic() - started, 1)
+        write_json(out / MODEL_CARD, card)
     return FinetuneResult(out, card, stopped, before, best, losses)

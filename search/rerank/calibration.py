@@ -28,7 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,41 @@ def fit(
     return _fit_one(method, logits, labels, model_fingerprint), losses
 
 
+def fit_judged(
+    logits: Sequence[float],
+    labels: Sequence[bool | int],
+    groups: Sequence[str],
+    *,
+    method: str,
+    model_fingerprint: str,
+    dataset: str,
+    split: str,
+    depth: int,
+) -> Calibration:
+    """``fit`` on one data set's judged pairs, with what it was fitted on and its ECE.
+
+    ``groups`` holds the query id of each pair; ``sieve calibrate`` and
+    ``sieve finetune`` (on its held-out queries) both record their fit this way.
+    """
+    calibration, losses = fit(
+        logits, labels, method=method, model_fingerprint=model_fingerprint, groups=groups
+    )
+    fitted_on = FittedOn(
+        dataset=dataset,
+        split=split,
+        pairs=len(labels),
+        positives=sum(bool(y) for y in labels),
+        queries=len(set(groups)),
+        depth=depth,
+        ece_before=round(expected_calibration_error([sigmoid(x) for x in logits], labels), 6),
+        ece_after=round(
+            expected_calibration_error([calibration.relevance(x) for x in logits], labels), 6
+        ),
+        validation_log_loss={k: round(v, 6) for k, v in losses.items()},
+    )
+    return replace(calibration, fitted_on=fitted_on)
+
+
 def _holdout(
     labels: Sequence[bool | int], groups: Sequence[str] | None
 ) -> tuple[list[int], list[int]]:
@@ -295,7 +330,9 @@ def load_calibration(model: LocatedModel) -> Calibration | None:
         log.warning(
             "ignoring calibration %s: fitted for model fingerprint %s, the model's is %s "
             "(run `sieve calibrate` again)",
-            path, calibration.model_fingerprint, model.fingerprint,
+            path,
+            calibration.model_fingerprint,
+            model.fingerprint,
         )
         return None
     return calibration

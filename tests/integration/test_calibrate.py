@@ -21,10 +21,11 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from api.settings import ApiSettings, ServiceSettings
+from search.calibrate import calibrate_dataset
 from search.config import Settings
 from search.engine import BLEND_SETTING, SearchEngine
 from search.evaluate import Dataset, prepare_index
-from search.models import locate
+from search.models import MODEL_CARD, locate
 from search.rerank import CachingReranker, CrossEncoderReranker
 from search.rerank.blend import GRID
 from search.rerank.calibration import CALIBRATION_FILE, load_calibration
@@ -81,10 +82,24 @@ def calibrated(tmp_path_factory, tiny_reranker_dir) -> dict[str, Path]:
     }
     proc = subprocess.run(
         [
-            sys.executable, "-m", "api", "calibrate", str(beir),
-            "--split", "dev", "--method", "platt", "--depth", "30", "--json",
+            sys.executable,
+            "-m",
+            "api",
+            "calibrate",
+            str(beir),
+            "--split",
+            "dev",
+            "--method",
+            "platt",
+            "--depth",
+            "30",
+            "--json",
         ],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return {"model": model, "beir": beir, "data": data, "stdout": Path(proc.stdout)}
@@ -102,6 +117,7 @@ def test_calibrate_writes_the_calibration_beside_the_model(calibrated):
     assert fitted["depth"] == 30
     assert fitted["ece_after"] <= fitted["ece_before"]
     assert "ECE before (sigmoid)" in out and f"written to {model / CALIBRATION_FILE}" in out
+    assert "blend weight" in out and "pure rerank" in out
     assert load_calibration(locate(str(model))) is not None
 
 
@@ -131,10 +147,45 @@ def test_calibrate_stores_a_blend_weight_with_the_collection_and_it_wins(calibra
         assert engine.collection_blend("default") is None
 
 
+def test_a_model_fine_tuned_on_the_split_is_calibrated_on_its_held_out_queries(
+    calibrated, tmp_path
+):
+    model = tmp_path / "models" / "tuned"
+    shutil.copytree(calibrated["model"], model)
+    dataset = Dataset.open(calibrated["beir"], "dev")
+    held = sorted(dataset.judged()[1])[:3]
+    card = {
+        "data": {
+            "corpus_sha256": dataset.corpus_digest(),
+            "split": "dev",
+            "validation_queries": 3,
+            "validation_ids": held,
+        }
+    }
+    (model / MODEL_CARD).write_text(json.dumps(card))
+    settings = Settings.from_env({}).with_overrides(
+        data_dir=calibrated["data"],
+        rerank_backend="local",
+        rerank_model=str(model),
+        rerank_models_dir=model.parent,
+        collection="tuned",  # the module's other tests read what is stored with "default"
+    )
+    report = calibrate_dataset(settings, calibrated["beir"], split="dev", depth=30)
+    fitted = report.calibration.fitted_on
+    assert fitted.split == "dev (held out by the fine-tune)" and fitted.queries == 3
+    assert fitted.pairs == 90 and report.path == model / CALIBRATION_FILE
+    grid = report.blend["ndcg@10"]
+    assert report.collection == "tuned"
+    assert grid[f"{report.blend['weight']:g}"] == max(grid.values())
+
+
 def test_calibrate_refuses_the_test_split(calibrated, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "api", "calibrate", str(calibrated["beir"]), "--split", "test"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
         env={**os.environ, "SIEVE_DATA_DIR": str(tmp_path)},
     )
     assert proc.returncode == 2 and "'test' is not one of" in proc.stderr
@@ -174,10 +225,7 @@ def test_min_relevance_drops_the_hits_below_it(client):
 
 def test_context_abstains_when_nothing_passes(client):
     ask = {"query": QUERY, "collection": "eval"}
-    top = max(
-        h["rerank"]["relevance"]
-        for h in client.post("/v1/search", json=ask).json["hits"]
-    )
+    top = max(h["rerank"]["relevance"] for h in client.post("/v1/search", json=ask).json["hits"])
     assert top < 1.0  # a Platt map never reaches 1
     abstained = client.post("/v1/context", json={**ask, "min_relevance": 1.0}).json
     assert abstained["abstained"] is True and abstained["documents"] == []

@@ -30,6 +30,7 @@ from search.models import MODEL_CARD, bundled_model_path, locate
 from search.rerank import CrossEncoderReranker
 from search.rerank.base import card_of
 from search.rerank.blend import GRID, card_blend_weight, resolve_blend
+from search.rerank.calibration import load_calibration
 from search.types import Document
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,22 @@ def test_card_records_base_data_hyperparameters_and_metrics(trained, tiny_rerank
     assert result.before == validation["before"] and result.after == validation["after"]
     assert card["created"] and card["wall_time_s"] > 0 and card["stopped"] == "completed"
     assert card["better_than_no_rerank"] == result.better
+
+
+def test_held_out_queries_choose_the_blend_and_fit_the_calibration(trained):
+    result, _, _ = trained
+    card = result.card
+    assert len(card["data"]["validation_ids"]) == card["data"]["validation_queries"] == 1
+    blend = card["blend"]
+    assert blend["chosen_on"] == "validation" and blend["queries"] == 1
+    assert blend["weight"] in GRID and set(blend["ndcg@10"]) == {f"{w:g}" for w in GRID}
+    assert blend["ndcg@10"][f"{blend['weight']:g}"] == max(blend["ndcg@10"].values())
+    calibration = load_calibration(locate(str(result.out)))
+    assert calibration is not None and calibration.fitted_on.split == "validation"
+    assert card["calibration"] == {
+        "method": calibration.method,
+        "ece": calibration.fitted_on.ece_after,
+    }
 
 
 def test_ctrl_c_keeps_the_best_checkpoint(settings, dataset, tiny_reranker_dir, tmp_path):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from api.settings import LAYERS, ServiceSettings
-from search.config import Settings, unknown_variables
+from search.config import BATCH_TIMEOUT_S, Settings, unknown_variables
 from search.errors import BackendUnavailable, ConfigError, LoadError
 
 pytestmark = pytest.mark.unit
@@ -79,3 +79,12 @@ def test_errors_pickle_with_their_data():
     assert err.backend == "qdrant" and err.data["attempt"] == 3 and str(err) == "down"
     load = pickle.loads(pickle.dumps(LoadError("bad line", path="a.jsonl", line=7)))
     assert (load.path, load.line) == ("a.jsonl", 7)
+
+
+def test_batch_commands_wait_for_the_legs_and_the_reranker():
+    served = Settings.from_env({})
+    batch = served.for_batch()
+    assert (served.leg_timeout_s, served.rerank_timeout_s) == (5.0, 2.0)
+    assert batch.leg_timeout_s == batch.rerank_timeout_s == BATCH_TIMEOUT_S
+    patient = served.with_overrides(rerank_timeout_s=2 * BATCH_TIMEOUT_S).for_batch()
+    assert patient.rerank_timeout_s == 2 * BATCH_TIMEOUT_S  # never shortened
