@@ -110,7 +110,9 @@ class CeleryReranker:
         See ``_rerank``; this keeps ``last_error`` up to date.
         """
         try:
-            batch = self._rerank(query, passages, deadline=deadline)
+            batch = self._rerank(
+                query, passages, deadline=deadline, max_doc_tokens=max_doc_tokens
+            )
         except BackendUnavailable as exc:
             self.last_error = str(exc)
             raise
@@ -118,7 +120,12 @@ class CeleryReranker:
         return batch
 
     def _rerank(
-        self, query: str, passages: Sequence[str], *, deadline: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        deadline: float | None = None,
+        max_doc_tokens: int | None = None,
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
 
