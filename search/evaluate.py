@@ -448,8 +448,14 @@ def evaluate_dataset(
                         on_query_progress(1)
                 return out
 
-            blend = rerank.blend
+            blend, source = rerank.blend, "given"
+            if blend is None and tuning is None:
+                # None given: the blend a served search of this collection uses (its
+                # stored weight, SIEVE_RERANK_BLEND_WEIGHT, the model card's), if any.
+                served = engine.collection("eval").pipeline
+                blend, source = served.blend, served.blend_source
             if tuning is not None:
+                source = f"tuned on {rerank.tune_split}"
                 blend, grid = tune_blend(tuning[0], rerank_all(tuning[1]), rerank.grid)
                 report["blend_tuning"] = {
                     "split": rerank.tune_split,
@@ -462,6 +468,7 @@ def evaluate_dataset(
             runs["rerank"] = {qid: q.ranking() for qid, q in reranked.items()}
             if blend is not None:
                 results["rerank_blend"] = rerank_row(qrels, reranked, runs["hybrid"], blend)
+                report["blend_source"] = source
                 runs["rerank_blend"] = {qid: q.ranking(blend) for qid, q in reranked.items()}
             report["reranker"] = {"model": checked.model_key, "depth": depth}
     return {**report, "results": results}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from api.cli import main
 from api.cli.search import eval_lines
 from search.config import Settings
 from search.evaluate import RerankEval, evaluate_dataset
+from search.models import MODEL_CARD
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +141,24 @@ def test_tune_blend_chooses_the_best_weight_on_the_train_split(env, beir):
     lines = eval_lines(report)
     assert lines[0].startswith(f"blend weight {tuning['weight']:g} chosen on train (4 queries)")
     assert len(lines) == 5 and "(blend " in lines[-1]
+
+
+def test_eval_rerank_blends_as_a_served_search_would(env, beir, tiny_reranker_dir, tmp_path):
+    # No --blend-weight: the blended row uses the weight a served search resolves,
+    # here the one a fine-tune wrote in the model card.
+    model = tmp_path / "models" / "carded"
+    shutil.copytree(tiny_reranker_dir, model)
+    (model / MODEL_CARD).write_text(json.dumps({"blend": {"weight": 10000}}))
+    settings = Settings(
+        data_dir=Path(env["SIEVE_DATA_DIR"]),
+        rerank_model=str(model),
+        rerank_models_dir=model.parent,
+        rerank_timeout_s=60.0,
+    )
+    report = evaluate_dataset(settings, beir, modes=["hybrid"], rerank=RerankEval())
+    assert report["blend_source"] == "card"
+    assert report["results"]["rerank_blend"]["blend_weight"] == 10000
+    assert report["results"]["rerank_blend"]["ties"] == 8  # the retrieval order back
 
 
 @pytest.mark.parametrize("backend", ["auto", "local"])
