@@ -21,7 +21,8 @@ from search import request as contract
 from search.config import Settings
 from search.embed import Embedder
 from search.errors import BackendUnavailable, InvalidRequest, SieveError
-from search.keyword.base import KeywordIndex
+from search.hydration import Hydration
+from search.keyword.base import Hydrate, KeywordIndex
 from search.rerank import Reranker, check_scores
 from search.rerank.base import card_of
 from search.rerank.blend import best_first, card_blend_weight, resolve_blend
@@ -39,6 +40,8 @@ class LegResult:
 
     hits: list[ScoredChunk]
     timings_ms: dict[str, float]
+    # Set when ``hits`` carry ids and scores only (the BM25 leg): their passages.
+    hydrate: Hydrate | None = None
 
 
 def collapse(chunks: list[ScoredChunk]) -> list[ScoredChunk]:
@@ -172,10 +175,15 @@ class Pipeline:
             )
 
         t0 = time.perf_counter()
-        hits = self._fuse(legs, plan.fusion, request)[: plan.window]
+        hits, lazy = self._fuse(legs, plan.fusion, request)
+        hits = hits[: plan.window]
         timings["fusion"] = (time.perf_counter() - t0) * 1000
+        # Passages are decoded only for the hits that need them: the reranked
+        # head here, the returned page below.
+        fill = Hydration(lazy, legs["bm25"].hydrate if "bm25" in legs else None)
         reranked, cached = False, 0
         if plan.rerank and hits:
+            hits = fill(hits, 0, plan.rerank_depth)
             try:
                 hits, cached = self._rerank(request.query, hits, plan.rerank_depth, timings)
                 reranked = True
@@ -188,11 +196,15 @@ class Pipeline:
             # degraded (``degraded`` says so), none past the rerank depth. The map
             # is monotone, so what passes is a head of the reranked order.
             hits = [h for h in hits if h.relevance is not None and h.relevance >= floor]
+        page = fill(hits, request.offset, request.offset + request.top_k)
+        page = page[request.offset : request.offset + request.top_k]
+        if fill.ms:
+            timings["hydrate"] = fill.ms
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResult(
             query=request.query,
             mode=request.mode,
-            hits=hits[request.offset : request.offset + request.top_k],
+            hits=page,
             timings_ms=timings,
             degraded=list(degraded),
             degraded_reasons=degraded,
@@ -273,8 +285,9 @@ class Pipeline:
 
     def _bm25(self, tokens: list[str], depth: int, request: SearchRequest) -> LegResult:
         t0 = time.perf_counter()
-        hits = collapse(self.keyword.search(tokens, depth, request.filters))
-        return LegResult(hits, {"bm25": (time.perf_counter() - t0) * 1000})
+        found = self.keyword.candidates(tokens, depth, request.filters)
+        hits = collapse(found.hits)
+        return LegResult(hits, {"bm25": (time.perf_counter() - t0) * 1000}, found.hydrate)
 
     def _vector(self, query: str, depth: int, request: SearchRequest) -> LegResult:
         t0 = time.perf_counter()
@@ -284,7 +297,10 @@ class Pipeline:
         t2 = time.perf_counter()
         return LegResult(hits, {"embed": (t1 - t0) * 1000, "vector": (t2 - t1) * 1000})
 
-    def _fuse(self, legs: dict[str, LegResult], method: str, request: SearchRequest) -> list[Hit]:
+    def _fuse(
+        self, legs: dict[str, LegResult], method: str, request: SearchRequest
+    ) -> tuple[list[Hit], set[str]]:
+        """The fused hits, and the chunk ids of those whose passage is still to be read."""
         by_leg: dict[str, dict[str, tuple[ScoredChunk, LegScore]]] = {
             name: {
                 c.doc_id: (c, LegScore(c.score, rank)) for rank, c in enumerate(leg.hits, start=1)
@@ -292,7 +308,7 @@ class Pipeline:
             for name, leg in legs.items()
         }
         if not legs:
-            return []  # every leg was skipped on purpose; ``skipped`` says why
+            return [], set()  # every leg was skipped on purpose; ``skipped`` says why
         if len(legs) == 1:
             (name,) = legs
             order = [(c.doc_id, c.score) for c in legs[name].hits]
@@ -301,12 +317,16 @@ class Pipeline:
             weights = request.weights or self.settings.fusion_weights
             order = fusion.fuse(method, runs, weights, k=self.settings.rrf_k)
         fused = len(legs) > 1
+        lazy_bm25 = "bm25" in legs and legs["bm25"].hydrate is not None
+        lazy: set[str] = set()
         hits: list[Hit] = []
         for rank, (doc_id, score) in enumerate(order, start=1):
             bm25 = by_leg.get("bm25", {}).get(doc_id)
             vec = by_leg.get("vector", {}).get(doc_id)
             # Show the passage from the leg that ranked the document higher.
             best = min((x for x in (bm25, vec) if x is not None), key=lambda x: x[1].rank)[0]
+            if lazy_bm25 and bm25 is not None and best is bm25[0]:
+                lazy.add(best.chunk_id)
             hits.append(
                 Hit(
                     doc_id=doc_id,
@@ -323,4 +343,4 @@ class Pipeline:
                     fused=LegScore(score, rank) if fused else None,
                 )
             )
-        return hits
+        return hits, lazy
