@@ -51,6 +51,9 @@ class KeywordIndex(Protocol):
     """
 
     name: str
+    # True when the index lives in this process (no server to wait on): the
+    # pipeline then runs the leg on the calling thread, without a deadline.
+    in_process: bool
 
     def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> UpsertResult:
         """Replace every chunk of the documents in ``chunks`` with ``chunks``.

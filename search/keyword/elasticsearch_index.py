@@ -146,6 +146,7 @@ class ElasticsearchKeywordIndex:
     """
 
     name = "elasticsearch"
+    in_process = False  # a server: the pipeline bounds its wait with the leg deadline
 
     def __init__(self, settings: Settings, collection: str = "default") -> None:
         prefix = settings.es_index_prefix.lower()

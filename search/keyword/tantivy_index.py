@@ -85,6 +85,7 @@ class TantivyKeywordIndex:
     """
 
     name = "tantivy"
+    in_process = True
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

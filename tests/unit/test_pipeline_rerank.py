@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -41,6 +42,8 @@ class Keyword:
     Like the real ones it answers ids and scores first and passages on demand;
     ``hydrated`` records which chunk ids were asked for.
     """
+
+    in_process = True
 
     def __init__(self, chunks: list[ScoredChunk]) -> None:
         self.chunks = chunks
@@ -263,3 +266,46 @@ def test_only_the_reranked_head_and_the_page_are_hydrated():
     assert keyword.hydrated == ["d6-c", "d7-c", "d8-c"]
     assert [h.text for h in plain.hits] == ["Passage 6.", "Passage 7.", "Passage 8."]
     assert plain.total_window == 30
+
+
+class ThreadKeyword(Keyword):
+    """Records the thread each search ran on."""
+
+    def __init__(self, chunks: list[ScoredChunk], in_process: bool) -> None:
+        super().__init__(chunks)
+        self.in_process, self.threads = in_process, []
+
+    def candidates(self, tokens, depth, filters):
+        self.threads.append(threading.current_thread())
+        return super().candidates(tokens, depth, filters)
+
+
+class ThreadVector:
+    def __init__(self, chunks: list[ScoredChunk]) -> None:
+        self.chunks, self.threads = chunks, []
+
+    def search(self, vector, depth, filters):
+        self.threads.append(threading.current_thread())
+        return self.chunks[:depth]
+
+
+class OneVectorEmbedder(NoEmbedder):
+    def warm_up(self):
+        pass
+
+    def embed_query(self, text):
+        return [1.0]
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_hybrid_runs_an_in_process_bm25_leg_on_the_calling_thread(in_process):
+    chunks = [chunk(d, "", f"Passage {d}.", 0) for d in "abc"]
+    keyword, vector = ThreadKeyword(chunks, in_process), ThreadVector(chunks[::-1])
+    pipeline = Pipeline(Settings(), keyword, vector, OneVectorEmbedder())
+    result = pipeline.search(SearchRequest(query="passage", mode="hybrid", top_k=3))
+    assert {h.doc_id for h in result.hits} == set("abc") and not result.degraded
+    # A server-backed BM25 leg keeps its own deadline in the pool; the vector leg always does.
+    here = threading.current_thread()
+    assert (keyword.threads == [here]) is in_process
+    assert vector.threads and vector.threads[0] is not here
+    assert all(h.text == f"Passage {h.doc_id}." for h in result.hits)
