@@ -5,9 +5,11 @@
     python bench/rerank.py --model models/bge-reranker-v2-m3 --json
 
 Workload: SciFact (``--data``, BEIR format). The first ``--queries`` queries each get a
-top-``--depth`` candidate list from BM25 (bm25s when installed, else random documents) over
+top-``--depths`` candidate list from BM25 (bm25s when installed, else random documents) over
 title + text; one "top-50 rerank" is one call with those 50 passages. Passage lengths are
-therefore real ones.
+therefore real ones. Several depths (``--depths 50,100``) time the same loaded systems on
+prefixes of the same lists. Without SciFact (or with ``--synthetic``) the lists are generated:
+random words at SciFact's lengths (queries about 12 words, passages about 220, long tail).
 
 Model: ``--model PATH`` (any one-label sequence classifier), or a RANDOMLY initialised
 XLM-RoBERTa classifier built on the spot (``--arch``; random weights cost the same time as
@@ -28,9 +30,11 @@ encoder with L layers, hidden d, intermediate f:
     2 * P * s + 4 * L * s^2 * d,   P = L * (4 d^2 + 2 d f)   (non-embedding weights)
 
 i.e. two FLOPs per weight per token, plus the QK^T and attention-times-V products; padding
-is not counted, so padding waste lowers MFU. The matrix rate is measured before and after
-the run and the higher one kept. Each system gets two warm-up calls; then the timed calls
-run system after system, query by query, so that other load on the machine hits all alike.
+is not counted, so padding waste lowers MFU. ``--out DIR`` writes ``rerank.json`` and
+``rerank.md`` (the table) there; ``bench/gpu.sh`` runs the whole GPU measurement. The
+matrix rate is measured before and after the run and the higher one kept. Each system gets
+two warm-up calls; then the timed calls run system after system, query by query, so that
+other load on the machine hits all alike.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 ARCHS: dict[str, dict[str, Any]] = {
+    # For tests of this script on CPU: built in seconds, measures nothing of interest.
+    "tiny": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_position": 514},
     "small": {"hidden": 384, "layers": 6, "heads": 6, "intermediate": 1536, "max_position": 514},
     "bge-m3-large": {
         "hidden": 1024,
@@ -67,6 +73,10 @@ ARCHS: dict[str, dict[str, Any]] = {
     },
 }
 TOKENIZER_VOCAB = 32000
+TOKENIZER_VOCABS = {"tiny": 1500}  # others: TOKENIZER_VOCAB
+# SciFact's lengths in words (title + abstract; test queries), for synthetic lists.
+PASSAGE_WORDS_MEDIAN, PASSAGE_WORDS_MAX = 220, 900
+QUERY_WORDS = (6, 20)
 MAX_LENGTH = 512
 WARMUP_CALLS = 2
 
@@ -83,15 +93,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def load_workload(
-    data: Path, n_queries: int, depth: int
-) -> tuple[list[tuple[str, list[str]]], str]:
-    """``n_queries`` (query, top-``depth`` passages) pairs, and how candidates were picked."""
+Workload = list[tuple[str, list[str]]]
+
+
+def load_workload(data: Path, n_queries: int, depth: int) -> tuple[Workload, str, list[str]]:
+    """``n_queries`` (query, top-``depth`` passages) pairs, how candidates were picked, and
+    the corpus texts (to train the tokenizer on)."""
     corpus_file, queries_file = data / "corpus.jsonl", data / "queries.jsonl"
     if not corpus_file.exists() or not queries_file.exists():
         sys.exit(
             f"SciFact not found: need {corpus_file} and {queries_file} (BEIR format). "
-            "Point --data at a folder holding them."
+            "Point --data at a folder holding them, or pass --synthetic."
         )
     corpus = read_jsonl(corpus_file)
     texts = [f"{d.get('title', '')} {d.get('text', '')}".strip() for d in corpus]
@@ -109,25 +121,53 @@ def load_workload(
             show_progress=False,
         )
         lists = [[texts[int(i)] for i in row] for row in ids]
-        how = f"bm25s {bm25s.__version__} top-{depth}"
+        how = f"SciFact {data}: bm25s {bm25s.__version__} top-{depth}"
     else:
         rng = random.Random(0)
         lists = [rng.sample(texts, depth) for _ in queries]
-        how = f"{depth} random documents (bm25s not installed)"
-    return list(zip(queries, lists, strict=True)), how
+        how = f"SciFact {data}: {depth} random documents (bm25s not installed)"
+    return list(zip(queries, lists, strict=True)), how, texts
 
 
-def build_model(arch: str, folder: Path, data: Path) -> Path:
-    """A random classifier of ``arch``'s shape, with a tokenizer trained on the corpus."""
+def synthetic_workload(
+    n_queries: int, depth: int, seed: int = 0
+) -> tuple[Workload, str, list[str]]:
+    """Generated lists at SciFact's lengths: what ``load_workload`` gives, without the data.
+
+    Passage lengths are log-normal around SciFact's median (its long tail crosses the
+    512-token limit as real abstracts do); words come from a fixed list of a few
+    thousand made-up words, so the trained tokenizer splits them as it would real ones.
+    """
+    rng = random.Random(seed)
+    syllables = ["ka", "te", "ri", "so", "mu", "ne", "lo", "pi", "da", "gen", "cyt", "ase"]
+    words = sorted({"".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(4000)})
+
+    def text(n_words: int) -> str:
+        return " ".join(rng.choices(words, k=n_words))
+
+    def passage_words() -> int:
+        return min(
+            PASSAGE_WORDS_MAX, max(20, int(rng.lognormvariate(0, 0.45) * PASSAGE_WORDS_MEDIAN))
+        )
+
+    workload = [
+        (text(rng.randint(*QUERY_WORDS)), [text(passage_words()) for _ in range(depth)])
+        for _ in range(n_queries)
+    ]
+    texts = [p for _, passages in workload for p in passages]
+    return workload, f"synthetic: {n_queries} lists of {depth} at SciFact lengths", texts
+
+
+def build_model(arch: str, folder: Path, texts: list[str], source: str) -> Path:
+    """A random classifier of ``arch``'s shape, with a tokenizer trained on ``texts``."""
     from support.tiny_models import build_tiny_reranker
 
+    vocab = TOKENIZER_VOCABS.get(arch, TOKENIZER_VOCAB)
     marker = folder / "bench-arch.json"
-    wanted = {"arch": arch, **ARCHS[arch], "vocab": TOKENIZER_VOCAB, "data": str(data)}
+    wanted = {"arch": arch, **ARCHS[arch], "vocab": vocab, "data": source}
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return folder  # reuse a --build-dir from an earlier run
-    corpus = read_jsonl(data / "corpus.jsonl")
-    texts = [f"{d.get('title', '')} {d.get('text', '')}" for d in corpus]
-    build_tiny_reranker(folder, vocab_size=TOKENIZER_VOCAB, texts=texts, **ARCHS[arch])
+    build_tiny_reranker(folder, vocab_size=vocab, texts=texts, **ARCHS[arch])
     marker.write_text(json.dumps(wanted))
     return folder
 
@@ -271,21 +311,24 @@ def _version(dist: str) -> str:
 
 def run_systems(
     factories: dict[str, Callable[[], Any]],
-    workload: list[tuple[str, list[str]]],
+    workloads: dict[int, Workload],
     config: Any,
     torch: Any,
     device: str,
 ) -> list[dict[str, Any]]:
-    """Load every system, warm each up, then time them call by call, in turn.
+    """Load every system, warm each up, then time them call by call, in turn, per depth.
 
     Interleaving (system order rotating per query) spreads any noise from other
     processes on the machine evenly over the systems instead of on whichever ran
     while it lasted. GPU memory per system: what loading it allocated (weights)
     plus the most any of its calls allocated on top of what was already there.
+    One row per system and depth; a system that cannot be imported gets one row
+    saying why.
     """
     cuda = device.startswith("cuda")
-    rows: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
     live: dict[str, tuple[Callable[[str, list[str]], Any], Callable[..., list[int]]]] = {}
+    loaded: dict[str, dict[str, Any]] = {}
     for name, factory in factories.items():
         log(f"loading {name} ...")
         before = torch.cuda.memory_allocated() if cuda else 0
@@ -293,49 +336,57 @@ def run_systems(
         try:
             score, lengths, note = factory()
         except ImportError as exc:
-            rows[name] = {"system": name, "status": "not installed", "note": str(exc)}
+            log(f"  skipped: {name} is not importable ({exc})")
+            rows.append({"system": name, "status": "not installed", "note": str(exc)})
             continue
-        rows[name] = {"system": name, "status": "ok", "note": note, "latencies": [], "extra": 0}
-        rows[name]["load_s"] = round(time.perf_counter() - started, 2)
-        rows[name]["weights"] = (torch.cuda.memory_allocated() - before) if cuda else 0
+        loaded[name] = {
+            "note": note,
+            "load_s": round(time.perf_counter() - started, 2),
+            "weights": (torch.cuda.memory_allocated() - before) if cuda else 0,
+        }
         live[name] = (score, lengths)
-        for query, passages in workload[:WARMUP_CALLS]:
+        for query, passages in next(iter(workloads.values()))[:WARMUP_CALLS]:
             score(query, passages)
-    log(f"timing {len(workload)} calls per system, interleaved ...")
     names = list(live)
-    for turn, (query, passages) in enumerate(workload):
-        for name in names[turn % len(names) :] + names[: turn % len(names)]:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated() if cuda else 0
-            started = time.perf_counter()
-            live[name][0](query, passages)
-            if cuda:
-                torch.cuda.synchronize()
-            rows[name]["latencies"].append(time.perf_counter() - started)
-            if cuda:
-                extra = torch.cuda.max_memory_allocated() - base
-                rows[name]["extra"] = max(rows[name]["extra"], extra)
-    for name, (_, lengths) in live.items():
-        row = rows[name]
-        latencies = row.pop("latencies")
-        fed = [n for query, passages in workload for n in lengths(query, passages)]
-        total = sum(latencies)
-        row.update(
-            calls=len(latencies),
-            pairs_per_s=sum(len(p) for _, p in workload) / total,
-            tokens_per_s=sum(fed) / total,
-            sequences=len(fed),
-            p50_ms=statistics.median(latencies) * 1e3,
-            p99_ms=_percentile(latencies, 0.99) * 1e3,
-            peak_gpu_mib=(row.pop("weights") + row.pop("extra")) / 2**20 if cuda else None,
-            model_flops_per_s=sum(sequence_flops(config, n) for n in fed) / total,
-        )
-        if not cuda:
-            row.pop("weights")
-            row.pop("extra")
-    return list(rows.values())
+    for depth, workload in workloads.items():
+        log(f"timing {len(workload)} top-{depth} calls per system, interleaved ...")
+        latencies: dict[str, list[float]] = {name: [] for name in names}
+        extra = dict.fromkeys(names, 0)
+        for turn, (query, passages) in enumerate(workload):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated() if cuda else 0
+                started = time.perf_counter()
+                live[name][0](query, passages)
+                if cuda:
+                    torch.cuda.synchronize()
+                latencies[name].append(time.perf_counter() - started)
+                if cuda:
+                    extra[name] = max(extra[name], torch.cuda.max_memory_allocated() - base)
+        for name in names:
+            fed = [n for query, passages in workload for n in live[name][1](query, passages)]
+            total = sum(latencies[name])
+            peak = (loaded[name]["weights"] + extra[name]) / 2**20 if cuda else None
+            rows.append(
+                {
+                    "system": name,
+                    "status": "ok",
+                    "depth": depth,
+                    "note": loaded[name]["note"],
+                    "load_s": loaded[name]["load_s"],
+                    "calls": len(latencies[name]),
+                    "pairs_per_s": sum(len(p) for _, p in workload) / total,
+                    "tokens_per_s": sum(fed) / total,
+                    "sequences": len(fed),
+                    "p50_ms": statistics.median(latencies[name]) * 1e3,
+                    "p99_ms": _percentile(latencies[name], 0.99) * 1e3,
+                    "peak_gpu_mib": peak,
+                    "model_flops_per_s": sum(sequence_flops(config, n) for n in fed) / total,
+                }
+            )
+    return rows
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -359,9 +410,40 @@ def device_name(torch: Any, device: str) -> str:
     return f"{model} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
 
 
+def markdown_table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The results as one markdown table (the form ``docs/benchmarks.md`` takes them in),
+    with the run's conditions above it and the systems' notes below."""
+    lines = [
+        f"Device: {meta.get('device', '?')}; torch {meta.get('torch', '?')}; "
+        f"model: {meta.get('model', '?')}.",
+        f"Workload: {meta.get('workload', '?')}. MFU against "
+        f"{meta.get('peak_flops', 0) / 1e12:.1f} TFLOP/s ({meta.get('peak_measured_with', '?')}, "
+        "measured in the same run).",
+    ]
+    lines += [f"{key}: {value}" for key, value in meta.get("recorded", {}).items()]
+    lines += [
+        "",
+        "| system | depth | pairs/s | p50 ms | p99 ms | peak GPU MiB | MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["status"] != "ok":
+            lines.append(f"| {row['system']} | - | {row['status']} ({row.get('note', '')}) |||||")
+            continue
+        gpu = "-" if row.get("peak_gpu_mib") is None else f"{row['peak_gpu_mib']:.0f}"
+        mfu = f"{row['mfu']:.1%}" if "mfu" in row else "-"
+        lines.append(
+            f"| {row['system']} | {row['depth']} | {row['pairs_per_s']:.1f} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {gpu} | {mfu} |"
+        )
+    notes = {row["system"]: row.get("note", "") for row in rows if row["status"] == "ok"}
+    lines += ["", *(f"- {name}: {note}" for name, note in notes.items())]
+    return "\n".join(lines) + "\n"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'system':<36} {'pairs/s':>9} {'tokens/s':>10} {'p50 ms':>9} {'p99 ms':>9} "
-    header += f"{'peak GPU MiB':>13} {'MFU':>7}"
+    header = f"{'system':<36} {'depth':>5} {'pairs/s':>9} {'tokens/s':>10} {'p50 ms':>9} "
+    header += f"{'p99 ms':>9} {'peak GPU MiB':>13} {'MFU':>7}"
     log(header)
     log("-" * len(header))
     for row in rows:
@@ -370,20 +452,45 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             continue
         gpu = "-" if row["peak_gpu_mib"] is None else f"{row['peak_gpu_mib']:.0f}"
         log(
-            f"{row['system']:<36} {row['pairs_per_s']:>9.1f} {row['tokens_per_s']:>10.0f} "
-            f"{row['p50_ms']:>9.1f} {row['p99_ms']:>9.1f} {gpu:>13} {row['mfu']:>7.2%}"
+            f"{row['system']:<36} {row['depth']:>5} {row['pairs_per_s']:>9.1f} "
+            f"{row['tokens_per_s']:>10.0f} {row['p50_ms']:>9.1f} {row['p99_ms']:>9.1f} "
+            f"{gpu:>13} {row['mfu']:>7.2%}"
         )
     log("")
-    for row in rows:
+    for row in {r["system"]: r for r in rows}.values():
         log(f"  {row['system']}: {row.get('note', '')}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    global OUT
+def depths_arg(text: str) -> list[int]:
+    """``--depths``: comma-separated candidate list lengths, each at least 1."""
+    try:
+        depths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 50,100") from None
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every depth must be at least 1")
+    return sorted(set(depths))
+
+
+def meta_arg(text: str) -> tuple[str, str]:
+    """``--meta KEY=VALUE``: a line recorded with the results (e.g. the gpu tests' outcome)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; a CUDA device asked for on a machine without one is an error."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "scifact")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="generated lists at SciFact lengths, no data"
+    )
     parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument(
+        "--depths", "--depth", type=depths_arg, default=[50], help="e.g. 50,100 (default 50)"
+    )
     parser.add_argument("--model", type=Path, help="a local model folder (default: build --arch)")
     parser.add_argument(
         "--arch", choices=sorted(ARCHS), help="default: bge-m3-large on CUDA, small on CPU"
@@ -391,10 +498,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-dir", type=Path, help="keep the built model here for later runs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--systems", default="sieve,sentence-transformers,flagembedding")
+    parser.add_argument("--out", type=Path, help="write rerank.json and rerank.md here")
+    parser.add_argument(
+        "--meta",
+        type=meta_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a line recorded with the results (repeatable)",
+    )
     parser.add_argument(
         "--json", action="store_true", help="table to stderr, one JSON object to stdout"
     )
     args = parser.parse_args(argv)
+    if args.queries <= WARMUP_CALLS - 1:
+        parser.error(f"--queries must be at least {WARMUP_CALLS}")
+    return args
+
+
+def pick_device(torch: Any, asked: str) -> str:
+    """The device to run on; exits with one line when CUDA is asked for and absent."""
+    if asked == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if asked.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(
+            f"error: --device {asked}: no CUDA device is visible to torch {torch.__version__} "
+            f"(CUDA build: {torch.version.cuda or 'none'}); run on a GPU host or use --device cpu"
+        )
+    return asked
+
+
+def main(argv: list[str] | None = None) -> int:
+    global OUT
+    args = parse_args(argv)
     if args.json:
         OUT = sys.stderr
 
@@ -403,25 +539,32 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    device = (
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = pick_device(torch, args.device)
     arch = args.arch or ("bge-m3-large" if device.startswith("cuda") else "small")
-    workload, how = load_workload(args.data, args.queries, args.depth)
-    if len(workload) <= WARMUP_CALLS - 1:
-        sys.exit("need at least 2 queries")
+    deepest = max(args.depths)
+    synthetic = args.synthetic or not (args.data / "corpus.jsonl").is_file()
+    if synthetic:
+        if not args.synthetic:
+            log(f"SciFact not found at {args.data}: synthetic lists at SciFact lengths instead")
+        full, how, texts = synthetic_workload(args.queries, deepest)
+        source = "synthetic"
+    else:
+        full, how, texts = load_workload(args.data, args.queries, deepest)
+        source = str(args.data)
+    # Each depth reranks the head of the same lists (a top-50 is a top-100's first half).
+    workloads = {d: [(q, passages[:d]) for q, passages in full] for d in args.depths}
 
     with tempfile.TemporaryDirectory(prefix="sieve-bench-") as scratch:
         if args.model:
             path, model_desc = args.model, str(args.model)
         else:
             started = time.perf_counter()
-            path = build_model(arch, args.build_dir or Path(scratch) / arch, args.data)
+            path = build_model(arch, args.build_dir or Path(scratch) / arch, texts, source)
             model_desc = f"random XLM-R classifier, arch {arch} {ARCHS[arch]} (built in "
             model_desc += f"{time.perf_counter() - started:.0f} s; tokenizer trained locally)"
         config = transformers.AutoConfig.from_pretrained(path)
         peak, peak_desc = measure_peak(torch, device)
-        meta = {
+        meta: dict[str, Any] = {
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "device": device_name(torch, device),
             "torch": torch.__version__,
@@ -430,12 +573,13 @@ def main(argv: list[str] | None = None) -> int:
             "model": model_desc,
             "non_embedding_params": config.num_hidden_layers
             * (4 * config.hidden_size**2 + 2 * config.hidden_size * config.intermediate_size),
-            "workload": f"SciFact {args.data}: {len(workload)} queries x {how}",
+            "workload": f"{how}; {len(full)} queries, depths {args.depths}",
             "max_length": MAX_LENGTH,
             "peak_flops": peak,
             "peak_measured_with": peak_desc,
             "warmup_calls": WARMUP_CALLS,
         }
+        meta["recorded"] = dict(args.meta)
         for key, value in meta.items():
             shown = f"{value / 1e12:.3f} TFLOP/s" if key == "peak_flops" else value
             log(f"{key:>22}: {shown}")
@@ -447,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, factory in systems.items()
             if any(w in name.lower().replace(" ", "-") for w in wanted)
         }
-        rows = run_systems(chosen, workload, config, torch, device)
+        rows = run_systems(chosen, workloads, config, torch, device)
         # Measured again at the end, keeping the higher: a busy machine can only
         # make a measurement lower, and a low peak would inflate every MFU.
         peak_after, _ = measure_peak(torch, device)
@@ -459,8 +603,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"\npeak matmul rate used for MFU: {meta['peak_flops'] / 1e12:.3f} TFLOP/s ")
         log(f"(before: {peak / 1e12:.3f}, after: {peak_after / 1e12:.3f})\n")
         print_table(rows)
+    report = {"meta": meta, "rows": rows}
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rerank.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (args.out / "rerank.md").write_text(markdown_table(meta, rows))
+        log(f"wrote {args.out / 'rerank.json'} and {args.out / 'rerank.md'}")
     if args.json:
-        print(json.dumps({"meta": meta, "rows": rows}, default=str))
+        print(json.dumps(report, default=str))
     return 0
 
 

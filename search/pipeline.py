@@ -1,7 +1,9 @@
 """Query -> (BM25 || vector) -> fuse -> hits with per-stage provenance.
 
-Both legs run concurrently with their own deadline and the same filters. A
-leg that fails or runs late is named in ``degraded`` and the other answers; a
+Both legs run concurrently with the same filters: the vector leg in the pool
+with a deadline, BM25 beside it on the calling thread when its index is in
+process (tantivy), else in the pool with a deadline too. A leg that fails or
+runs late is named in ``degraded`` and the other answers; a
 leg that cannot serve the query (the embedder knows no Chinese, the query has
 no indexable terms) is skipped on purpose and named in ``skipped``. Only when
 no leg can answer is an error raised.
@@ -21,7 +23,8 @@ from search import request as contract
 from search.config import Settings
 from search.embed import Embedder
 from search.errors import BackendUnavailable, InvalidRequest, SieveError
-from search.keyword.base import KeywordIndex
+from search.hydration import Hydration
+from search.keyword.base import Hydrate, KeywordIndex
 from search.rerank import Reranker, check_scores
 from search.rerank.base import card_of
 from search.rerank.blend import best_first, card_blend_weight, resolve_blend
@@ -39,6 +42,8 @@ class LegResult:
 
     hits: list[ScoredChunk]
     timings_ms: dict[str, float]
+    # Set when ``hits`` carry ids and scores only (the BM25 leg): their passages.
+    hydrate: Hydrate | None = None
 
 
 def collapse(chunks: list[ScoredChunk]) -> list[ScoredChunk]:
@@ -73,6 +78,16 @@ def passage_span(prefix_len: int, text_len: int, start: int, end: int) -> tuple[
     if end <= start or (start == 0 and end == text_len):
         return 0, text_len
     return start, end
+
+
+def _run_here(call: Callable[[], LegResult]) -> Future[LegResult]:
+    """Run a leg on the calling thread, its outcome in a ``Future`` like a pooled leg's."""
+    job: Future[LegResult] = Future()
+    try:
+        job.set_result(call())
+    except Exception as exc:  # noqa: BLE001 - reported by the caller like a pooled leg
+        job.set_exception(exc)
+    return job
 
 
 class Pipeline:
@@ -144,11 +159,15 @@ class Pipeline:
             # itself, and with no other leg to fall back on a deadline buys nothing
             # (each backend client has its own timeout).
             ((name, call),) = calls.items()
-            jobs[name] = Future()
-            try:
-                jobs[name].set_result(call())
-            except Exception as exc:  # noqa: BLE001 - reported below like a pooled leg
-                jobs[name].set_exception(exc)
+            jobs[name] = _run_here(call)
+        elif len(calls) == 2 and self.keyword.in_process:
+            # Both legs, BM25 in this process (tantivy): the vector leg goes to the
+            # pool first and BM25 runs here meanwhile, its Python work overlapping
+            # the embedding's GIL-free model time. Two hops to the pool and back cost
+            # more than BM25 itself, and an in-process index has no server to hang
+            # on, so this leg needs no deadline of its own.
+            vector_job = self._executor.submit(calls["vector"])
+            jobs = {"bm25": _run_here(calls["bm25"]), "vector": vector_job}
         else:
             jobs = {name: self._executor.submit(call) for name, call in calls.items()}
 
@@ -172,10 +191,19 @@ class Pipeline:
             )
 
         t0 = time.perf_counter()
-        hits = self._fuse(legs, plan.fusion, request)[: plan.window]
+        # Only the hits a stage reads are built: the reranked head and the page.
+        # The rest of the window is only counted (``total_window``).
+        built = request.offset + request.top_k
+        if plan.rerank:
+            built = max(built, plan.rerank_depth)
+        hits, lazy, in_window = self._fuse(legs, plan.fusion, request, plan.window, built)
         timings["fusion"] = (time.perf_counter() - t0) * 1000
+        # Passages are decoded only for the hits that need them: the reranked
+        # head here, the returned page below.
+        fill = Hydration(lazy, legs["bm25"].hydrate if "bm25" in legs else None)
         reranked, cached = False, 0
         if plan.rerank and hits:
+            hits = fill(hits, 0, plan.rerank_depth)
             try:
                 hits, cached = self._rerank(request.query, hits, plan.rerank_depth, timings)
                 reranked = True
@@ -188,11 +216,15 @@ class Pipeline:
             # degraded (``degraded`` says so), none past the rerank depth. The map
             # is monotone, so what passes is a head of the reranked order.
             hits = [h for h in hits if h.relevance is not None and h.relevance >= floor]
+        page = fill(hits, request.offset, request.offset + request.top_k)
+        page = page[request.offset : request.offset + request.top_k]
+        if fill.ms:
+            timings["hydrate"] = fill.ms
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResult(
             query=request.query,
             mode=request.mode,
-            hits=hits[request.offset : request.offset + request.top_k],
+            hits=page,
             timings_ms=timings,
             degraded=list(degraded),
             degraded_reasons=degraded,
@@ -205,7 +237,7 @@ class Pipeline:
             cached_scores=cached,
             offset=request.offset,
             top_k=request.top_k,
-            total_window=len(hits),
+            total_window=in_window if floor is None else len(hits),
             plan=plan,
         )
 
@@ -273,8 +305,9 @@ class Pipeline:
 
     def _bm25(self, tokens: list[str], depth: int, request: SearchRequest) -> LegResult:
         t0 = time.perf_counter()
-        hits = collapse(self.keyword.search(tokens, depth, request.filters))
-        return LegResult(hits, {"bm25": (time.perf_counter() - t0) * 1000})
+        found = self.keyword.candidates(tokens, depth, request.filters)
+        hits = collapse(found.hits)
+        return LegResult(hits, {"bm25": (time.perf_counter() - t0) * 1000}, found.hydrate)
 
     def _vector(self, query: str, depth: int, request: SearchRequest) -> LegResult:
         t0 = time.perf_counter()
@@ -284,43 +317,61 @@ class Pipeline:
         t2 = time.perf_counter()
         return LegResult(hits, {"embed": (t1 - t0) * 1000, "vector": (t2 - t1) * 1000})
 
-    def _fuse(self, legs: dict[str, LegResult], method: str, request: SearchRequest) -> list[Hit]:
-        by_leg: dict[str, dict[str, tuple[ScoredChunk, LegScore]]] = {
-            name: {
-                c.doc_id: (c, LegScore(c.score, rank)) for rank, c in enumerate(leg.hits, start=1)
-            }
+    def _fuse(
+        self,
+        legs: dict[str, LegResult],
+        method: str,
+        request: SearchRequest,
+        window: int,
+        built: int,
+    ) -> tuple[list[Hit], set[str], int]:
+        """The first ``built`` fused hits, the chunk ids of those whose passage is still
+        to be read, and how many hits the ``window`` holds. Fusion ranks every
+        candidate; only the hits a stage reads are built."""
+        if not legs:
+            return [], set(), 0  # every leg was skipped on purpose; ``skipped`` says why
+        # doc id -> (its best chunk, 1-based rank) per leg.
+        by_leg: dict[str, dict[str, tuple[ScoredChunk, int]]] = {
+            name: {c.doc_id: (c, rank) for rank, c in enumerate(leg.hits, start=1)}
             for name, leg in legs.items()
         }
-        if not legs:
-            return []  # every leg was skipped on purpose; ``skipped`` says why
         if len(legs) == 1:
             (name,) = legs
-            order = [(c.doc_id, c.score) for c in legs[name].hits]
+            order = [(c.doc_id, c.score) for c in legs[name].hits[:window]]
         else:
             runs = [[(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")]
             weights = request.weights or self.settings.fusion_weights
-            order = fusion.fuse(method, runs, weights, k=self.settings.rrf_k)
+            order = fusion.fuse(method, runs, weights, k=self.settings.rrf_k)[:window]
         fused = len(legs) > 1
+        lazy_bm25 = "bm25" in legs and legs["bm25"].hydrate is not None
+        bm25_of, vector_of = by_leg.get("bm25", {}), by_leg.get("vector", {})
+        lazy: set[str] = set()
         hits: list[Hit] = []
-        for rank, (doc_id, score) in enumerate(order, start=1):
-            bm25 = by_leg.get("bm25", {}).get(doc_id)
-            vec = by_leg.get("vector", {}).get(doc_id)
-            # Show the passage from the leg that ranked the document higher.
-            best = min((x for x in (bm25, vec) if x is not None), key=lambda x: x[1].rank)[0]
+        for rank, (doc_id, score) in enumerate(order[:built], start=1):
+            bm25 = bm25_of.get(doc_id)
+            vec = vector_of.get(doc_id)
+            # Show the passage from the leg that ranked the document higher (BM25's on a tie).
+            if bm25 is not None and (vec is None or bm25[1] <= vec[1]):
+                chunk = bm25[0]
+                if lazy_bm25:
+                    lazy.add(chunk.chunk_id)
+            else:
+                assert vec is not None  # every fused id comes from one of the legs
+                chunk = vec[0]
             hits.append(
                 Hit(
                     doc_id=doc_id,
-                    title=best.title,
-                    text=best.text,
-                    chunk_id=best.chunk_id,
-                    start=best.start,
-                    end=best.end,
+                    title=chunk.title,
+                    text=chunk.text,
+                    chunk_id=chunk.chunk_id,
+                    start=chunk.start,
+                    end=chunk.end,
                     score=score,
                     rank=rank,
-                    metadata=best.metadata,
-                    bm25=bm25[1] if bm25 else None,
-                    vector=vec[1] if vec else None,
+                    metadata=chunk.metadata,
+                    bm25=LegScore(bm25[0].score, bm25[1]) if bm25 else None,
+                    vector=LegScore(vec[0].score, vec[1]) if vec else None,
                     fused=LegScore(score, rank) if fused else None,
                 )
             )
-        return hits
+        return hits, lazy, len(order)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from search.config import Settings
 from search.errors import InvalidRequest
-from search.keyword.base import KeywordIndex
+from search.keyword.base import Candidates, KeywordIndex
 
-__all__ = ["KeywordIndex", "open_keyword_index"]
+__all__ = ["Candidates", "KeywordIndex", "open_keyword_index"]
 
 
 def open_keyword_index(settings: Settings, collection: str) -> KeywordIndex:

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from search.store import UpsertResult
 from search.types import Chunk, Filters, ScoredChunk
+
+# Chunk ids -> their full hits (ids not among the candidates are left out).
+Hydrate = Callable[[Sequence[str]], dict[str, ScoredChunk]]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A BM25 search's hits by id and score, their passages read only when asked for.
+
+    ``hits`` are best first and carry ``chunk_id``, ``doc_id`` and ``score``
+    only (text, title, offsets and metadata empty): fusion and paging need no
+    more, and decoding every candidate's stored passage costs more than the
+    search itself. ``hydrate`` returns the full hits of the ids asked for, read
+    from the same snapshot of the index as ``hits``.
+    """
+
+    hits: list[ScoredChunk]
+    hydrate: Hydrate
+
+
+def no_passages(chunk_ids: Sequence[str]) -> dict[str, ScoredChunk]:
+    """The ``hydrate`` of a search that found nothing."""
+    return {}
+
+
+def hydrated(found: Candidates) -> list[ScoredChunk]:
+    """Every candidate with its passage, in order: what ``KeywordIndex.search`` returns."""
+    full = found.hydrate([hit.chunk_id for hit in found.hits])
+    return [full[hit.chunk_id] for hit in found.hits]
 
 
 @runtime_checkable
@@ -21,6 +51,9 @@ class KeywordIndex(Protocol):
     """
 
     name: str
+    # True when the index lives in this process (no server to wait on): the
+    # pipeline then runs the leg on the calling thread, without a deadline.
+    in_process: bool
 
     def upsert(self, chunks: Sequence[Chunk], tokens: Sequence[Sequence[str]]) -> UpsertResult:
         """Replace every chunk of the documents in ``chunks`` with ``chunks``.
@@ -49,6 +82,16 @@ class KeywordIndex(Protocol):
         """BM25 (k1=1.2, b=0.75) over ``tokens`` as an OR query, best first.
 
         Filters are applied inside the search. An empty token list returns [].
+        The same hits as ``hydrated(self.candidates(tokens, top_k, filters))``.
+        """
+        ...
+
+    def candidates(
+        self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
+    ) -> Candidates:
+        """The hits of ``search`` by id and score, passages decoded on demand.
+
+        What the query pipeline uses: it decodes only the hits it returns or reranks.
         """
         ...
 

@@ -27,6 +27,7 @@ from elasticsearch.helpers import ScanError, scan, streaming_bulk
 
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
+from search.keyword.base import Candidates, hydrated, no_passages
 from search.store import (
     HIT_FIELDS,
     RECORD_FIELDS,
@@ -145,6 +146,7 @@ class ElasticsearchKeywordIndex:
     """
 
     name = "elasticsearch"
+    in_process = False  # a server: the pipeline bounds its wait with the leg deadline
 
     def __init__(self, settings: Settings, collection: str = "default") -> None:
         prefix = settings.es_index_prefix.lower()
@@ -340,8 +342,14 @@ class ElasticsearchKeywordIndex:
         self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
     ) -> list[ScoredChunk]:
         """A ``match`` query (OR) over ``tokens`` with facet filters, best first."""
+        return hydrated(self.candidates(tokens, top_k, filters))
+
+    def candidates(
+        self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
+    ) -> Candidates:
+        """The hits of ``search`` by id and score; sources decoded when hydrated."""
         if not tokens or top_k <= 0:
-            return []
+            return Candidates([], no_passages)
         client = self._es()
         query = {
             "bool": {
@@ -358,7 +366,25 @@ class ElasticsearchKeywordIndex:
                 source={"includes": list(HIT_FIELDS)},
                 track_total_hits=False,
             )
-        return [_scored(hit) for hit in resp["hits"]["hits"]]
+        # One round trip brings every candidate's source (a second one to fetch
+        # the page's passages would cost more than it saves); only decoding
+        # them into hits waits for ``hydrate``.
+        raw: dict[str, dict[str, Any]] = {}
+        found: list[ScoredChunk] = []
+        for hit in resp["hits"]["hits"]:
+            source = hit.get("_source") or {}
+            chunk = ScoredChunk(
+                chunk_id=str(source.get("chunk_id") or hit["_id"]),
+                doc_id=str(source.get("doc_id", "")),
+                score=float(hit["_score"]),
+            )
+            raw[chunk.chunk_id] = hit
+            found.append(chunk)
+
+        def hydrate(chunk_ids: Sequence[str]) -> dict[str, ScoredChunk]:
+            return {c: _scored(raw[c]) for c in chunk_ids if c in raw}
+
+        return Candidates(found, hydrate)
 
     def count(self) -> int:
         """Number of chunks stored (as of the last refresh)."""

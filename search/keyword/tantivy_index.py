@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import tantivy
 
 from search.errors import BackendUnavailable
+from search.keyword.base import Candidates, hydrated, no_passages
 from search.store import (
     HIT_FIELDS,
     DocFilter,
@@ -84,6 +85,7 @@ class TantivyKeywordIndex:
     """
 
     name = "tantivy"
+    in_process = True
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -190,8 +192,20 @@ class TantivyKeywordIndex:
         self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
     ) -> list[ScoredChunk]:
         """BM25 over ``tokens`` (OR), filtered inside the search, best first."""
+        return hydrated(self.candidates(tokens, top_k, filters))
+
+    def candidates(
+        self, tokens: Sequence[str], top_k: int, filters: Filters | None = None
+    ) -> Candidates:
+        """The hits of ``search`` by id and score; passages decoded when hydrated.
+
+        The stored documents are read here (the document id lives only there;
+        a fast field would change the schema and so every existing index), but
+        decoding their passages and metadata, which costs as much again, waits
+        for ``hydrate``, which decodes the documents already read.
+        """
         if not tokens or top_k <= 0:
-            return []
+            return Candidates([], no_passages)
         index, schema = self._open()
         query = _text_query(schema, tokens)
         clauses = filter_terms(filters)
@@ -200,8 +214,23 @@ class TantivyKeywordIndex:
             musts.extend((tantivy.Occur.Must, _filter_query(schema, c)) for c in clauses)
             query = tantivy.Query.boolean_query(musts)
         searcher = index.searcher()
-        hits = searcher.search(query, top_k, count=False).hits
-        return [_scored(searcher.doc(address), score) for score, address in hits]
+        found: list[ScoredChunk] = []
+        stored: dict[str, tuple[tantivy.Document, float]] = {}
+        for raw, address in searcher.search(query, top_k, count=False).hits:
+            doc = searcher.doc(address)
+            score = float(raw) * _LUCENE_SCALE
+            hit = ScoredChunk(
+                chunk_id=str(doc.get_first("chunk_id")),
+                doc_id=str(doc.get_first("doc_id")),
+                score=score,
+            )
+            stored[hit.chunk_id] = (doc, score)
+            found.append(hit)
+
+        def hydrate(chunk_ids: Sequence[str]) -> dict[str, ScoredChunk]:
+            return {c: _scored(*stored[c]) for c in chunk_ids if c in stored}
+
+        return Candidates(found, hydrate)
 
     def count(self) -> int:
         """Number of live chunks."""
@@ -335,6 +364,7 @@ def _filter_query(schema: tantivy.Schema, any_of: list[str]) -> tantivy.Query:
 
 
 def _scored(doc: tantivy.Document, score: float) -> ScoredChunk:
+    """The full hit of a stored document; ``score`` already on Lucene's scale."""
     # get_first per field is measurably cheaper than to_dict() on the hot path
     # (up to ``candidates`` hits per query). Every field is written by
     # ``_document``, so none is missing.
@@ -344,4 +374,4 @@ def _scored(doc: tantivy.Document, score: float) -> ScoredChunk:
         if name in record:
             text = record[name].decode()
             record[name] = json.loads(text) if name == "metadata" and text else text
-    return decode_hit(record, float(score) * _LUCENE_SCALE)
+    return decode_hit(record, score)

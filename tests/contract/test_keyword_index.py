@@ -406,3 +406,25 @@ def test_meta_round_trip_where_the_backend_keeps_it(index: KeywordIndex) -> None
     index.set_meta("sieve_test", "one")
     index.set_meta("sieve_other", "two")
     assert (index.get_meta("sieve_test"), index.get_meta("sieve_other")) == ("one", "two")
+
+
+def test_candidates_are_the_search_hits_with_passages_on_demand(index: KeywordIndex) -> None:
+    put(
+        index,
+        (chunk("a", metadata={"lang": "en"}, title="Apple pie"), ["appl", "pie", "appl"]),
+        (chunk("b", 1), ["appl", "bread"]),
+        (chunk("c"), ["cherri"]),
+    )
+    full = index.search(["appl", "pie"], 10)
+    found = index.candidates(["appl", "pie"], 10)
+    # Ids and scores only, in the search's order...
+    assert [(h.chunk_id, h.doc_id, h.score) for h in found.hits] == [
+        (h.chunk_id, h.doc_id, h.score) for h in full
+    ]
+    assert all(h.text == "" and h.title == "" and not h.metadata for h in found.hits)
+    # ...and the full hits of exactly the ids asked for; an unknown id is left out.
+    wanted = [full[1].chunk_id, "no-such-chunk"]
+    assert found.hydrate(wanted) == {full[1].chunk_id: full[1]}
+    assert found.hydrate([h.chunk_id for h in full]) == {h.chunk_id: h for h in full}
+    empty = index.candidates([], 10)
+    assert empty.hits == [] and empty.hydrate(["x"]) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -9,6 +10,7 @@ import pytest
 
 from search.config import Settings
 from search.errors import ConfigError, InvalidRequest
+from search.keyword.base import Candidates
 from search.pipeline import Pipeline, passage_span
 from search.rerank.calibration import Calibration
 from search.types import RerankBatch, RerankScore, ScoredChunk, SearchRequest, SearchResult
@@ -35,13 +37,27 @@ def test_passage_span(prefix, start, end, expected):
 
 
 class Keyword:
-    """A keyword leg answering fixed chunks (the pipeline's rules are under test, not BM25)."""
+    """A keyword leg answering fixed chunks (the pipeline's rules are under test, not BM25).
+
+    Like the real ones it answers ids and scores first and passages on demand;
+    ``hydrated`` records which chunk ids were asked for.
+    """
+
+    in_process = True
 
     def __init__(self, chunks: list[ScoredChunk]) -> None:
         self.chunks = chunks
+        self.hydrated: list[str] = []
 
-    def search(self, tokens, depth, filters):
-        return self.chunks[:depth]
+    def candidates(self, tokens, depth, filters):
+        by_id = {c.chunk_id: c for c in self.chunks[:depth]}
+
+        def hydrate(chunk_ids):
+            self.hydrated.extend(chunk_ids)
+            return {c: by_id[c] for c in chunk_ids if c in by_id}
+
+        ids = [ScoredChunk(c.chunk_id, c.doc_id, c.score) for c in self.chunks[:depth]]
+        return Candidates(ids, hydrate)
 
 
 class Windows:
@@ -131,7 +147,10 @@ def test_calibrated_hits_carry_relevance_and_min_relevance_keeps_the_passing_hea
     request = SearchRequest(query="q", mode="bm25", top_k=4, rerank=True, rerank_depth=3)
     hits = pipeline.search(request).hits
     assert [(h.doc_id, h.relevance) for h in hits] == [
-        ("b", 0.75), ("c", 0.5), ("a", 0.25), ("d", None)
+        ("b", 0.75),
+        ("c", 0.5),
+        ("a", 0.25),
+        ("d", None),
     ]
     kept = pipeline.search(replace(request, min_relevance=0.5))
     # "d" is past the rerank depth: its relevance is unknown, so it cannot pass.
@@ -226,3 +245,67 @@ def test_the_blend_comes_from_collection_then_setting_then_card_and_is_said():
 def test_an_empty_blend_weight_variable_is_unset():
     assert Settings.from_env({"SIEVE_RERANK_BLEND_WEIGHT": ""}).rerank_blend_weight is None
     assert Settings.from_env({}).rerank_blend_weight is None
+
+
+def test_only_the_reranked_head_and_the_page_are_hydrated():
+    chunks = [chunk(f"d{i}", f"T{i}", f"Passage {i}.", i) for i in range(30)]
+    keyword = Keyword(chunks)
+    reranker = Windows({f"Passage {i}.": (float(-i), 0, 0) for i in range(30)})
+    pipeline = Pipeline(Settings(), keyword, None, NoEmbedder(), reranker=reranker)
+    # A page longer than the rerank depth: its tail keeps the fused order.
+    request = SearchRequest(query="q", mode="bm25", top_k=8, rerank=True, rerank_depth=5)
+    result = pipeline.search(request)
+    # The head for the reranker, then the rest of the page; nothing else, nothing twice.
+    assert keyword.hydrated == [f"d{i}-c" for i in range(8)]
+    assert [(h.doc_id, h.title, h.text, h.start) for h in result.hits] == [
+        (f"d{i}", f"T{i}", f"Passage {i}.", i) for i in range(8)
+    ]
+    assert "hydrate" in result.timings_ms
+    keyword.hydrated.clear()
+    plain = pipeline.search(SearchRequest(query="q", mode="bm25", top_k=3, offset=6, rerank=False))
+    assert keyword.hydrated == ["d6-c", "d7-c", "d8-c"]
+    assert [h.text for h in plain.hits] == ["Passage 6.", "Passage 7.", "Passage 8."]
+    assert plain.total_window == 30
+
+
+class ThreadKeyword(Keyword):
+    """Records the thread each search ran on."""
+
+    def __init__(self, chunks: list[ScoredChunk], in_process: bool) -> None:
+        super().__init__(chunks)
+        self.in_process, self.threads = in_process, []
+
+    def candidates(self, tokens, depth, filters):
+        self.threads.append(threading.current_thread())
+        return super().candidates(tokens, depth, filters)
+
+
+class ThreadVector:
+    def __init__(self, chunks: list[ScoredChunk]) -> None:
+        self.chunks, self.threads = chunks, []
+
+    def search(self, vector, depth, filters):
+        self.threads.append(threading.current_thread())
+        return self.chunks[:depth]
+
+
+class OneVectorEmbedder(NoEmbedder):
+    def warm_up(self):
+        pass
+
+    def embed_query(self, text):
+        return [1.0]
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_hybrid_runs_an_in_process_bm25_leg_on_the_calling_thread(in_process):
+    chunks = [chunk(d, "", f"Passage {d}.", 0) for d in "abc"]
+    keyword, vector = ThreadKeyword(chunks, in_process), ThreadVector(chunks[::-1])
+    pipeline = Pipeline(Settings(), keyword, vector, OneVectorEmbedder())
+    result = pipeline.search(SearchRequest(query="passage", mode="hybrid", top_k=3))
+    assert {h.doc_id for h in result.hits} == set("abc") and not result.degraded
+    # A server-backed BM25 leg keeps its own deadline in the pool; the vector leg always does.
+    here = threading.current_thread()
+    assert (keyword.threads == [here]) is in_process
+    assert vector.threads and vector.threads[0] is not here
+    assert all(h.text == f"Passage {h.doc_id}." for h in result.hits)
