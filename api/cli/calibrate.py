@@ -21,13 +21,8 @@ from search.request import MAX_TOP_K
     show_default=True,
     help="auto: the one with the lower log-loss on held-out queries.",
 )
-@click.option(
-    "--depth",
-    type=click.IntRange(1, MAX_TOP_K),
-    default=50,
-    show_default=True,
-    help="Reranked hits per query that become (logit, relevant?) pairs.",
-)
+@click.option("--depth", type=click.IntRange(1, MAX_TOP_K), default=50, show_default=True,
+              help="Reranked hits per query that become (logit, relevant?) pairs.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="End with the calibration as JSON.")
 @click.pass_obj

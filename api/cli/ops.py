@@ -31,7 +31,9 @@ def reconcile_cmd(
     """Compare the registry with both indexes and repair any difference."""
     from search.reconcile import reconcile_all
 
-    reports = reconcile_all(ctx.engine, list(collections) or None, repair=not dry_run, force=force)
+    reports = reconcile_all(
+        ctx.engine, list(collections) or None, repair=not dry_run, force=force
+    )
     for report in reports:
         if as_json:
             click.echo(json.dumps(report.to_dict()))
