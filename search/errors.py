@@ -78,6 +78,15 @@ class BackendUnavailable(SieveError):
         self.backend = backend
 
 
+class IndexLocked(BackendUnavailable):
+    """An embedded index's folder is owned by another process (its lock is held).
+
+    Not a passing failure of one leg: a search fails with it instead of degrading
+    to the other leg, so that a second program on a data directory a server holds
+    is told so rather than answered by BM25 alone. ``path`` is the locked folder.
+    """
+
+
 class IndexingError(SieveError):
     """One document could not be indexed; the others in its batch are unaffected."""
 

@@ -22,7 +22,7 @@ from search import fusion
 from search import request as contract
 from search.config import Settings
 from search.embed import Embedder
-from search.errors import BackendUnavailable, InvalidRequest, SieveError
+from search.errors import BackendUnavailable, IndexLocked, InvalidRequest, SieveError
 from search.hydration import Hydration
 from search.keyword.base import Hydrate, KeywordIndex
 from search.rerank import Reranker, check_scores
@@ -180,6 +180,8 @@ class Pipeline:
                 timings.update(legs[name].timings_ms)
             except FutureTimeout:
                 degraded[name] = f"missed its {self.settings.leg_timeout_s:g} s deadline"
+            except IndexLocked:
+                raise  # another process owns the index: an answer from one leg would hide it
             except Exception as exc:  # noqa: BLE001 - a failed leg degrades, it does not fail the query
                 degraded[name] = _reason(exc)
         for name, why in degraded.items():

@@ -22,9 +22,9 @@ from typing import Any
 import click
 
 from api.cli import calibrate, finetune, index, models, ops, rerank, search, serve, worker
-from api.cli.context import Context, fail
+from api.cli.context import EXIT_IN_USE, Context, fail
 from api.settings import ServiceSettings
-from search.errors import SieveError
+from search.errors import IndexLocked, SieveError
 
 __all__ = ["main"]
 
@@ -35,6 +35,17 @@ class SieveGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except IndexLocked as exc:
+            obj = ctx.obj
+            server = obj.server if isinstance(obj, Context) else None
+            if server is not None:
+                fail(obj.held_by(server), EXIT_IN_USE)
+            fail(
+                f"{exc}: another program owns this data directory (a `sieve serve`, "
+                f"`sieve index` or `sieve worker`); stop it, or use another data directory "
+                f"(--data-dir or SIEVE_DATA_DIR)",
+                EXIT_IN_USE,
+            )
         except SieveError as exc:
             fail(str(exc))
 

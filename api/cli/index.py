@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from api.cli.context import EXIT_NOT_FOUND, Context, fail, progress
+from api.cli.context import EXIT_NOT_FOUND, Context, fail, progress, via_server
 from search.errors import LoadError
 from search.ingest import SUPPORTED
 from search.types import Document
@@ -78,7 +78,11 @@ def delete_cmd(ctx: Context, ids: tuple[str, ...]) -> None:
 @click.pass_obj
 def stats_cmd(ctx: Context, as_json: bool) -> None:
     """Document and chunk counts of the collection."""
-    stats = ctx.engine.stats()
+    server = ctx.server
+    if server is None:
+        stats = ctx.engine.stats()
+    else:  # the server owns the data directory: its counts are the same
+        stats = via_server(ctx, server, lambda client: client.stats(ctx.settings.collection))
     if as_json:
         click.echo(json.dumps(stats))
     else:

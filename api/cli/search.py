@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from api.cli.context import SAMPLE_DIR, Context, fail, progress, stage_notes
+from api.cli.context import SAMPLE_DIR, Context, fail, progress, stage_notes, via_server
 from api.cli.index import index_paths
 from search.request import FUSION_METHODS, MAX_RERANK_DEPTH, MAX_TOP_K
 from search.rerank import Reranker
@@ -49,6 +49,29 @@ def search_cmd(
             fail(f"--filter {item!r} is not key=value")
         parsed.setdefault(key, []).append(value)
     flat = {k: v[0] if len(v) == 1 else v for k, v in parsed.items()}
+    server = ctx.server
+    if server is not None:
+        # A server owns the data directory: ask it (same answer, same JSON view).
+        view = via_server(
+            ctx,
+            server,
+            lambda client: client.search(
+                query,
+                collection=ctx.settings.collection,
+                mode=mode,
+                top_k=top_k,
+                fusion=fusion,
+                filters=flat or None,
+                rerank=rerank,
+                rerank_depth=rerank_depth,
+            ),
+        )
+        view.pop("next_cursor", None)
+        if as_json:
+            click.echo(json.dumps(view, ensure_ascii=False))
+        else:
+            print_result(view)
+        return
     request = SearchRequest(
         query=query,
         mode=mode,  # type: ignore[arg-type]  # click.Choice checked it
@@ -66,23 +89,28 @@ def search_cmd(
         print_result(result)
 
 
-def print_result(result: SearchResult, width: int = 100) -> None:
-    """A compact human view: rank, id, score, each leg's rank, and the passage."""
-    notes = stage_notes(result)
-    timing = " ".join(f"{k}={v:.1f}ms" for k, v in result.timings_ms.items())
-    reranked = f" reranked top {result.rerank_window}" if result.reranked else ""
-    click.echo(f"{result.mode}{reranked} {result.query!r}  [{timing}]")
-    for note in notes:
+def print_result(result: SearchResult | dict[str, Any], width: int = 100) -> None:
+    """A compact human view: rank, id, score, each leg's rank, and the passage.
+
+    ``result`` is a ``SearchResult`` or its JSON view (a server's answer).
+    """
+    view = result if isinstance(result, dict) else result_json(result)
+    timing = " ".join(f"{k}={v:.1f}ms" for k, v in view["timings_ms"].items())
+    reranked = f" reranked top {view['rerank_window']}" if view["reranked"] else ""
+    click.echo(f"{view['mode']}{reranked} {view['query']!r}  [{timing}]")
+    for note in stage_notes(view):
         click.echo(f"  note: {note}")
-    for hit in result.hits:
+    for hit in view["hits"]:
         legs = " ".join(
-            f"{name}#{leg.rank}" if leg else f"{name}#-"
-            for name, leg in (("bm25", hit.bm25), ("vec", hit.vector), ("fused", hit.fused))
+            f"{name}#{hit[key]['rank']}" if hit[key] else f"{name}#-"
+            for name, key in (("bm25", "bm25"), ("vec", "vector"), ("fused", "fused"))
         )
-        click.echo(f"{hit.rank:>3}. {hit.doc_id}  score={hit.score:.4f}  ({legs})  {hit.title}")
-        passage = " ".join(hit.text.split())
+        click.echo(
+            f"{hit['rank']:>3}. {hit['doc_id']}  score={hit['score']:.4f}  ({legs})  {hit['title']}"
+        )
+        passage = " ".join(hit["text"].split())
         click.echo(f"     {passage[: width - 5]}{'…' if len(passage) > width - 5 else ''}")
-    if not result.hits:
+    if not view["hits"]:
         click.echo("  no results")
 
 

@@ -4,23 +4,28 @@ The app (and with it every model) is built in each worker after the fork,
 never in the master: torch's thread pools do not survive a fork. ``--demo``
 indexes the sample corpus first, in a separate ``sieve index`` process for
 the same reason, and because the embedded indexes admit one owner at a time.
+With embedded indexes, the master writes where it listens into the data directory
+(``api.server_file``) once gunicorn is ready, for the other ``sieve`` commands.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import secrets
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 from gunicorn.app.base import BaseApplication
 
-from api.cli.context import SAMPLE_DIR, Context, cuda_here, fail, pull_model
+from api.cli.context import SAMPLE_DIR, Context, cuda_here, fail, pull_model, uses_embedded_index
+from api.server_file import remove_server_file, write_server_file
 from api.settings import ServiceSettings, parse_api_keys
 
 log = logging.getLogger("sieve.serve")
@@ -50,14 +55,7 @@ def serve_plan(config: ServiceSettings) -> ServePlan:
             "no SIEVE_API_KEYS: the API is open, so it is bound to 127.0.0.1 only "
             "(set SIEVE_API_KEYS to serve other hosts)"
         )
-    embedded = [
-        name
-        for name, on in (
-            ("tantivy", settings.keyword_backend == "tantivy"),
-            ("Qdrant Edge", settings.vector_backend == "qdrant-edge"),
-        )
-        if on
-    ]
+    embedded = uses_embedded_index(settings)
     workers = api.workers
     if embedded and workers > 1:
         notes.append(
@@ -109,6 +107,31 @@ class SieveApplication(BaseApplication):
         from api.app import create_app
 
         return create_app(self.config)
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a program on this host reaches ``host:port`` at (a wildcard bind: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def server_file_hooks(data_dir: Path) -> dict[str, Any]:
+    """gunicorn hooks that record the listening address in ``data_dir`` and clear it on exit.
+
+    ``when_ready`` runs in the master once the sockets are bound (so port 0 is
+    recorded as the port the OS gave); ``on_exit`` on a clean stop. The pid is the
+    master's: it owns the data directory for as long as any worker runs.
+    """
+    pid = os.getpid()
+
+    def when_ready(arbiter: Any) -> None:
+        host, port = arbiter.LISTENERS[0].sock.getsockname()[:2]
+        write_server_file(data_dir, local_url(host, port), pid)
+
+    def on_exit(arbiter: Any) -> None:
+        remove_server_file(data_dir, pid)
+
+    return {"when_ready": when_ready, "on_exit": on_exit}
 
 
 def _index_demo(config: ServiceSettings) -> None:
@@ -238,4 +261,6 @@ def serve_cmd(
         # instances would fight over it, and nothing here uses it.
         "control_socket_disable": True,
     }
+    if uses_embedded_index(config.engine):
+        options.update(server_file_hooks(config.engine.data_dir))
     SieveApplication(config, options).run()

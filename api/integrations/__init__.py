@@ -3,14 +3,21 @@
 - ``api.integrations.langchain.SieveRetriever`` (``pip install sieve-search[langchain]``)
 - ``api.integrations.llamaindex.SieveLlamaRetriever`` (``pip install sieve-search[llamaindex]``)
 
+and rerankers that send any retriever's results to ``POST /v1/rerank``:
+
+- ``api.integrations.langchain.SieveReranker`` (a ``BaseDocumentCompressor``)
+- ``api.integrations.llamaindex.SieveNodeReranker`` (a ``BaseNodePostprocessor``)
+
 Importing this package needs neither framework; each module imports its own
 when it is imported, and says which extra to install when it is missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from api.client import SieveClient
 
 # Keys a hit's provenance adds to a framework document's metadata. They win over
 # a document metadata field of the same name: a user field called "score" must
@@ -31,3 +38,22 @@ def missing_extra(framework: str, extra: str) -> str:
         f"this Sieve integration needs {framework}, which is not installed: "
         f"pip install sieve-search[{extra}]"
     )
+
+
+# The metadata key of the rerank score in LangChain documents (the key LangChain's
+# own rerank compressors use, so downstream code written for them keeps working).
+RERANK_SCORE_KEY = "relevance_score"
+
+
+def rerank_order(
+    client: SieveClient, query: str, texts: Sequence[str], top_n: int | None
+) -> list[tuple[int, float]]:
+    """``(index into texts, relevance_score)`` best first, from the server's ``/v1/rerank``.
+
+    No texts: no request (the API refuses an empty list) and no results. An error
+    answer is raised as ``SieveAPIError`` naming the status, code and message.
+    """
+    if not texts:
+        return []
+    answer = client.rerank(query, list(texts), top_n=top_n)
+    return [(int(r["index"]), float(r["relevance_score"])) for r in answer["results"]]

@@ -1,4 +1,4 @@
-"""LangChain retriever over a Sieve server: ``SieveRetriever``.
+"""LangChain components over a Sieve server: ``SieveRetriever`` and ``SieveReranker``.
 
 ::
 
@@ -9,27 +9,37 @@
 
 Each hit becomes a ``Document`` whose ``page_content`` is the passage and whose
 metadata holds the hit's provenance (doc_id, title, score, rank, chunk_id,
-offsets) over the document's own metadata. Needs ``langchain-core``
-(``pip install sieve-search[langchain]``).
+offsets) over the document's own metadata.
+
+``SieveReranker`` is a document compressor: it reranks any retriever's documents
+with the server's ``POST /v1/rerank``, e.g. inside LangChain's
+``ContextualCompressionRetriever(base_compressor=SieveReranker(...), base_retriever=...)``::
+
+    reranker = SieveReranker(base_url="http://127.0.0.1:8000", top_n=3)
+    best = reranker.compress_documents(docs, "how to stop a nosebleed")
+
+Needs ``langchain-core`` (``pip install sieve-search[langchain]``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from api.client import SieveClient
-from api.integrations import hit_metadata, missing_extra
+from api.integrations import RERANK_SCORE_KEY, hit_metadata, missing_extra, rerank_order
 
 try:
-    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
     from langchain_core.documents import Document
+    from langchain_core.documents.compressor import BaseDocumentCompressor
     from langchain_core.retrievers import BaseRetriever
 except ImportError as exc:  # pragma: no cover - exercised with langchain hidden
     raise ImportError(missing_extra("langchain-core", "langchain")) from exc
 
-__all__ = ["SieveRetriever"]
+__all__ = ["SieveReranker", "SieveRetriever"]
 
 
 class SieveRetriever(BaseRetriever):
@@ -77,3 +87,48 @@ class SieveRetriever(BaseRetriever):
         return [
             Document(page_content=hit["text"], metadata=hit_metadata(hit)) for hit in answer["hits"]
         ]
+
+
+class SieveReranker(BaseDocumentCompressor):
+    """Reranks documents with ``POST /v1/rerank`` of a Sieve server, best first.
+
+    Each document comes back as a copy with its metadata kept and the server's
+    ``relevance_score`` (the sigmoid of the cross-encoder's logit) added under
+    ``metadata["relevance_score"]``; ``top_n`` None keeps them all. An error answer
+    (no reranker on the server, a bad key, too many documents) is raised as
+    ``api.client.SieveAPIError``, never swallowed into the original order.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    base_url: str
+    api_key: str | None = Field(default=None, repr=False)
+    top_n: int | None = Field(default=None, ge=1)
+    timeout: float = Field(default=30.0, gt=0)
+
+    _client: SieveClient = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Make the (lazy, thread-safe) client once the fields are validated."""
+        super().model_post_init(context)
+        self._client = SieveClient(self.base_url, self.api_key, self.timeout)
+
+    @property
+    def client(self) -> SieveClient:
+        """The ``SieveClient`` this reranker calls."""
+        return self._client
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """``documents`` reordered by the server's reranker, at most ``top_n`` of them."""
+        texts = [doc.page_content for doc in documents]
+        out = []
+        for index, score in rerank_order(self._client, query, texts, self.top_n):
+            doc = documents[index]
+            metadata = {**doc.metadata, RERANK_SCORE_KEY: score}
+            out.append(doc.model_copy(update={"metadata": metadata}))
+        return out

@@ -1,4 +1,4 @@
-"""LlamaIndex retriever over a Sieve server: ``SieveLlamaRetriever``.
+"""LlamaIndex components over a Sieve server: ``SieveLlamaRetriever`` and ``SieveNodeReranker``.
 
 ::
 
@@ -11,6 +11,13 @@ Each hit becomes ``NodeWithScore(node=TextNode(...), score=hit["score"])``: the
 node's id is the chunk id, its source is the Sieve document (``node.ref_doc_id``),
 and its metadata holds the hit's provenance over the document's own metadata
 (the provenance keys are hidden from the LLM and embedding views of the node).
+
+``SieveNodeReranker`` is a node postprocessor: it reranks any retriever's nodes
+with the server's ``POST /v1/rerank``, e.g. in a query engine::
+
+    reranker = SieveNodeReranker(base_url="http://127.0.0.1:8000", top_n=3)
+    engine = RetrieverQueryEngine.from_args(retriever, node_postprocessors=[reranker])
+
 Needs ``llama-index-core`` (``pip install sieve-search[llamaindex]``).
 """
 
@@ -19,13 +26,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field, PrivateAttr
+
 from api.client import SieveClient
-from api.integrations import PROVENANCE_KEYS, hit_metadata, missing_extra
+from api.integrations import PROVENANCE_KEYS, hit_metadata, missing_extra, rerank_order
 
 try:
     from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import (
+        MetadataMode,
         NodeRelationship,
         NodeWithScore,
         QueryBundle,
@@ -35,7 +46,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised with llama-index hidden
     raise ImportError(missing_extra("llama-index-core", "llamaindex")) from exc
 
-__all__ = ["SieveLlamaRetriever"]
+__all__ = ["SieveLlamaRetriever", "SieveNodeReranker"]
 
 # Provenance an LLM prompt or an embedding of the node has no use for.
 HIDDEN_KEYS = [key for key in PROVENANCE_KEYS if key not in ("doc_id", "title")]
@@ -95,3 +106,46 @@ def to_node(hit: Mapping[str, Any]) -> NodeWithScore:
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit["doc_id"])},
     )
     return NodeWithScore(node=node, score=hit["score"])
+
+
+class SieveNodeReranker(BaseNodePostprocessor):
+    """Reranks nodes with ``POST /v1/rerank`` of a Sieve server, best first.
+
+    Each node comes back as a new ``NodeWithScore`` over the same node (its
+    metadata and relationships untouched) whose ``score`` is the server's
+    ``relevance_score``; ``top_n`` None keeps them all. The text sent is the node's
+    content in ``metadata_mode`` (default: the text alone, what a cross-encoder is
+    trained on). An error answer is raised as ``api.client.SieveAPIError``.
+    """
+
+    base_url: str
+    api_key: str | None = Field(default=None, repr=False)
+    top_n: int | None = Field(default=None, ge=1)
+    metadata_mode: MetadataMode = MetadataMode.NONE
+    timeout: float = Field(default=30.0, gt=0)
+
+    _client: SieveClient = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Make the (lazy, thread-safe) client once the fields are validated."""
+        super().model_post_init(context)
+        self._client = SieveClient(self.base_url, self.api_key, self.timeout)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The name LlamaIndex serialises this component under."""
+        return "SieveNodeReranker"
+
+    @property
+    def client(self) -> SieveClient:
+        """The ``SieveClient`` this reranker calls."""
+        return self._client
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError("SieveNodeReranker needs the query (query_bundle or query_str)")
+        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+        order = rerank_order(self._client, query_bundle.query_str, texts, self.top_n)
+        return [NodeWithScore(node=nodes[index].node, score=score) for index, score in order]

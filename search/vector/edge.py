@@ -30,7 +30,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from search.batching import batched
-from search.errors import BackendUnavailable, ConfigError, SieveError
+from search.errors import BackendUnavailable, ConfigError, IndexLocked, SieveError
 from search.store import (
     DocFilter,
     UpsertResult,
@@ -398,6 +398,11 @@ def _engine_errors(action: str) -> Iterator[None]:
             raise
         text = " ".join(str(exc).split())[:300]
         if "WouldBlock" in text:
-            text += " (the shard is open in another process or index object)"
+            # The WAL's file lock: another process (or index object) owns the folder.
+            message = (
+                f"qdrant-edge {action} failed: the shard is open in another process or index "
+                f"object (its write-ahead log is locked: {text})"
+            )
+            raise IndexLocked(message, backend=BACKEND) from exc
         message = f"qdrant-edge {action} failed: {text}"
         raise BackendUnavailable(message, backend=BACKEND) from exc
