@@ -231,7 +231,9 @@ def _eval_reranker(ctx: Context) -> Reranker | None:
     from search.engine import build_reranker
 
     remote = ctx.settings.rerank_backend == "celery"
-    return build_reranker(ctx.settings, remote_reranker(ctx.config, ctx.celery if remote else None))
+    return build_reranker(
+        ctx.settings.for_batch(), remote_reranker(ctx.config, ctx.celery if remote else None)
+    )
 
 
 def eval_lines(report: dict[str, Any]) -> list[str]:
