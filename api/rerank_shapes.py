@@ -19,6 +19,7 @@ from typing import Any
 
 from api.errors import ApiError
 from api.schemas import RerankBody, TeiRerankBody
+from search.rerank.calibration import Calibration
 from search.types import RerankBatch
 
 DEFAULT_RANK_FIELDS = ("text",)
@@ -80,12 +81,22 @@ def public_model_name(model_key: str) -> str:
 
 
 def cohere_answer(
-    body: RerankBody, texts: list[str], batch: RerankBatch, model_key: str
+    body: RerankBody,
+    texts: list[str],
+    batch: RerankBatch,
+    model_key: str,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
-    """The Cohere v1/v2 answer, with Jina's ``usage`` beside Cohere's ``meta``."""
+    """The Cohere v1/v2 answer, with Jina's ``usage`` beside Cohere's ``meta``.
+
+    With a calibrated model each result also carries ``relevance``, P(relevant)
+    from ``sieve calibrate`` (``relevance_score`` stays the sigmoid, as Cohere's).
+    """
     results = []
     for i in batch.best_first(body.top_n):
         item: dict[str, Any] = {"index": i, "relevance_score": batch.scores[i].score}
+        if calibration is not None:
+            item["relevance"] = calibration.relevance(batch.scores[i].logit)
         if body.return_documents:
             doc = body.documents[i]
             item["document"] = {"text": doc} if isinstance(doc, str) else doc

@@ -13,6 +13,8 @@ from api.rerank_shapes import cohere_answer, document_texts, is_tei_body, tei_an
 from api.schemas import ContextBody, RerankBody, SearchBody, TeiRerankBody
 from api.state import json_body, services
 from search.context import pack_context
+from search.rerank.calibration import calibration_of
+from search.rerank.status import cuda_present, describe
 from search.serialize import result_json
 from search.types import SearchRequest
 
@@ -87,12 +89,10 @@ def rerank() -> Response:
     svc = services()
     reranker = svc.engine.reranker
     if reranker is None:
+        # The status module owns the words: why there is none, and the one fix.
+        status = describe(svc.engine.settings, None, cuda=cuda_present())
         raise ApiError(
-            503,
-            "no reranker is configured: put the model in SIEVE_RERANK_MODELS_DIR "
-            "(sieve models pull) or set SIEVE_RERANK_MODEL (and SIEVE_RERANK_BACKEND to "
-            "local or celery), then restart",
-            backend="rerank",
+            503, f"no reranker: {status.why}; fix: {status.fix}, then restart", backend="rerank"
         )
     limit = svc.api.max_rerank_docs
     if len(texts) > limit:
@@ -106,4 +106,5 @@ def rerank() -> Response:
     # Passed only when asked for, as the Reranker contract allows.
     options = {} if body.max_tokens_per_doc is None else {"max_doc_tokens": body.max_tokens_per_doc}
     batch = reranker.rerank(body.query, texts, **options)
-    return jsonify(cohere_answer(body, texts, batch, reranker.model_key))
+    answer = cohere_answer(body, texts, batch, reranker.model_key, calibration_of(reranker))
+    return jsonify(answer)

@@ -107,7 +107,9 @@ def test_rerank_without_a_reranker_is_503(dead_vector_app):
         "/v1/rerank", json={"query": "q", "documents": ["a"]}
     )
     assert response.status_code == 503 and error_code(response) == "backend_unavailable"
-    assert "no reranker" in response.json["error"]["message"]
+    message = response.json["error"]["message"]
+    assert message.startswith("no reranker: ") and "; fix: " in message  # the status's words
+    assert "Retry-After" not in response.headers  # retrying cannot help until it is fixed
 
 
 def test_metrics_name_every_series(make_app):

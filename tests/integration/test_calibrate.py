@@ -233,3 +233,13 @@ def test_context_abstains_when_nothing_passes(client):
     answered = client.post("/v1/context", json={**ask, "min_relevance": 0.0}).json
     assert answered["abstained"] is False and answered["abstain_reason"] is None
     assert answered["documents"]
+
+
+def test_the_rerank_api_carries_the_calibrated_relevance(client):
+    body = {"query": QUERY, "documents": ["pinch the soft part of the nose", "oil a bike chain"]}
+    response = client.post("/v1/rerank", json=body)
+    assert response.status_code == 200
+    results = response.json["results"]
+    assert len(results) == 2 and all(0.0 <= r["relevance"] <= 1.0 for r in results)
+    # Calibration keeps the order: the better score has the higher relevance.
+    assert results[0]["relevance"] >= results[1]["relevance"]
