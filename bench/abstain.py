@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--val-split", default="train", help="used when no card lists held-out ids")
     parser.add_argument("--depth", type=int, default=50)
-    parser.add_argument("--context-top-k", type=int, default=10)
+    parser.add_argument("--context-top-k", type=int, default=50, help="the reranked head")
     parser.add_argument("--keep", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")

@@ -167,6 +167,7 @@ def test_no_public_method_returns_an_orm_object(registry):
         "versions": lambda: registry.versions("c"),
         "stats": lambda: registry.stats("c"),
         "iter_documents": lambda: list(registry.iter_documents("c", batch=1)),
+        "list_documents": lambda: registry.list_documents("c", "", 5),
         "collections": lambda: registry.collections(),
         "add_collection": lambda: registry.add_collection("e"),
         "collection_names": lambda: registry.collection_names(),
