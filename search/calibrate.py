@@ -11,7 +11,7 @@ relevance errs low, which is the safe side for abstaining. The calibration is
 fitted (``search.rerank.calibration.fit``) and written beside the model as
 ``sieve-calibration.json``, keyed to the model's fingerprint.
 
-The same reranked queries choose a blend weight (``search.evaluate.tune_blend``),
+The same reranked queries choose a blend weight (``search.blend_choice``),
 stored with the collection ``settings.collection`` names (the one the data set
 stands for): for that collection it wins over ``SIEVE_RERANK_BLEND_WEIGHT`` and
 the model card's weight (``search.rerank.blend.resolve_blend``).
@@ -20,8 +20,7 @@ Calibrate on a split you do not evaluate on (``dev`` or ``train``, never
 ``test``). A model fine-tuned on the same split (its card says so) is
 calibrated on the queries its fine-tune held out only
 (``search.finetune.holdout.held_out_ids``). The same reranked heads choose the
-blend weight with the best nDCG@10 (``search.evaluate.tune_blend``), reported
-beside the calibration.
+blend weight (``search.blend_choice``), reported beside the calibration.
 """
 
 from __future__ import annotations
@@ -31,15 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.blend_choice import choose_blend
 from search.config import Settings
 from search.errors import BackendUnavailable, ConfigError, InvalidRequest
-from search.evaluate import Dataset, RerankedQuery, prepare_index, tune_blend
+from search.evaluate import Dataset, RerankedQuery, prepare_index
 from search.finetune.holdout import held_out_ids
 from search.model_folders import read_card
 from search.models import LocatedModel, locate
 from search.request import MAX_TOP_K
 from search.rerank.base import Reranker
-from search.rerank.blend import GRID
 from search.rerank.calibration import Calibration, fit_judged, save_calibration
 from search.types import SearchRequest
 
@@ -150,13 +149,11 @@ def calibrate_dataset(
     path = save_calibration(calibration, model.folder)
     # The blend weight on the same judged queries, stored with the collection these
     # judgements stand for: it wins over the setting and the card for that collection.
-    blend, scores = tune_blend({q: qrels.get(q, {}) for q in heads}, heads, GRID)
+    blend = choose_blend({q: qrels.get(q, {}) for q in heads}, heads)
     entry: dict[str, Any] = {
-        "weight": blend.weight,
+        **blend.entry(),
         "model_fingerprint": model.fingerprint,
         "chosen_on": f"{dataset.name}/{split}",
-        "queries": len(heads),
-        "ndcg@10": scores,
     }
     registry = Registry(settings.registry)
     try:

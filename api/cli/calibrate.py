@@ -49,6 +49,7 @@ def calibrate_cmd(
     requests may set `min_relevance`. Restart the server to load it.
     """
     from api.factory import remote_reranker
+    from search.blend_choice import explain
     from search.calibrate import calibrate_dataset
     from search.engine import build_reranker
 
@@ -79,10 +80,9 @@ def calibrate_cmd(
     if report.blend is not None:
         grid, weight = report.blend["ndcg@10"], report.blend["weight"]
         click.echo(
-            f"blend weight {weight:g} chosen on {report.blend['queries']} "
-            f"queries (nDCG@10 {grid[f'{weight:g}']:.4f}, pure rerank "
-            f"{grid['0']:.4f}), stored with collection {report.collection!r} (used for its "
-            "searches after a restart)"
+            f"blend {explain(report.blend)} on {report.blend['queries']} queries (nDCG@10 "
+            f"{grid[f'{weight:g}']:.4f}, pure rerank {grid['0']:.4f}), stored with collection "
+            f"{report.collection!r} (used for its searches after a restart)"
         )
     if as_json:
         click.echo(json.dumps(report.calibration.to_json()))

@@ -75,6 +75,7 @@ def finetune_cmd(
     configured reranker is never changed: the last line says whether the new
     model is worth setting as SIEVE_RERANK_MODEL.
     """
+    from search.blend_choice import explain
     from search.finetune import FinetuneConfig, finetune
     from search.finetune.source import from_dataset, from_pairs
 
@@ -111,8 +112,8 @@ def finetune_cmd(
     blend = result.card.get("blend")
     if blend is not None:
         click.echo(
-            f"blend weight {blend['weight']:g} chosen on {blend['queries']} validation queries "
-            "(in the card: used unless the collection or SIEVE_RERANK_BLEND_WEIGHT sets one)"
+            f"blend {explain(blend)} on {blend['queries']} validation queries (in the card: "
+            "used unless the collection or SIEVE_RERANK_BLEND_WEIGHT sets one)"
         )
     calibration = result.card.get("calibration")
     if calibration is not None:

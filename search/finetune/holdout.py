@@ -2,8 +2,9 @@
 
 The queries ``sieve finetune`` held out (``search.finetune.data.split_by_query``)
 are the only judged queries the new model has not learnt from, so they choose
-the blend of its score with the retrieval prior (``search.rerank.blend``; the
-weight goes in the model card) and fit its logit -> P(relevant) map
+the blend of its score with the retrieval prior (``search.blend_choice``: the
+best weight only when it significantly beats the retrieval order; it goes in
+the model card) and fit its logit -> P(relevant) map
 (``sieve-calibration.json`` beside the weights). Both see the hybrid top
 ``depth`` of each query, the head a served query reranks, scored as serving
 scores it (each passage's best window).
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.blend_choice import BlendChoice, choose_blend
 from search.errors import InvalidRequest
-from search.evaluate import RerankedQuery, tune_blend
+from search.evaluate import RerankedQuery
 from search.finetune.data import split_by_query
 from search.finetune.model import CrossEncoder
 from search.finetune.validation import Candidates, Validation
 from search.models import locate
-from search.rerank.blend import GRID
 from search.rerank.calibration import Calibration, fit_judged, save_calibration
 
 # The served default: a query reranks its hybrid top 50 (``Settings.rerank_depth``).
@@ -37,21 +38,13 @@ HOLDOUT_DEPTH = 50
 class HoldoutFit:
     """The blend chosen on the held-out queries and the calibration fitted there."""
 
-    blend_weight: float
-    blend_grid: dict[str, float]  # nDCG@10 of each weight tried
+    blend: BlendChoice
     calibration: Calibration | None  # None: the held-out pairs had one class only
-    queries: int
     depth: int
 
     def card_entry(self) -> dict[str, Any]:
         """What the model card says about the blend (``blend`` key)."""
-        return {
-            "weight": self.blend_weight,
-            "chosen_on": "validation",
-            "queries": self.queries,
-            "depth": self.depth,
-            "ndcg@10": self.blend_grid,
-        }
+        return {**self.blend.entry(), "chosen_on": "validation", "depth": self.depth}
 
 
 def fit_holdout(
@@ -92,7 +85,7 @@ def fit_holdout(
             logits.append(logit)
             labels.append(judged.get(doc_id, 0) > 0)
             groups.append(qid)
-    blend, grid = tune_blend(heads.qrels, reranked, GRID)
+    blend = choose_blend(heads.qrels, reranked)
     calibration = None
     if 0 < sum(labels) < len(labels):
         calibration = fit_judged(
@@ -106,7 +99,7 @@ def fit_holdout(
             depth=depth,
         )
         save_calibration(calibration, folder)
-    return HoldoutFit(blend.weight, grid, calibration, len(reranked), depth)
+    return HoldoutFit(blend, calibration, depth)
 
 
 def held_out_ids(

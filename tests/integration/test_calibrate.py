@@ -176,7 +176,7 @@ def test_a_model_fine_tuned_on_the_split_is_calibrated_on_its_held_out_queries(
     assert fitted.pairs == 90 and report.path == model / CALIBRATION_FILE
     grid = report.blend["ndcg@10"]
     assert report.collection == "tuned"
-    assert grid[f"{report.blend['weight']:g}"] == max(grid.values())
+    assert grid[f"{report.blend['best']:g}"] == max(grid.values())
 
 
 def test_calibrate_refuses_the_test_split(calibrated, tmp_path):
