@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from api import responses as r
 from api import schemas as s
 from search.config import COLLECTION_PATTERN
 from search.engine import DEFAULT_LIST_DOCUMENTS, MAX_LIST_DOCUMENTS
@@ -59,7 +60,7 @@ def _rerank_op(path: str, tei: bool = False) -> Op:
         + (" and text-embeddings-inference" if tei else "")
         + " compatible)",
         "search",
-        (200, s.AnyRerankOut if tei else s.RerankOutBody),
+        (200, r.AnyRerankOut if tei else r.RerankOutBody),
         s.AnyRerankBody if tei else s.RerankBody,
         errors=(*WITH_BODY, 503),
     )
@@ -68,42 +69,45 @@ def _rerank_op(path: str, tei: bool = False) -> Op:
 # One operation per entry, compact: a table reads better than the formatter's layout.
 # fmt: off
 OPERATIONS: tuple[Op, ...] = (
-    Op("post", "/v1/search", "Hybrid search, paginated", "search", (200, s.SearchOut),
+    Op("post", "/v1/search", "Hybrid search, paginated", "search", (200, r.SearchOut),
        s.SearchBody, errors=(*WITH_BODY, 404, 503)),
     Op("post", "/v1/context", "Cited context for an LLM within a token budget", "search",
-       (200, s.ContextOut), s.ContextBody, errors=(*WITH_BODY, 404, 503)),
+       (200, r.ContextOut), s.ContextBody, errors=(*WITH_BODY, 404, 503)),
     _rerank_op("/v1/rerank"),
     _rerank_op("/v2/rerank"),
     _rerank_op("/rerank", tei=True),
-    Op("get", "/v1/collections", "List collections", "admin", (200, s.CollectionsOut)),
-    Op("post", "/v1/collections", "Create a collection", "admin", (201, s.CreatedOut),
+    Op("get", "/v1/collections", "List collections", "admin", (200, r.CollectionsOut)),
+    Op("post", "/v1/collections", "Create a collection", "admin", (201, r.CreatedOut),
        s.CollectionBody, errors=(*WITH_BODY, 404, 409)),
-    Op("delete", "/v1/collections/{c}", "Delete a collection", "admin", (200, s.DroppedOut),
+    Op("delete", "/v1/collections/{c}", "Delete a collection", "admin", (200, r.DroppedOut),
        errors=(404, 422, 503)),
-    Op("get", "/v1/collections/{c}/stats", "Collection counts", "admin", (200, s.StatsOut),
+    Op("get", "/v1/collections/{c}/stats", "Collection counts", "admin", (200, r.StatsOut),
        errors=(404, 422, 503)),
     Op("post", "/v1/collections/{c}/documents", "Index documents (queued)", "admin",
-       (202, s.TaskAcceptedOut), s.DocumentsBody, errors=(*WITH_BODY, 404)),
+       (202, r.TaskAcceptedOut), s.DocumentsBody, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents", "List documents, one page in id order", "admin",
-       (200, s.DocumentListOut), errors=(404, 422), query=("after", "limit")),
+       (200, r.DocumentListOut), errors=(404, 422), query=("after", "limit")),
     Op("put", "/v1/collections/{c}/documents/{doc_id}", "Insert or replace a document (queued)",
-       "admin", (202, s.TaskAcceptedOut), s.DocumentFields, errors=(*WITH_BODY, 404)),
+       "admin", (202, r.TaskAcceptedOut), s.DocumentFields, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents/{doc_id}", "Get a document", "admin",
-       (200, s.DocumentOut), errors=(404, 422)),
+       (200, r.DocumentOut), errors=(404, 422)),
     Op("delete", "/v1/collections/{c}/documents/{doc_id}", "Delete a document", "admin",
-       (200, s.DeletedOut), errors=(404, 422, 503)),
+       (200, r.DeletedOut), errors=(404, 422, 503)),
     Op("post", "/v1/collections/{c}/documents:upload", "Upload files to index (queued)",
-       "admin", (202, s.TaskAcceptedOut), multipart=True, errors=(*WITH_BODY, 404)),
+       "admin", (202, r.TaskAcceptedOut), multipart=True, errors=(*WITH_BODY, 404)),
     Op("post", "/v1/collections/{c}/documents:delete", "Delete documents by id", "admin",
-       (200, s.DeletedOut), s.DeleteBody, errors=(*WITH_BODY, 404, 503)),
-    Op("get", "/v1/tasks/{task_id}", "Indexing task progress", "admin", (200, s.TaskOut),
+       (200, r.DeletedOut), s.DeleteBody, errors=(*WITH_BODY, 404, 503)),
+    Op("get", "/v1/tasks/{task_id}", "Indexing task progress", "admin", (200, r.TaskOut),
        errors=(404,)),
-    Op("get", "/healthz", "Liveness", "ops", (200, s.HealthOut), public=True),
-    Op("get", "/readyz", "Readiness of every backend", "ops", (200, s.ReadyOut), public=True,
+    Op("get", "/healthz", "Liveness", "ops", (200, r.HealthOut), public=True),
+    Op("get", "/readyz", "Readiness of every backend", "ops", (200, r.ReadyOut), public=True,
        errors=(503,)),
     Op("get", "/metrics", "Prometheus metrics", "ops", (200, None), public=True),
     Op("get", "/openapi.json", "This document", "ops", (200, None), public=True),
-    Op("get", "/docs", "API documentation page", "ops", (200, None), public=True),
+    Op("get", "/docs", "API reference with a try-it-out console (Swagger UI)", "ops",
+       (200, None), public=True),
+    Op("get", "/docs/assets/{name}", "A file of the bundled Swagger UI", "ops", (200, None),
+       public=True, errors=(404,)),
     Op("get", "/", "Search page", "pages", (200, None), public=True, errors=(404,)),
     Op("get", "/admin", "Admin page", "pages", (200, None), public=True, errors=(404,)),
 )
@@ -113,6 +117,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "c": {"type": "string", "pattern": COLLECTION_PATTERN},
     "doc_id": {"type": "string", "minLength": 1, "maxLength": 512},
     "task_id": {"type": "string", "minLength": 1},
+    "name": {"type": "string", "minLength": 1},
 }
 QUERY: dict[str, dict[str, Any]] = {
     "after": {
@@ -142,9 +147,22 @@ UPLOAD_SCHEMA = {
 }
 
 
+def request_examples(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The example bodies of a request model (``api.schemas.examples``); a root model's
+    are its variants' (the TEI alias takes both shapes)."""
+    extra = model.model_config.get("json_schema_extra")
+    bodies = extra.get("examples") if isinstance(extra, dict) else None
+    if isinstance(bodies, list):
+        return [body for body in bodies if isinstance(body, dict)]
+    if issubclass(model, RootModel):
+        variants = get_args(model.model_fields["root"].annotation)
+        return [body for v in variants if isinstance(v, type) for body in request_examples(v)]
+    return []
+
+
 def _refs() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
     requests = {op.body for op in OPERATIONS if op.body is not None}
-    responses = {op.ok[1] for op in OPERATIONS if op.ok[1] is not None} | {s.ErrorOut}
+    responses = {op.ok[1] for op in OPERATIONS if op.ok[1] is not None} | {r.ErrorOut}
     modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((model, "validation") for model in sorted(requests, key=lambda m: m.__name__)),
         *((model, "serialization") for model in sorted(responses, key=lambda m: m.__name__)),
@@ -160,7 +178,7 @@ def _operation(op: Op, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     else:
         schema = refs[(model, "serialization")]
         ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
-    error = {"application/json": {"schema": refs[(s.ErrorOut, "serialization")]}}
+    error = {"application/json": {"schema": refs[(r.ErrorOut, "serialization")]}}
     codes = sorted(set(op.errors) | (set() if op.public else set(COMMON)))
     out: dict[str, Any] = {
         "summary": op.summary,
@@ -180,7 +198,14 @@ def _operation(op: Op, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         out["parameters"] = parameters
     if op.body is not None:
         schema = refs[(op.body, "validation")]
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        media: dict[str, Any] = {"schema": schema}
+        bodies = request_examples(op.body)
+        if bodies:
+            # Media-type examples are what Swagger UI's try-it-out starts from.
+            media["examples"] = {
+                f"example {n}": {"value": body} for n, body in enumerate(bodies, start=1)
+            }
+        out["requestBody"] = {"required": True, "content": {"application/json": media}}
     elif op.multipart:
         out["requestBody"] = {
             "required": True,
@@ -208,8 +233,17 @@ def build_openapi() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <key>`, a key of SIEVE_API_KEYS.",
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "The same keys in an `X-API-Key` header.",
+                },
             },
         },
     }

@@ -1,9 +1,11 @@
-"""Pydantic models of the HTTP API: request validation and the OpenAPI document.
+"""Pydantic models of the HTTP API's requests: validation and the OpenAPI document.
 
 Requests are parsed with ``model_validate_json`` in strict mode: ``"top_k": "5"``
 is a 422, not a quiet 5, and an unknown field is a 422 (``extra="forbid"``).
-Response models are documentation (``api/openapi.py``): views build plain
-dicts, and the schemathesis test checks that they agree.
+Every field has a description and every body an example (``examples`` in its
+JSON schema, the try-it-out console's starting request);
+``tests/api/test_api_ops.py`` sends each example to the API. Answers are
+documented in ``api/responses.py``.
 """
 
 from __future__ import annotations
@@ -42,17 +44,12 @@ Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHAR
 DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, allow_inf_nan=False)]
 Filters = Annotated[dict[str, MetaValue], Field(max_length=MAX_FILTERS)]
-MinRelevance = Annotated[
-    float,
-    Field(
-        ge=0.0,
-        le=MAX_RELEVANCE,
-        allow_inf_nan=False,
-        description="Keep only reranked hits whose calibrated relevance (P(relevant)) is at "
-        "least this. Needs a calibration of the reranker model (`sieve calibrate`): "
-        "without one the request is a 422.",
-    ),
-]
+MinRelevance = Annotated[float, Field(ge=0.0, le=MAX_RELEVANCE, allow_inf_nan=False)]
+MIN_RELEVANCE_TEXT = (
+    "Keep only reranked hits whose calibrated relevance (P(relevant)) is at least this. "
+    "Needs a calibration of the reranker model (`sieve calibrate`): without one the "
+    "request is a 422."
+)
 
 
 class Strict(BaseModel):
@@ -61,30 +58,70 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class Out(BaseModel):
-    """Base of response models (documentation only)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
 # -- requests -------------------------------------------------------------
+
+
+def examples(*bodies: dict[str, Any]) -> ConfigDict:
+    """A strict model's config with ``bodies`` as its JSON schema's examples."""
+    return ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": list(bodies)})
 
 
 class SearchBody(Strict):
     """``POST /v1/search``."""
 
-    query: Query
-    collection: CollectionName = "default"
-    mode: Mode = "hybrid"
-    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
-    filters: Filters | None = None
-    fusion: FusionMethod | None = None
-    weights: tuple[Weight, Weight] | None = None
-    rerank: bool | None = None
-    rerank_depth: int | None = Field(None, ge=1, le=MAX_RERANK_DEPTH)
-    cursor: str | None = Field(None, min_length=1, max_length=4096)
-    page: int | None = Field(None, ge=1, le=MAX_WINDOW)
-    min_relevance: MinRelevance | None = None
+    model_config = examples(
+        {"query": "how to stop a nosebleed", "top_k": 5},
+        {
+            "query": "how to stop a nosebleed",
+            "collection": "default",
+            "mode": "hybrid",
+            "top_k": 10,
+            "filters": {"lang": "en"},
+            "rerank": True,
+            "rerank_depth": 50,
+        },
+    )
+
+    query: Query = Field(description="What to search for, in any language the indexes serve.")
+    collection: CollectionName = Field("default", description="The collection to search.")
+    mode: Mode = Field(
+        "hybrid", description="`bm25` (keywords), `vector` (embeddings) or `hybrid` (both, fused)."
+    )
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="Hits per page.")
+    filters: Filters | None = Field(
+        None,
+        description="Metadata equality filters: a document passes when each key's value "
+        "equals the one given, or is one of a list given.",
+        examples=[{"lang": "en", "topic": ["first-aid", "it-help"]}],
+    )
+    fusion: FusionMethod | None = Field(
+        None, description="How hybrid merges its two legs; null: the server's default."
+    )
+    weights: tuple[Weight, Weight] | None = Field(
+        None, description="[bm25, vector] weights of the fusion; null: the server's default."
+    )
+    rerank: bool | None = Field(
+        None,
+        description="Rerank the top of the fused list with the cross-encoder; null: when the "
+        "server has a reranker. True without one answers in fused order, degraded.",
+    )
+    rerank_depth: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_RERANK_DEPTH,
+        description="How many fused candidates the reranker reads (the window every page is "
+        "cut from); null: SIEVE_RERANK_DEPTH.",
+    )
+    cursor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="The previous answer's next_cursor, for the next page.",
+    )
+    page: int | None = Field(
+        None, ge=1, le=MAX_WINDOW, description="Page number (1-based), instead of a cursor."
+    )
+    min_relevance: MinRelevance | None = Field(None, description=MIN_RELEVANCE_TEXT)
 
     @model_validator(mode="after")
     def _page_or_cursor(self) -> SearchBody:
@@ -96,20 +133,25 @@ class SearchBody(Strict):
 class ContextBody(Strict):
     """``POST /v1/context``."""
 
-    query: Query
-    collection: CollectionName = "default"
-    max_tokens: int = Field(1500, ge=32, le=100_000)
-    top_k: int = Field(20, ge=1, le=MAX_TOP_K)
-    filters: Filters | None = None
-    format: Literal["markdown", "text"] = "markdown"
+    model_config = examples(
+        {"query": "how to stop a nosebleed", "max_tokens": 600},
+        {"query": "how to stop a nosebleed", "max_tokens": 1500, "format": "text"},
+    )
+
+    query: Query = Field(description="The question the context is for.")
+    collection: CollectionName = Field("default", description="The collection to search.")
+    max_tokens: int = Field(
+        1500, ge=32, le=100_000, description="Token budget of the context's text."
+    )
+    top_k: int = Field(
+        20, ge=1, le=MAX_TOP_K, description="Hits searched (and reranked as configured)."
+    )
+    filters: Filters | None = Field(None, description="Metadata filters, as on /v1/search.")
+    format: Literal["markdown", "text"] = Field(
+        "markdown", description="The context's text: markdown sections or plain text."
+    )
     # With it, an answer with no passage left abstains (``abstained: true``).
-    min_relevance: MinRelevance | None = None
-
-
-class RerankDocument(Strict):
-    """A document to rerank, as an object."""
-
-    text: str
+    min_relevance: MinRelevance | None = Field(None, description=MIN_RELEVANCE_TEXT)
 
 
 # A field of a rerank document object: ranked as its text (see api/rerank_shapes.py).
@@ -120,14 +162,41 @@ MAX_RANK_FIELDS = 32
 class RerankBody(Strict):
     """``POST /v1/rerank`` (the Cohere v1/v2 and Jina shape)."""
 
-    model: str | None = Field(None, max_length=256)
-    query: Query
+    model_config = examples(
+        {
+            "query": "how to stop a nosebleed",
+            "documents": [
+                "Pinch the soft part of the nose and lean forward for ten minutes.",
+                "Nosebleed statistics by season and region.",
+            ],
+            "top_n": 1,
+        },
+        {
+            "query": "how to stop a nosebleed",
+            "documents": [
+                {"title": "First aid", "text": "Pinch the soft part of the nose, lean forward."},
+                {"title": "Seasons", "text": "Nosebleeds are more common in dry winters."},
+            ],
+            "rank_fields": ["title", "text"],
+            "return_documents": True,
+        },
+    )
+
+    model: str | None = Field(
+        None,
+        max_length=256,
+        description="Accepted for client compatibility and echoed; the server's reranker "
+        "answers whatever is named.",
+    )
+    query: Query = Field(description="The query every document is scored against.")
     documents: list[str | RerankDocumentObject] = Field(
         min_length=1,
         description="Strings, or objects whose `rank_fields` (default: `text`) are ranked.",
     )
-    top_n: int | None = Field(None, ge=1)
-    return_documents: bool = False
+    top_n: int | None = Field(None, ge=1, description="Answer the best n; null: all.")
+    return_documents: bool = Field(
+        False, description="Include each document, as sent, in its result."
+    )
     rank_fields: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
         None,
         min_length=1,
@@ -145,8 +214,10 @@ class RerankBody(Strict):
     )
     # Cohere v1's legacy option: Sieve already scores every document by its
     # best window, so it changes nothing (docs/api.md says so).
-    max_chunks_per_doc: int | None = Field(None, ge=1)
-    priority: int | None = None
+    max_chunks_per_doc: int | None = Field(
+        None, ge=1, description="Cohere v1's option; accepted, changes nothing."
+    )
+    priority: int | None = Field(None, description="Cohere's option; accepted, ignored.")
     relevant_spans: Any = Field(
         None,
         description='Cohere\'s relevant spans (`{"mode": "enabled"}`, Rerank 5 models '
@@ -172,16 +243,28 @@ class RerankBody(Strict):
 class TeiRerankBody(Strict):
     """``POST /rerank`` in Hugging Face text-embeddings-inference's shape (``texts``)."""
 
-    query: Query
-    texts: list[str] = Field(min_length=1)
+    model_config = examples(
+        {
+            "query": "how to stop a nosebleed",
+            "texts": [
+                "Pinch the soft part of the nose and lean forward for ten minutes.",
+                "Nosebleed statistics by season and region.",
+            ],
+        },
+    )
+
+    query: Query = Field(description="The query every text is scored against.")
+    texts: list[str] = Field(min_length=1, description="The texts to rerank.")
     raw_scores: bool = Field(False, description="Answer the raw logits, not their sigmoid.")
-    return_text: bool = False
+    return_text: bool = Field(False, description="Include each text in its result.")
     truncate: bool | None = Field(
         None,
         description="Accepted: long texts are never refused, each is scored by its best "
         f"window over its first {MAX_DOC_TOKENS} tokens.",
     )
-    truncation_direction: Literal["right", "Right"] = "right"
+    truncation_direction: Literal["right", "Right"] = Field(
+        "right", description="TEI's option; only `right` (keep the start) is served."
+    )
 
 
 class AnyRerankBody(RootModel[RerankBody | TeiRerankBody]):
@@ -191,341 +274,68 @@ class AnyRerankBody(RootModel[RerankBody | TeiRerankBody]):
 class CollectionBody(Strict):
     """``POST /v1/collections``."""
 
-    name: CollectionName
+    model_config = examples({"name": "handbook"})
+
+    name: CollectionName = Field(description="The new collection's name.")
 
 
 class DocumentFields(Strict):
     """A document's content (``PUT .../documents/{id}``)."""
 
-    text: str
-    title: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    content_type: ContentType = "text"
+    model_config = examples(
+        {
+            "title": "Nosebleed first aid",
+            "text": "Sit up, lean forward and pinch the soft part of the nose for ten minutes.",
+            "metadata": {"lang": "en", "topic": "first-aid"},
+        },
+    )
+
+    text: str = Field(description="The document's text (or markdown, or HTML).")
+    title: str = Field("", description="Shown with its hits and cited in /v1/context.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Any JSON fields; scalar ones can be filtered on."
+    )
+    content_type: ContentType = Field(
+        "text",
+        description="How to read `text`: `html` keeps only the page's main content, "
+        "`markdown` keeps headings for chunking.",
+    )
 
 
 class DocumentBody(DocumentFields):
     """One document of a batch."""
 
-    id: DocId
+    model_config = examples(
+        {"id": "nosebleed", "title": "Nosebleed first aid", "text": "Lean forward, pinch."},
+    )
+
+    id: DocId = Field(description="The document's id; indexing the same id replaces it.")
 
 
 class DocumentsBody(Strict):
     """``POST /v1/collections/{c}/documents``."""
 
-    documents: list[DocumentBody] = Field(min_length=1)
+    model_config = examples(
+        {
+            "documents": [
+                {
+                    "id": "nosebleed",
+                    "title": "Nosebleed first aid",
+                    "text": "Sit up, lean forward and pinch the soft part of the nose.",
+                    "metadata": {"lang": "en"},
+                }
+            ]
+        },
+    )
+
+    documents: list[DocumentBody] = Field(min_length=1, description="The documents to index.")
 
 
 class DeleteBody(Strict):
     """``POST /v1/collections/{c}/documents:delete``; an empty list deletes nothing (422)."""
 
-    ids: list[DocId] = Field(min_length=1)
+    model_config = examples({"ids": ["nosebleed"]})
 
-
-# -- responses ------------------------------------------------------------
-
-
-class LegOut(Out):
-    """A hit's place in one stage."""
-
-    score: float
-    rank: int
-
-
-class RerankOut(Out):
-    """A hit's cross-encoder verdict."""
-
-    logit: float
-    score: float | None
-    relevance: float | None = Field(
-        description="Calibrated P(relevant) from the model's calibration "
-        "(`sieve calibrate`); null when the model has none."
+    ids: list[DocId] = Field(
+        min_length=1, description="Ids to delete; unknown ones are listed in not_found."
     )
-
-
-class HitOut(Out):
-    """One search hit with every stage's provenance."""
-
-    doc_id: str
-    title: str
-    text: str
-    snippet: str
-    chunk_id: str
-    offsets: list[int]
-    score: float
-    rank: int
-    metadata: dict[str, Any]
-    bm25: LegOut | None
-    vector: LegOut | None
-    fused: LegOut | None
-    rerank: RerankOut | None
-
-
-class SearchOut(Out):
-    """``POST /v1/search`` answer."""
-
-    query: str
-    mode: Mode
-    fusion: str | None
-    reranked: bool
-    rerank_window: int
-    rerank_blend: float | None = Field(
-        description="Weight of the retrieval prior blended into the rerank order; null: pure."
-    )
-    rerank_blend_source: Literal["collection", "setting", "card", "default"] | None = Field(
-        description="Where the blend weight came from: the collection's (sieve calibrate), "
-        "SIEVE_RERANK_BLEND_WEIGHT, the model card's (sieve finetune), or none; null when "
-        "not reranked."
-    )
-    page: int
-    top_k: int
-    next_cursor: str | None
-    total_window: int
-    degraded: list[str]
-    degraded_reasons: dict[str, str] = Field(
-        description="Why each degraded stage degraded (one line each)."
-    )
-    skipped: dict[str, str]
-    cached_scores: int
-    timings_ms: dict[str, float]
-    hits: list[HitOut]
-
-
-class ContextChunkOut(Out):
-    """A cited span of a document."""
-
-    citation: str
-    chunk_ids: list[str]
-    offsets: list[int]
-    text: str
-    tokens: int
-    score: float
-    truncated: bool
-
-
-class ContextDocumentOut(Out):
-    """A cited document."""
-
-    doc_id: str
-    title: str
-    citation: int
-    chunks: list[ContextChunkOut]
-
-
-class ContextOut(Out):
-    """``POST /v1/context`` answer."""
-
-    query: str
-    max_tokens: int
-    used_tokens: int
-    documents: list[ContextDocumentOut]
-    text: str
-    format: str
-    abstained: bool = Field(
-        description="True when min_relevance was given and no passage reached it: the "
-        "knowledge base holds nothing relevant enough to cite."
-    )
-    abstain_reason: str | None
-    reranked: bool
-    degraded: list[str]
-    degraded_reasons: dict[str, str]
-    timings_ms: dict[str, float]
-
-
-class RerankResultOut(Out):
-    """One reranked document."""
-
-    index: int
-    relevance_score: float
-    document: dict[str, Any] | None = Field(
-        None, description="With return_documents: the document as sent (a string as {text})."
-    )
-
-
-class RerankOutMeta(Out):
-    """Cohere-style usage block."""
-
-    billed_units: dict[str, int]
-
-
-class RerankUsage(Out):
-    """Jina-style usage block."""
-
-    total_tokens: int = Field(
-        description="Tokens the model read for this answer (query included in every pair; "
-        "a cached score costs none)."
-    )
-
-
-class RerankOutBody(Out):
-    """``POST /v1/rerank`` answer."""
-
-    id: str
-    model: str = Field(description="The model's public name, or the request's model echoed.")
-    results: list[RerankResultOut]
-    meta: RerankOutMeta
-    usage: RerankUsage
-
-
-class TeiRerankResultOut(Out):
-    """One text of a TEI-shaped rerank answer."""
-
-    index: int
-    score: float
-    text: str | None = None
-
-
-class TeiRerankOut(RootModel[list[TeiRerankResultOut]]):
-    """``POST /rerank`` answer in TEI's shape: the texts best first."""
-
-
-class AnyRerankOut(RootModel[RerankOutBody | TeiRerankOut]):
-    """``POST /rerank`` answer: Cohere's shape, or TEI's for a TEI-shaped request."""
-
-
-class CollectionOut(Out):
-    """A collection with its registry counts."""
-
-    name: str
-    documents: int
-    chunks: int
-
-
-class CollectionsOut(Out):
-    """``GET /v1/collections`` answer."""
-
-    collections: list[CollectionOut]
-
-
-class CreatedOut(Out):
-    """``POST /v1/collections`` answer."""
-
-    name: str
-
-
-class DroppedOut(Out):
-    """``DELETE /v1/collections/{c}`` answer."""
-
-    deleted: str
-    documents: int
-
-
-class StatsOut(BaseModel):
-    """``GET /v1/collections/{c}/stats``: registry counts and each index's (open-ended)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    collection: str
-    documents: int
-    chunks: int
-
-
-class TaskAcceptedOut(Out):
-    """202 answer of the indexing endpoints."""
-
-    task_id: str
-
-
-class TaskOut(Out):
-    """``GET /v1/tasks/{id}`` answer."""
-
-    id: str
-    collection: str
-    state: Literal["queued", "running", "done", "failed"]
-    total: int
-    processed: int
-    indexed: int
-    unchanged: int
-    failed: dict[str, str]
-    errors: list[str]
-    created_at: float
-    finished_at: float | None
-
-
-class DocumentOut(Out):
-    """``GET /v1/collections/{c}/documents/{id}`` answer."""
-
-    id: str
-    title: str
-    text: str
-    metadata: dict[str, Any]
-    content_type: str
-    version: int
-    status: str
-    chunks: int
-    error: str | None
-    updated_at: str | None
-
-
-class DocumentSummaryOut(Out):
-    """One document of a listing."""
-
-    id: str
-    title: str
-    status: Literal["pending", "indexed", "failed"]
-    chunks: int
-    error: str | None = Field(description="Why indexing failed (status failed), else null.")
-    updated_at: str
-
-
-class DocumentListOut(Out):
-    """``GET /v1/collections/{c}/documents`` answer: one page in id order."""
-
-    documents: list[DocumentSummaryOut]
-    next_after: str | None = Field(
-        description="Pass as `after` for the next page; null on the last page."
-    )
-
-
-class DeletedOut(Out):
-    """Delete answers; ``not_found`` only for the batch delete."""
-
-    deleted: list[str]
-    not_found: list[str] = Field(default_factory=list)
-
-
-class HealthOut(Out):
-    """``GET /healthz`` answer."""
-
-    status: str
-
-
-class RerankerStatusOut(Out):
-    """The reranker in use, or why there is none and the one fix (``search.rerank.status``)."""
-
-    active: bool
-    model: str
-    backend: str
-    fingerprint: str = Field(description="Short hash of the model's files; empty if not here.")
-    device: str
-    dtype: str
-    loaded: bool = Field(description="Whether the model is loaded yet (it loads on first use).")
-    calibrated: bool = Field(description="A calibration keyed to this model's fingerprint exists.")
-    blend_weight: float
-    blend_source: str = Field(description="Where the blend weight comes from.")
-    reason: Literal["", "off", "missing", "load_failed", "no_worker"] = Field(
-        description="Why there is no reranker; empty when one is active."
-    )
-    why: str
-    fix: str = Field(description="The one command that gives this server a reranker.")
-
-
-class ReadyOut(Out):
-    """``GET /readyz`` answer."""
-
-    ready: bool
-    backends: dict[str, str]
-    reranker_status: RerankerStatusOut
-
-
-class ErrorBody(Out):
-    """The error object."""
-
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class ErrorOut(Out):
-    """Every error answer."""
-
-    error: ErrorBody

@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest
+from support.browser import browser, console_errors  # noqa: F401
 from support.celery_worker import celery_worker  # noqa: F401
 from support.live_server import live_server  # noqa: F401
 from support.postgres import pg_url  # noqa: F401

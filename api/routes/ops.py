@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
 from api.auth import public
-from api.docs_page import DOCS_HTML
+from api.docs_page import ASSETS, SWAGGER_DIST
 from api.errors import ApiError
 from api.openapi import build_openapi
 from api.state import services
@@ -143,8 +143,17 @@ def openapi() -> Response:
 @bp.get("/docs")
 @public
 def docs() -> Response:
-    """A self-contained page that renders /openapi.json (no CDN)."""
-    return Response(DOCS_HTML, content_type="text/html; charset=utf-8")
+    """Swagger UI over /openapi.json, with a try-it-out console (no CDN)."""
+    return _page("docs.html")
+
+
+@bp.get("/docs/assets/<name>")
+@public
+def docs_asset(name: str) -> Response:
+    """One of Swagger UI's files (``api.docs_page.ASSETS``), from its package."""
+    if name not in ASSETS:
+        raise ApiError(404, f"no such documentation asset: {name}")
+    return send_from_directory(SWAGGER_DIST, name, max_age=3600)
 
 
 def _page(name: str) -> Response:

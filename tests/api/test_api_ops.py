@@ -154,13 +154,6 @@ def test_openapi_documents_exactly_the_routes(app, client):
     assert list(loaded.iter_schema_warnings()) == []
 
 
-def test_docs_page_renders_the_document_without_a_cdn(client):
-    response = client.get("/docs")
-    assert response.status_code == 200 and response.mimetype == "text/html"
-    assert "/openapi.json" in response.text
-    assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?:", response.text)
-
-
 def test_unknown_routes_and_methods_answer_json(client):
     missing = client.get("/v1/nothing")
     assert missing.status_code == 404 and error_code(missing) == "not_found"

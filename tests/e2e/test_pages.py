@@ -4,83 +4,32 @@ The server is ``support.live_server``: the sample corpus in ``default``, reranke
 cross-encoder, so the compare view has two different orders. Tests that write create their own
 collection from the admin page. Every test also checks that the page logged no console error.
 
-Set ``SIEVE_E2E_SCREENSHOTS=<folder>`` to keep a screenshot of each page there.
+The browser is ``support.browser``'s (``SIEVE_E2E_SCREENSHOTS=<folder>`` keeps screenshots).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support.browser import open_tab, screenshot
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-TIMEOUT_MS = 15_000
 TASK_TIMEOUT_MS = 60_000
-SCREENSHOTS = os.environ.get("SIEVE_E2E_SCREENSHOTS", "")
 # Chromium logs every 4xx/5xx answer to fetch() as a console error; only the test that
 # provokes an API error expects these.
 FAILED_RESOURCE = re.compile(r"^Failed to load resource: the server responded with a status of 4")
 
 
-@pytest.fixture(scope="session")  # before live_server: a missing browser fails fast
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
-            "(`make test` installs it; by hand: apt-get install -y chromium)",
-            pytrace=False,
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(
-            "the python package playwright is missing: pip install -e '.[dev]'", pytrace=False
-        )
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def console_errors() -> list[str]:
-    """Console errors and uncaught exceptions of the test's page, filled as they happen."""
-    return []
-
-
 @pytest.fixture
 def page(browser, live_server, console_errors) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(TIMEOUT_MS)
-    tab.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    tab.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
-    yield tab
-    context.close()
-
-
-def screenshot(page, name: str) -> None:
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+    with open_tab(browser, live_server.url, console_errors) as tab:
+        yield tab
 
 
 def search(page, query: str, *, mode: str = "hybrid", rerank: bool = True, collection: str = ""):
@@ -221,14 +170,8 @@ def bare_page(browser, live_server, console_errors, tmp_path) -> Iterator[Any]:
     engine = SearchEngine(settings, embedder=live_server.engine.embedder)
     assert engine.reranker is None
     app = create_app(ServiceSettings(engine=settings, api=ApiSettings(rate_limit="")), engine)
-    with serve(app) as url:
-        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
-        tab = context.new_page()
-        tab.set_default_timeout(TIMEOUT_MS)
-        tab.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-        tab.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+    with serve(app) as url, open_tab(browser, url, console_errors) as tab:
         yield tab
-        context.close()
     app.extensions[EXTENSION].jobs.close()
     engine.close()
 

@@ -1,0 +1,327 @@
+"""Pydantic models of the HTTP API's answers: documentation, not validation.
+
+Views build plain dicts; these models give ``/openapi.json`` (``api/openapi.py``)
+its response schemas, and the schemathesis test checks that the answers agree.
+Requests are in ``api/schemas.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from search.types import Mode
+
+
+class Out(BaseModel):
+    """Base of response models (documentation only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LegOut(Out):
+    """A hit's place in one stage."""
+
+    score: float
+    rank: int
+
+
+class RerankOut(Out):
+    """A hit's cross-encoder verdict."""
+
+    logit: float
+    score: float | None
+    relevance: float | None = Field(
+        description="Calibrated P(relevant) from the model's calibration "
+        "(`sieve calibrate`); null when the model has none."
+    )
+
+
+class HitOut(Out):
+    """One search hit with every stage's provenance."""
+
+    doc_id: str
+    title: str
+    text: str
+    snippet: str
+    chunk_id: str
+    offsets: list[int]
+    score: float
+    rank: int
+    metadata: dict[str, Any]
+    bm25: LegOut | None
+    vector: LegOut | None
+    fused: LegOut | None
+    rerank: RerankOut | None
+
+
+class SearchOut(Out):
+    """``POST /v1/search`` answer."""
+
+    query: str
+    mode: Mode
+    fusion: str | None
+    reranked: bool
+    rerank_window: int
+    rerank_blend: float | None = Field(
+        description="Weight of the retrieval prior blended into the rerank order; null: pure."
+    )
+    rerank_blend_source: Literal["collection", "setting", "card", "default"] | None = Field(
+        description="Where the blend weight came from: the collection's (sieve calibrate), "
+        "SIEVE_RERANK_BLEND_WEIGHT, the model card's (sieve finetune), or none; null when "
+        "not reranked."
+    )
+    page: int
+    top_k: int
+    next_cursor: str | None
+    total_window: int
+    degraded: list[str]
+    degraded_reasons: dict[str, str] = Field(
+        description="Why each degraded stage degraded (one line each)."
+    )
+    skipped: dict[str, str]
+    cached_scores: int
+    timings_ms: dict[str, float]
+    hits: list[HitOut]
+
+
+class ContextChunkOut(Out):
+    """A cited span of a document."""
+
+    citation: str
+    chunk_ids: list[str]
+    offsets: list[int]
+    text: str
+    tokens: int
+    score: float
+    truncated: bool
+
+
+class ContextDocumentOut(Out):
+    """A cited document."""
+
+    doc_id: str
+    title: str
+    citation: int
+    chunks: list[ContextChunkOut]
+
+
+class ContextOut(Out):
+    """``POST /v1/context`` answer."""
+
+    query: str
+    max_tokens: int
+    used_tokens: int
+    documents: list[ContextDocumentOut]
+    text: str
+    format: str
+    abstained: bool = Field(
+        description="True when min_relevance was given and no passage reached it: the "
+        "knowledge base holds nothing relevant enough to cite."
+    )
+    abstain_reason: str | None
+    reranked: bool
+    degraded: list[str]
+    degraded_reasons: dict[str, str]
+    timings_ms: dict[str, float]
+
+
+class RerankResultOut(Out):
+    """One reranked document."""
+
+    index: int
+    relevance_score: float
+    document: dict[str, Any] | None = Field(
+        None, description="With return_documents: the document as sent (a string as {text})."
+    )
+
+
+class RerankOutMeta(Out):
+    """Cohere-style usage block."""
+
+    billed_units: dict[str, int]
+
+
+class RerankUsage(Out):
+    """Jina-style usage block."""
+
+    total_tokens: int = Field(
+        description="Tokens the model read for this answer (query included in every pair; "
+        "a cached score costs none)."
+    )
+
+
+class RerankOutBody(Out):
+    """``POST /v1/rerank`` answer."""
+
+    id: str
+    model: str = Field(description="The model's public name, or the request's model echoed.")
+    results: list[RerankResultOut]
+    meta: RerankOutMeta
+    usage: RerankUsage
+
+
+class TeiRerankResultOut(Out):
+    """One text of a TEI-shaped rerank answer."""
+
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TeiRerankOut(RootModel[list[TeiRerankResultOut]]):
+    """``POST /rerank`` answer in TEI's shape: the texts best first."""
+
+
+class AnyRerankOut(RootModel[RerankOutBody | TeiRerankOut]):
+    """``POST /rerank`` answer: Cohere's shape, or TEI's for a TEI-shaped request."""
+
+
+class CollectionOut(Out):
+    """A collection with its registry counts."""
+
+    name: str
+    documents: int
+    chunks: int
+
+
+class CollectionsOut(Out):
+    """``GET /v1/collections`` answer."""
+
+    collections: list[CollectionOut]
+
+
+class CreatedOut(Out):
+    """``POST /v1/collections`` answer."""
+
+    name: str
+
+
+class DroppedOut(Out):
+    """``DELETE /v1/collections/{c}`` answer."""
+
+    deleted: str
+    documents: int
+
+
+class StatsOut(BaseModel):
+    """``GET /v1/collections/{c}/stats``: registry counts and each index's (open-ended)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    collection: str
+    documents: int
+    chunks: int
+
+
+class TaskAcceptedOut(Out):
+    """202 answer of the indexing endpoints."""
+
+    task_id: str
+
+
+class TaskOut(Out):
+    """``GET /v1/tasks/{id}`` answer."""
+
+    id: str
+    collection: str
+    state: Literal["queued", "running", "done", "failed"]
+    total: int
+    processed: int
+    indexed: int
+    unchanged: int
+    failed: dict[str, str]
+    errors: list[str]
+    created_at: float
+    finished_at: float | None
+
+
+class DocumentOut(Out):
+    """``GET /v1/collections/{c}/documents/{id}`` answer."""
+
+    id: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    content_type: str
+    version: int
+    status: str
+    chunks: int
+    error: str | None
+    updated_at: str | None
+
+
+class DocumentSummaryOut(Out):
+    """One document of a listing."""
+
+    id: str
+    title: str
+    status: Literal["pending", "indexed", "failed"]
+    chunks: int
+    error: str | None = Field(description="Why indexing failed (status failed), else null.")
+    updated_at: str
+
+
+class DocumentListOut(Out):
+    """``GET /v1/collections/{c}/documents`` answer: one page in id order."""
+
+    documents: list[DocumentSummaryOut]
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+class DeletedOut(Out):
+    """Delete answers; ``not_found`` only for the batch delete."""
+
+    deleted: list[str]
+    not_found: list[str] = Field(default_factory=list)
+
+
+class HealthOut(Out):
+    """``GET /healthz`` answer."""
+
+    status: str
+
+
+class RerankerStatusOut(Out):
+    """The reranker in use, or why there is none and the one fix (``search.rerank.status``)."""
+
+    active: bool
+    model: str
+    backend: str
+    fingerprint: str = Field(description="Short hash of the model's files; empty if not here.")
+    device: str
+    dtype: str
+    loaded: bool = Field(description="Whether the model is loaded yet (it loads on first use).")
+    calibrated: bool = Field(description="A calibration keyed to this model's fingerprint exists.")
+    blend_weight: float
+    blend_source: str = Field(description="Where the blend weight comes from.")
+    reason: Literal["", "off", "missing", "load_failed", "no_worker"] = Field(
+        description="Why there is no reranker; empty when one is active."
+    )
+    why: str
+    fix: str = Field(description="The one command that gives this server a reranker.")
+
+
+class ReadyOut(Out):
+    """``GET /readyz`` answer."""
+
+    ready: bool
+    backends: dict[str, str]
+    reranker_status: RerankerStatusOut
+
+
+class ErrorBody(Out):
+    """The error object."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorOut(Out):
+    """Every error answer."""
+
+    error: ErrorBody
