@@ -62,6 +62,10 @@ class SearchOut(Out):
     query: str
     mode: Mode
     fusion: str | None
+    fusion_weights: list[float] | None = Field(
+        description="The (bm25, vector) weights fusion applied; null when one leg answered "
+        "(see skipped, degraded) or the method weighs none (rrf)."
+    )
     reranked: bool
     rerank_window: int
     rerank_blend: float | None = Field(

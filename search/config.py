@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Self
 
+from search.embed_languages import check_languages
 from search.errors import ConfigError
 from search.fusion import METHODS as FUSION_METHODS
 
@@ -103,8 +104,9 @@ class Settings(EnvSettings):
     embed_max_length: int = 256
     embed_pooling: str = "mean"
     # Languages the embedder serves: "en", "zh", ... or "*" for any. A query in
-    # another script skips the vector leg instead of adding noise.
-    embed_languages: tuple[str, ...] = ("en",)
+    # another script skips the vector leg instead of adding noise. Empty: what
+    # the model folder tells, else English (search.embed_languages).
+    embed_languages: tuple[str, ...] = ()
     allow_download: bool = False
 
     # Chunking, in analyser-independent tokens (a word, or one CJK character).
@@ -158,6 +160,7 @@ class Settings(EnvSettings):
         one_of("vector_backend", self.vector_backend, VECTOR_BACKENDS)
         one_of("fusion", self.fusion, FUSION_METHODS)
         one_of("embed_pooling", self.embed_pooling, ("mean", "cls"))
+        check_languages(self.embed_languages)
         one_of("rerank_backend", self.rerank_backend, RERANK_BACKENDS)
         one_of("rerank_dtype", self.rerank_dtype, ("auto", "float16", "bfloat16", "float32"))
         if not 0.05 <= self.rerank_query_share <= 0.9:

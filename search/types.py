@@ -192,7 +192,10 @@ class SearchResult:
     degraded_reasons: dict[str, str] = field(default_factory=dict)  # stage -> why, one line
     # A leg deliberately not run, with the reason (e.g. the embedder knows no Chinese).
     skipped: dict[str, str] = field(default_factory=dict)
-    fusion: str | None = None
+    fusion: str | None = None  # the method, when both legs were fused
+    # The (bm25, vector) weights fusion applied; None when one leg answered or the
+    # method weighs none (plain RRF).
+    fusion_weights: tuple[float, float] | None = None
     reranked: bool = False
     rerank_window: int = 0  # how many of the top hits the reranker ordered
     rerank_blend: float | None = None  # weight of the retrieval prior blended in; None: pure

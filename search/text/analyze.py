@@ -3,7 +3,7 @@
 Both BM25 engines (tantivy and Elasticsearch) index the tokens produced here
 verbatim, whitespace separated, so a query matches a document exactly when
 both went through this module. Any change to its output is an index format
-change: re-index after touching the rules below.
+change: raise ``ANALYSIS_VERSION`` and re-index after touching the rules below.
 
 Latin and other space-separated scripts: NFKC, casefold, accent folding,
 split on non-alphanumerics, English stopwords, Porter stemming. Chinese:
@@ -16,6 +16,7 @@ in order.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import threading
@@ -99,6 +100,42 @@ def load_chinese_stopwords(name: str = STOPWORDS_ZH_FILE) -> frozenset[str]:
 
 
 CHINESE_STOPWORDS: frozenset[str] = load_chinese_stopwords()
+
+# Raise by one with any change to the rules of this module that changes its
+# tokens (a pattern, folding, MAX_TOKEN_CHARS, the stemmer): an index built with
+# the old tokens no longer matches queries analysed with the new ones. The stop
+# words and the libraries that segment, convert and stem count by themselves
+# (``analysis_version``).
+ANALYSIS_VERSION = 1
+# The packages whose releases may change tokens: segmentation, t2s, stemming.
+_ANALYSIS_PACKAGES = ("jieba", "opencc-python-reimplemented", "PyStemmer")
+
+
+def analysis_version(
+    version: int = ANALYSIS_VERSION,
+    english: frozenset[str] = ENGLISH_STOPWORDS,
+    chinese: frozenset[str] = CHINESE_STOPWORDS,
+) -> str:
+    """A short hash that changes whenever the default analyser's tokens may change.
+
+    It covers ``ANALYSIS_VERSION``, both stop-word lists (the words, so an edited
+    comment in ``stopwords_zh.txt`` does not count) and the installed versions of
+    the packages in ``_ANALYSIS_PACKAGES``. Anything that keeps analysed tokens
+    across runs (the evaluation index cache) keys them by it.
+    """
+    from importlib import metadata
+
+    digest = hashlib.sha256(f"analysis {version}\n".encode())
+    for words in (english, chinese):
+        digest.update("\n".join(sorted(words)).encode() + b"\n--\n")
+    for package in _ANALYSIS_PACKAGES:
+        try:
+            installed = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            installed = "missing"
+        digest.update(f"{package}=={installed}\n".encode())
+    return f"{version}-{digest.hexdigest()[:12]}"
+
 
 _init_lock = threading.Lock()
 # (t2s converter, segmenter, Simplified -> Traditional converters)

@@ -1,5 +1,8 @@
 """Tiny, randomly initialised models built on the spot, so no test downloads weights.
 
+``build_tiny_encoder`` writes an ``XLMRobertaModel`` for the embedder, with the
+same locally trained tokenizer.
+
 ``build_tiny_reranker`` writes an ``XLMRobertaForSequenceClassification`` with one
 label (the shape of BAAI/bge-reranker-v2-m3, only smaller) and a tokenizer trained
 here with the ``tokenizers`` library. Both are saved with ``save_pretrained`` so that
@@ -153,6 +156,56 @@ def build_tiny_reranker(
     model = XLMRobertaForSequenceClassification(config).eval()
     model.save_pretrained(path)
     return path
+
+
+def build_tiny_encoder(
+    path: Path,
+    *,
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    vocab_size: int = 1500,
+) -> Path:
+    """Write a random ``XLMRobertaModel`` (the encoder of bge-m3 and multilingual-e5,
+    only smaller) and a tokenizer trained here on English and Chinese to ``path``.
+
+    It loads through ``AutoModel`` exactly as those embedders do. No model card is
+    written: what languages it serves is left to ``search.embed_languages``.
+    """
+    import torch
+    import transformers
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    fast_class = getattr(transformers, "XLMRobertaTokenizerFast", transformers.XLMRobertaTokenizer)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = fast_class(
+        tokenizer_object=train_tokenizer(training_lines(seed), vocab_size), model_max_length=512
+    )
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        initializer_range=0.2,
+    )
+    XLMRobertaModel(config).eval().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a random multilingual (XLM-R) encoder, built once."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("models") / "tiny-multilingual-encoder")
 
 
 @pytest.fixture(scope="session")

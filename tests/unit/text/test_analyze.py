@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from search.text import Analyzer, analyze, script_of
-from search.text.analyze import CHINESE_STOPWORDS, ENGLISH_STOPWORDS
+from search.text import Analyzer, analysis_version, analyze, script_of
+from search.text.analyze import ANALYSIS_VERSION, CHINESE_STOPWORDS, ENGLISH_STOPWORDS
 
 pytestmark = pytest.mark.unit
 
@@ -208,3 +208,11 @@ def test_ascii_fast_path_agrees_with_unicode_path():
     for _ in range(200):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
         assert analyze(text + " café") == analyze(text) + ["cafe"]
+
+
+def test_the_analysis_version_changes_with_the_rules_and_the_stop_words():
+    current = analysis_version()
+    assert current == analysis_version() and current.startswith(f"{ANALYSIS_VERSION}-")
+    assert analysis_version(ANALYSIS_VERSION + 1) != current
+    assert analysis_version(chinese=CHINESE_STOPWORDS | {"茶"}) != current
+    assert analysis_version(english=ENGLISH_STOPWORDS - {"the"}) != current
