@@ -15,6 +15,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import responses as r
 from api import schemas as s
+from api.docs_page import ASSETS
 from search.config import COLLECTION_PATTERN
 from search.engine import DEFAULT_LIST_DOCUMENTS, MAX_LIST_DOCUMENTS
 
@@ -117,7 +118,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "c": {"type": "string", "pattern": COLLECTION_PATTERN},
     "doc_id": {"type": "string", "minLength": 1, "maxLength": 512},
     "task_id": {"type": "string", "minLength": 1},
-    "name": {"type": "string", "minLength": 1},
+    "name": {"type": "string", "enum": sorted(ASSETS)},
 }
 QUERY: dict[str, dict[str, Any]] = {
     "after": {
