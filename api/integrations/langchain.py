@@ -26,10 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
-from api.client import SieveClient
-from api.integrations import RERANK_SCORE_KEY, hit_metadata, missing_extra, rerank_order
+from api.integrations import SieveConnection, hit_metadata, missing_extra, rerank_order
 
 try:
     from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
@@ -42,41 +41,25 @@ except ImportError as exc:  # pragma: no cover - exercised with langchain hidden
 __all__ = ["SieveReranker", "SieveRetriever"]
 
 
-class SieveRetriever(BaseRetriever):
+class SieveRetriever(SieveConnection, BaseRetriever):
     """Retrieves passages with ``POST /v1/search`` of a Sieve server.
 
     ``mode``, ``filters`` and ``rerank`` left as None use the server's defaults
-    (hybrid; no filter; rerank when the server has a reranker). Building one is
-    cheap: the HTTP connection is made on the first query.
+    (hybrid; no filter; rerank when the server has a reranker).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    base_url: str
-    api_key: str | None = Field(default=None, repr=False)
     collection: str = "default"
     top_k: int = Field(default=10, ge=1, le=100)
     mode: Literal["bm25", "vector", "hybrid"] | None = None
     filters: dict[str, Any] | None = None
     rerank: bool | None = None
-    timeout: float = Field(default=30.0, gt=0)
-
-    _client: SieveClient = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Make the (lazy, thread-safe) client once the fields are validated."""
-        super().model_post_init(context)
-        self._client = SieveClient(self.base_url, self.api_key, self.timeout)
-
-    @property
-    def client(self) -> SieveClient:
-        """The ``SieveClient`` this retriever queries with."""
-        return self._client
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        answer = self._client.search(
+        answer = self.client.search(
             query,
             collection=self.collection,
             mode=self.mode,
@@ -89,34 +72,21 @@ class SieveRetriever(BaseRetriever):
         ]
 
 
-class SieveReranker(BaseDocumentCompressor):
+class SieveReranker(SieveConnection, BaseDocumentCompressor):
     """Reranks documents with ``POST /v1/rerank`` of a Sieve server, best first.
 
     Each document comes back as a copy with its metadata kept and the server's
     ``relevance_score`` (the sigmoid of the cross-encoder's logit) added under
-    ``metadata["relevance_score"]``; ``top_n`` None keeps them all. An error answer
-    (no reranker on the server, a bad key, too many documents) is raised as
-    ``api.client.SieveAPIError``, never swallowed into the original order.
+    ``metadata["relevance_score"]``, and, when the server's model is calibrated,
+    the calibrated P(relevant) under ``metadata["relevance"]``. ``top_n`` None
+    keeps them all. An error answer (no reranker on the server, a bad key, too
+    many documents) is raised as ``api.client.SieveAPIError``, never swallowed
+    into the original order.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    base_url: str
-    api_key: str | None = Field(default=None, repr=False)
     top_n: int | None = Field(default=None, ge=1)
-    timeout: float = Field(default=30.0, gt=0)
-
-    _client: SieveClient = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Make the (lazy, thread-safe) client once the fields are validated."""
-        super().model_post_init(context)
-        self._client = SieveClient(self.base_url, self.api_key, self.timeout)
-
-    @property
-    def client(self) -> SieveClient:
-        """The ``SieveClient`` this reranker calls."""
-        return self._client
 
     def compress_documents(
         self,
@@ -127,8 +97,8 @@ class SieveReranker(BaseDocumentCompressor):
         """``documents`` reordered by the server's reranker, at most ``top_n`` of them."""
         texts = [doc.page_content for doc in documents]
         out = []
-        for index, score in rerank_order(self._client, query, texts, self.top_n):
-            doc = documents[index]
-            metadata = {**doc.metadata, RERANK_SCORE_KEY: score}
+        for ranked in rerank_order(self.client, query, texts, self.top_n):
+            doc = documents[ranked.index]
+            metadata = {**doc.metadata, **ranked.metadata()}
             out.append(doc.model_copy(update={"metadata": metadata}))
         return out

@@ -26,10 +26,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from api.client import SieveClient
-from api.integrations import PROVENANCE_KEYS, hit_metadata, missing_extra, rerank_order
+from api.integrations import (
+    PROVENANCE_KEYS,
+    RELEVANCE_KEY,
+    SieveConnection,
+    hit_metadata,
+    missing_extra,
+    rerank_order,
+)
 
 try:
     from llama_index.core.callbacks import CallbackManager
@@ -108,38 +115,26 @@ def to_node(hit: Mapping[str, Any]) -> NodeWithScore:
     return NodeWithScore(node=node, score=hit["score"])
 
 
-class SieveNodeReranker(BaseNodePostprocessor):
+class SieveNodeReranker(SieveConnection, BaseNodePostprocessor):
     """Reranks nodes with ``POST /v1/rerank`` of a Sieve server, best first.
 
-    Each node comes back as a new ``NodeWithScore`` over the same node (its
-    metadata and relationships untouched) whose ``score`` is the server's
-    ``relevance_score``; ``top_n`` None keeps them all. The text sent is the node's
-    content in ``metadata_mode`` (default: the text alone, what a cross-encoder is
-    trained on). An error answer is raised as ``api.client.SieveAPIError``.
+    Each node comes back as a new ``NodeWithScore`` whose ``score`` is the
+    server's ``relevance_score``; ``top_n`` None keeps them all. The node is the
+    same one (metadata and relationships untouched) unless the server's model is
+    calibrated: then it is a copy whose metadata adds the calibrated P(relevant)
+    under ``"relevance"`` (hidden from the LLM and embedding views). The text sent
+    is the node's content in ``metadata_mode`` (default: the text alone, what a
+    cross-encoder is trained on). An error answer is raised as
+    ``api.client.SieveAPIError``.
     """
 
-    base_url: str
-    api_key: str | None = Field(default=None, repr=False)
     top_n: int | None = Field(default=None, ge=1)
     metadata_mode: MetadataMode = MetadataMode.NONE
-    timeout: float = Field(default=30.0, gt=0)
-
-    _client: SieveClient = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Make the (lazy, thread-safe) client once the fields are validated."""
-        super().model_post_init(context)
-        self._client = SieveClient(self.base_url, self.api_key, self.timeout)
 
     @classmethod
     def class_name(cls) -> str:
         """The name LlamaIndex serialises this component under."""
         return "SieveNodeReranker"
-
-    @property
-    def client(self) -> SieveClient:
-        """The ``SieveClient`` this reranker calls."""
-        return self._client
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -147,5 +142,22 @@ class SieveNodeReranker(BaseNodePostprocessor):
         if query_bundle is None:
             raise ValueError("SieveNodeReranker needs the query (query_bundle or query_str)")
         texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-        order = rerank_order(self._client, query_bundle.query_str, texts, self.top_n)
-        return [NodeWithScore(node=nodes[index].node, score=score) for index, score in order]
+        out = []
+        for ranked in rerank_order(self.client, query_bundle.query_str, texts, self.top_n):
+            node = nodes[ranked.index].node
+            if ranked.relevance is not None:
+                node = node.model_copy(
+                    update={
+                        "metadata": {**node.metadata, RELEVANCE_KEY: ranked.relevance},
+                        "excluded_llm_metadata_keys": [
+                            *node.excluded_llm_metadata_keys,
+                            RELEVANCE_KEY,
+                        ],
+                        "excluded_embed_metadata_keys": [
+                            *node.excluded_embed_metadata_keys,
+                            RELEVANCE_KEY,
+                        ],
+                    }
+                )
+            out.append(NodeWithScore(node=node, score=ranked.score))
+        return out
