@@ -25,6 +25,7 @@ from search.embed import Embedder
 from search.errors import BackendUnavailable, IndexLocked, InvalidRequest, SieveError
 from search.hydration import Hydration
 from search.keyword.base import Hydrate, KeywordIndex
+from search.passages import passage_ref, rerank_passage
 from search.rerank import Reranker, check_scores
 from search.rerank.base import card_of
 from search.rerank.blend import best_first, card_blend_weight, resolve_blend
@@ -218,7 +219,10 @@ class Pipeline:
             hits = fill(hits, 0, plan.rerank_depth)
             try:
                 load_ms += self.warmup.ensure(RERANKER)
-                hits, cached = self._rerank(request.query, hits, plan.rerank_depth, timings)
+                collection = request.collection or self.settings.collection
+                hits, cached = self._rerank(
+                    request.query, hits, plan.rerank_depth, timings, collection
+                )
                 reranked = True
             except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
                 degraded["rerank"] = _reason(exc)
@@ -279,7 +283,7 @@ class Pipeline:
         )
 
     def _rerank(
-        self, query: str, hits: list[Hit], depth: int, timings: dict[str, float]
+        self, query: str, hits: list[Hit], depth: int, timings: dict[str, float], collection: str
     ) -> tuple[list[Hit], int]:
         """Order the top ``depth`` hits by cross-encoder score (blended with their fused
         rank when a blend is configured); the rest keep fused order."""
@@ -289,15 +293,23 @@ class Pipeline:
         head, tail = hits[:depth], hits[depth:]
         # The title gives the cross-encoder the context BEIR-style models were
         # trained with; offsets are mapped back past it into the document.
-        prefixes = [f"{h.title}\n" if h.title else "" for h in head]
-        batch = self.reranker.rerank(
-            query, [p + h.text for p, h in zip(prefixes, head, strict=True)]
-        )
+        built = [rerank_passage(h.title, h.text) for h in head]
+        passages = [passage for passage, _ in built]
+        if getattr(self.reranker, "reads_passages", False):
+            # A reranker in another process that can read the chunk store is told
+            # the chunks, not sent their text (search.passages).
+            refs = [
+                passage_ref(collection, h.chunk_id, p)
+                for h, p in zip(head, passages, strict=True)
+            ]
+            batch = self.reranker.rerank(query, passages, refs=refs)  # type: ignore[call-arg]
+        else:
+            batch = self.reranker.rerank(query, passages)
         check_scores(batch, len(head))
         calibration = calibration_of(self.reranker)
         scored = []
-        for prefix, hit, result in zip(prefixes, head, batch.scores, strict=True):
-            start, end = passage_span(len(prefix), len(hit.text), result.start, result.end)
+        for (_, prefix_len), hit, result in zip(built, head, batch.scores, strict=True):
+            start, end = passage_span(prefix_len, len(hit.text), result.start, result.end)
             scored.append(
                 replace(
                     hit,
