@@ -48,6 +48,10 @@ class ApiSettings(EnvSettings):
     port: int = 8000
     workers: int = 2  # forced to 1 with the embedded backends (one process owns an index)
     threads: int = 8
+    # `sieve serve` loads the models and the Chinese dictionary in each worker
+    # before /readyz says ready; off: the first query that needs one loads it
+    # (and says so in its timings_ms as "load").
+    warm_up: bool = True
     # Where the API's indexing jobs run: "thread" (in the API process, the
     # embedded default) or "celery" (index workers; the registry is the outbox).
     index_backend: str = "thread"

@@ -31,6 +31,7 @@ from search.rerank.base import innermost
 from search.scores import make_store
 from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
+from search.warmup import Warmup, engine_parts
 
 COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
 # The collection setting (``Registry.collection_setting``) holding the rerank blend
@@ -138,6 +139,8 @@ class SearchEngine:
             allow_download=settings.allow_download,
             languages=settings.embed_languages,
         )
+        # Loads nothing yet: ``warm_up_in_background`` (a server) or first use does.
+        self.warmup = Warmup(engine_parts(self.embedder, self.reranker))
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sieve-leg")
@@ -156,6 +159,15 @@ class SearchEngine:
             runner = self._runner
         runner.start()
         return runner
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Load the Chinese dictionary, the embedder and the local reranker on a thread.
+
+        For a server, after any fork: ``warmup.warming()`` names what is still
+        loading meanwhile, and a query that needs a part before it is loaded
+        waits for it and reports the wait as ``timings_ms["load"]``.
+        """
+        return self.warmup.start()
 
     def collection(self, name: str | None = None) -> Collection:
         """Open (once) and return a collection's indexes, pipeline and indexer.
@@ -196,6 +208,7 @@ class SearchEngine:
                         executor=self._executor,
                         reranker=self.reranker,
                         collection_blend=self.collection_blend(name),
+                        warmup=self.warmup,
                     ),
                     indexer=Indexer(
                         self.settings, self.registry, keyword, vector, self.embedder, name

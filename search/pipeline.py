@@ -25,13 +25,16 @@ from search.embed import Embedder
 from search.errors import BackendUnavailable, IndexLocked, InvalidRequest, SieveError
 from search.hydration import Hydration
 from search.keyword.base import Hydrate, KeywordIndex
+from search.passages import passage_ref, rerank_passage
 from search.rerank import Reranker, check_scores
 from search.rerank.base import card_of
 from search.rerank.blend import best_first, card_blend_weight, resolve_blend
 from search.rerank.calibration import calibration_of
 from search.text import analyze, script_of
+from search.text.analyze import needs_dictionary
 from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
 from search.vector.base import VectorIndex
+from search.warmup import DICTIONARY, EMBEDDER, RERANKER, Warmup, engine_parts
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class Pipeline:
         executor: ThreadPoolExecutor | None = None,
         reranker: Reranker | None = None,
         collection_blend: float | None = None,
+        warmup: Warmup | None = None,
     ) -> None:
         self.settings = settings
         self.keyword = keyword
@@ -115,6 +119,8 @@ class Pipeline:
             card=card_blend_weight(card_of(reranker)) if reranker is not None else None,
         )
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
+        # The engine's, shared by its collections; a pipeline built alone loads its own.
+        self.warmup = Warmup(engine_parts(embedder, reranker)) if warmup is None else warmup
 
     def search(self, request: SearchRequest) -> SearchResult:
         """Run the query; see the module docstring for the failure rules."""
@@ -124,6 +130,11 @@ class Pipeline:
         timings: dict[str, float] = {}
         skipped: dict[str, str] = {}
 
+        # Start-up work a query had to do itself (no warm-up ran, or it is still
+        # running): shown as "load", never hidden inside another stage.
+        load_ms = 0.0
+        if needs_dictionary(request.query):
+            load_ms += self.warmup.ensure(DICTIONARY)
         t0 = time.perf_counter()
         tokens = analyze(request.query)
         timings["analyze"] = (time.perf_counter() - t0) * 1000
@@ -148,8 +159,8 @@ class Pipeline:
             calls["vector"] = lambda: self._vector(request.query, depth, request)
         if want_vector:
             # Loading the model is start-up work, not a slow backend: keep it
-            # outside the legs' deadline (a no-op once loaded).
-            self.embedder.warm_up()
+            # outside the legs' deadline (free once loaded).
+            load_ms += self.warmup.ensure(EMBEDDER)
             started_legs = time.perf_counter()
         else:
             started_legs = started
@@ -207,7 +218,11 @@ class Pipeline:
         if plan.rerank and hits:
             hits = fill(hits, 0, plan.rerank_depth)
             try:
-                hits, cached = self._rerank(request.query, hits, plan.rerank_depth, timings)
+                load_ms += self.warmup.ensure(RERANKER)
+                collection = request.collection or self.settings.collection
+                hits, cached = self._rerank(
+                    request.query, hits, plan.rerank_depth, timings, collection
+                )
                 reranked = True
             except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
                 degraded["rerank"] = _reason(exc)
@@ -222,6 +237,8 @@ class Pipeline:
         page = page[request.offset : request.offset + request.top_k]
         if fill.ms:
             timings["hydrate"] = fill.ms
+        if load_ms:
+            timings["load"] = load_ms
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResult(
             query=request.query,
@@ -269,7 +286,7 @@ class Pipeline:
         )
 
     def _rerank(
-        self, query: str, hits: list[Hit], depth: int, timings: dict[str, float]
+        self, query: str, hits: list[Hit], depth: int, timings: dict[str, float], collection: str
     ) -> tuple[list[Hit], int]:
         """Order the top ``depth`` hits by cross-encoder score (blended with their fused
         rank when a blend is configured); the rest keep fused order."""
@@ -279,15 +296,23 @@ class Pipeline:
         head, tail = hits[:depth], hits[depth:]
         # The title gives the cross-encoder the context BEIR-style models were
         # trained with; offsets are mapped back past it into the document.
-        prefixes = [f"{h.title}\n" if h.title else "" for h in head]
-        batch = self.reranker.rerank(
-            query, [p + h.text for p, h in zip(prefixes, head, strict=True)]
-        )
+        built = [rerank_passage(h.title, h.text) for h in head]
+        passages = [passage for passage, _ in built]
+        if getattr(self.reranker, "reads_passages", False):
+            # A reranker in another process that can read the chunk store is told
+            # the chunks, not sent their text (search.passages).
+            refs = [
+                passage_ref(collection, h.chunk_id, p)
+                for h, p in zip(head, passages, strict=True)
+            ]
+            batch = self.reranker.rerank(query, passages, refs=refs)  # type: ignore[call-arg]
+        else:
+            batch = self.reranker.rerank(query, passages)
         check_scores(batch, len(head))
         calibration = calibration_of(self.reranker)
         scored = []
-        for prefix, hit, result in zip(prefixes, head, batch.scores, strict=True):
-            start, end = passage_span(len(prefix), len(hit.text), result.start, result.end)
+        for (_, prefix_len), hit, result in zip(built, head, batch.scores, strict=True):
+            start, end = passage_span(prefix_len, len(hit.text), result.start, result.end)
             scored.append(
                 replace(
                     hit,

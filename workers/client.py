@@ -45,6 +45,7 @@ from kombu.exceptions import OperationalError
 
 from search.config import Settings
 from search.errors import BackendUnavailable, InvalidRequest
+from search.passages import PassageRef
 from search.rerank.base import check_scores, left_s, sigmoid
 from search.rerank.calibration import Calibration, find_calibration
 from search.types import RerankBatch, RerankScore
@@ -67,6 +68,10 @@ class CeleryReranker:
     own pool (``workers.bounded``), Celery keeps one result consumer per thread,
     and the producer pool is shared.
     """
+
+    # The workers read the passages of indexed chunks from the shared chunk store
+    # (``workers.passages``): the pipeline sends references, not text.
+    reads_passages = True
 
     def __init__(self, app: Celery, settings: Settings, workers: WorkerSettings) -> None:
         self.app = app
@@ -104,6 +109,7 @@ class CeleryReranker:
         *,
         deadline: float | None = None,
         max_doc_tokens: int | None = None,
+        refs: Sequence[PassageRef | None] | None = None,
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
 
@@ -111,7 +117,7 @@ class CeleryReranker:
         """
         try:
             batch = self._rerank(
-                query, passages, deadline=deadline, max_doc_tokens=max_doc_tokens
+                query, passages, deadline=deadline, max_doc_tokens=max_doc_tokens, refs=refs
             )
         except BackendUnavailable as exc:
             self.last_error = str(exc)
@@ -126,19 +132,26 @@ class CeleryReranker:
         *,
         deadline: float | None = None,
         max_doc_tokens: int | None = None,
+        refs: Sequence[PassageRef | None] | None = None,
     ) -> RerankBatch:
         """One score per passage, in order; ``BackendUnavailable`` when no worker answers in time.
 
         The call ends at the configured timeout, or at ``deadline`` if sooner,
-        whatever the broker does (see ``workers.bounded``).
+        whatever the broker does (see ``workers.bounded``). A passage with a ref
+        (``search.passages``) travels as its chunk id and digest and the worker
+        reads it; one the worker could not read is sent again as text, in a
+        second task within the same deadline.
 
         ``timings_ms``: ``queue`` (sent until a worker started it), ``model`` (the
-        worker's tokenising and forward passes), ``roundtrip`` (the whole call).
+        worker's tokenising and forward passes), ``read`` (the worker reading
+        passages), ``roundtrip`` (the whole call).
         """
         if isinstance(passages, str) or not all(isinstance(p, str) for p in passages):
             raise InvalidRequest("passages must be a sequence of strings")
         if not passages:
             return RerankBatch([])
+        if refs is not None and len(refs) != len(passages):
+            raise InvalidRequest("refs must have one entry (or None) per passage")
         timeout_s = self.settings.rerank_timeout_s
         left = left_s(deadline)
         if left is not None:
@@ -150,7 +163,10 @@ class CeleryReranker:
         sent = threading.Event()
         try:
             value, succeeded, state = self._calls.run(
-                partial(self._roundtrip, query, list(passages), ends, sent, max_doc_tokens), ends
+                partial(
+                    self._roundtrip, query, list(passages), ends, sent, max_doc_tokens, refs
+                ),
+                ends,
             )
         except (DeadlinePassed, CeleryTimeoutError) as exc:
             if not sent.is_set():  # the broker took the whole deadline to accept it
@@ -196,15 +212,52 @@ class CeleryReranker:
         ends: float,
         sent: threading.Event,
         max_doc_tokens: int | None = None,
+        refs: Sequence[PassageRef | None] | None = None,
     ) -> tuple[Any, bool, str]:
-        """Send the task and wait for its result until ``ends`` (on a thread of ``self._calls``)."""
+        """Send the task and wait for its result until ``ends`` (on a thread of ``self._calls``);
+        then the passages the worker could not read, as text."""
+        value, succeeded, state = self._send(query, passages, ends, sent, max_doc_tokens, refs)
+        unread = value.get("unread") if succeeded and isinstance(value, dict) else None
+        if not unread:
+            return value, succeeded, state
+        try:
+            texts = [passages[int(i)] for i in unread]
+        except (TypeError, ValueError, IndexError) as exc:
+            raise BackendUnavailable(
+                f"malformed rerank result: {exc}", backend="rerank", reason="malformed"
+            ) from exc
+        log.info("rerank worker could not read %d passages: sending them as text", len(texts))
+        again, succeeded, state = self._send(query, texts, ends, sent, max_doc_tokens, None)
+        if not succeeded:
+            return again, succeeded, state
+        return merge_replies(value, again), True, state
+
+    def _send(
+        self,
+        query: str,
+        passages: list[str],
+        ends: float,
+        sent: threading.Event,
+        max_doc_tokens: int | None,
+        refs: Sequence[PassageRef | None] | None,
+    ) -> tuple[Any, bool, str]:
+        """One task: sent, and its result waited for until ``ends``."""
         left = max(0.0, ends - time.monotonic())
         kwargs: dict[str, Any] = {"deadline_at": time.time() + left}
         if max_doc_tokens is not None:  # only when asked for: older workers lack the option
             kwargs["max_doc_tokens"] = max_doc_tokens
+        sent_passages: list[str | None] = list(passages)
+        if refs is not None and any(ref is not None for ref in refs):
+            # Referenced passages travel as [collection, chunk id, digest]; their text does not.
+            kwargs["refs"] = [
+                None if r is None else [r.collection, r.chunk_id, r.digest] for r in refs
+            ]
+            sent_passages = [
+                None if r is not None else p for p, r in zip(passages, refs, strict=True)
+            ]
         result = self.app.send_task(
             RERANK_TASK,
-            args=(query, passages),
+            args=(query, sent_passages),
             # The worker drops a task still queued at the deadline (Celery's
             # expiry) and stops one it is running at the next batch (deadline_at).
             # Both are wall-clock times: client and worker clocks must agree to
@@ -241,6 +294,7 @@ class CeleryReranker:
             worker_key = str(value["model_key"])
             started_at = float(value["started_at"])
             tokens = int(value.get("tokens", 0))  # absent from older workers' replies
+            read_ms = float(value.get("read_ms", 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendUnavailable(
                 f"malformed rerank result: {exc}", backend="rerank", reason="malformed"
@@ -259,9 +313,28 @@ class CeleryReranker:
         queue_ms = min(max((started_at - sent_at) * 1e3, 0.0), max(roundtrip_ms - model_ms, 0.0))
         return RerankBatch(
             [RerankScore(logit=x, score=sigmoid(x), start=a, end=b) for x, a, b in rows],
-            timings_ms={"queue": queue_ms, "model": model_ms, "roundtrip": roundtrip_ms},
+            timings_ms={
+                "queue": queue_ms,
+                "model": model_ms,
+                **({"read": read_ms} if read_ms else {}),
+                "roundtrip": roundtrip_ms,
+            },
             tokens=tokens,
         )
+
+
+def merge_replies(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """``first`` (with ``unread`` positions scored None) completed by ``second``'s scores
+    of those positions, in order; model time, read time and tokens are added."""
+    rows = list(first["scores"])
+    for position, row in zip(first["unread"], second["scores"], strict=True):
+        rows[int(position)] = row
+    merged = dict(first, scores=rows, unread=[])
+    for name in ("model_ms", "read_ms", "tokens"):
+        merged[name] = first.get(name, 0) + second.get(name, 0)
+    if second.get("model_key") != first.get("model_key"):
+        merged["model_key"] = second.get("model_key")  # _batch then reports the change
+    return merged
 
 
 def _give_up(result: Any) -> None:

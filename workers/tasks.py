@@ -6,7 +6,11 @@ The indexing tasks (index, delete, reconcile) live in ``workers.indexing``;
 ``sieve.rerank`` scores (query, passage) pairs with the process's
 ``CrossEncoderReranker``. Arguments and result are small JSON: strings (and the
 caller's ``deadline_at``, a wall-clock epoch) in,
-``{"scores": [[logit, start, end], ...], "model_ms", "model_key", "started_at"}`` out.
+``{"scores": [[logit, start, end], ...], "unread", "model_ms", "read_ms", "model_key",
+"started_at"}`` out. An indexed passage comes as a reference instead of text
+(``refs``: collection, chunk id, digest) and is read here from the shared chunk
+store (``workers.passages``); one that cannot be read is scored None and listed
+in ``unread``, and the client sends it again as text.
 
 Work nobody waits for is dropped, not finished: a task whose ``deadline_at`` has
 passed when it starts is not run, and one running when it passes stops at the
@@ -49,6 +53,7 @@ from search.errors import (
 from search.rerank import CrossEncoderReranker
 from workers.delivery import DeadLettered, DeliveryLimitedTask
 from workers.names import RERANK_TASK
+from workers.passages import PassageReader, parse_refs
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -145,6 +150,7 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
     """Add ``sieve.rerank`` to ``app`` (``workers.app.celery_init_app`` calls this)."""
     slot = ModelSlot(app, settings, workers.rerank_queue)
     _slots.add(slot)
+    reader = PassageReader(settings)  # opens nothing until a task brings refs
 
     # shared=False: a shared task would be added to every app made later in this
     # process, bound to this app's settings.
@@ -163,14 +169,18 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
     def rerank(
         self: DeliveryLimitedTask,
         query: str,
-        passages: list[str],
+        passages: list[str | None],
         deadline_at: float | None = None,
         max_doc_tokens: int | None = None,
+        refs: list[list[str] | None] | None = None,
     ) -> dict[str, Any]:
         """Score ``passages`` against ``query``; one ``[logit, start, end]`` per passage.
 
         ``deadline_at`` (wall-clock epoch): when the caller stops waiting;
-        ``max_doc_tokens``: how much of each passage is scored (the reranker's default).
+        ``max_doc_tokens``: how much of each passage is scored (the reranker's default);
+        ``refs``: per passage, ``[collection, chunk_id, digest]`` to read it from the
+        chunk store (its text is then None), or None. A referenced passage that
+        cannot be read is scored None and its position listed in ``unread``.
         """
         # Wall clock (not perf_counter): the client compares it with its send time.
         started_at = time.time()
@@ -181,17 +191,34 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
                 raise _expired(self, "queued", f"{-left:.3f} s before it started", passages)
             deadline = time.monotonic() + left
         reranker = slot.get()
+        read_started = time.perf_counter()
+        texts = list(passages)
+        if refs is not None:
+            for position, text in enumerate(reader.read(parse_refs(refs, len(passages)))):
+                if text is not None:
+                    texts[position] = text
+        read_ms = (time.perf_counter() - read_started) * 1000
+        known = [i for i, text in enumerate(texts) if text is not None]
+        unread = [i for i, text in enumerate(texts) if text is None]
         try:
             batch = reranker.rerank(
-                query, passages, deadline=deadline, max_doc_tokens=max_doc_tokens
+                query,
+                [str(texts[i]) for i in known],
+                deadline=deadline,
+                max_doc_tokens=max_doc_tokens,
             )
         except BackendUnavailable as exc:
             if deadline is None or exc.data.get("reason") not in ("deadline", "busy"):
                 raise
             raise _expired(self, "running", f"while it ran ({exc})", passages) from exc
+        rows: list[list[float] | None] = [None] * len(texts)
+        for position, s in zip(known, batch.scores, strict=True):
+            rows[position] = [s.logit, s.start, s.end]
         return {
-            "scores": [[s.logit, s.start, s.end] for s in batch.scores],
+            "scores": rows,
+            "unread": unread,
             "model_ms": batch.timings_ms.get("model", 0.0),
+            "read_ms": read_ms,
             "model_key": reranker.model_key,
             "started_at": started_at,
             "tokens": batch.tokens,
@@ -199,7 +226,7 @@ def register_rerank_task(app: Celery, settings: Settings, workers: WorkerSetting
 
 
 def _expired(
-    task: DeliveryLimitedTask, stage: str, when: str, passages: list[str]
+    task: DeliveryLimitedTask, stage: str, when: str, passages: list[str | None]
 ) -> RerankExpired:
     count_expired(task, stage)
     return RerankExpired(

@@ -30,7 +30,7 @@ from api.settings import ServiceSettings, parse_api_keys
 
 log = logging.getLogger("sieve.serve")
 
-WORKER_TIMEOUT_S = 120  # a cold first query loads the embedding and rerank models
+WORKER_TIMEOUT_S = 120  # with SIEVE_WARM_UP=0 a cold first query loads the models
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,20 @@ class SieveApplication(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
-        """Build the app (called in the worker, after the fork)."""
-        from api.app import create_app
+        """Build the app and start its warm-up (called in the worker, after the fork).
 
-        return create_app(self.config)
+        The warm-up runs on a thread, not in ``post_worker_init``: the worker
+        answers ``/healthz`` at once and ``/readyz`` says "warming" (503) until
+        every part is loaded, where a hook would leave both unanswered, and a
+        load longer than the worker timeout would get the worker killed.
+        """
+        from api.app import create_app
+        from api.state import EXTENSION
+
+        app = create_app(self.config)
+        if self.config.api.warm_up:
+            app.extensions[EXTENSION].engine.warm_up_in_background()
+        return app
 
 
 def local_url(host: str, port: int) -> str:

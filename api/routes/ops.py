@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
 from api.auth import public
 from api.docs_page import ASSETS, SWAGGER_DIST
-from api.errors import ApiError
+from api.errors import ApiError, set_retry_after
 from api.openapi import build_openapi
 from api.state import services
 from search.engine import SearchEngine
@@ -108,17 +108,31 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @public
 def readyz() -> Response:
-    """200 when the registry and both indexes answer, else 503 with the first reason."""
-    backends = readiness(services().engine)
+    """200 when the registry and both indexes answer and the warm-up is done, else 503
+    with the first reason ("warming: loading embedder, reranker" while it runs)."""
+    engine = services().engine
+    # Read before the probes: a part that finishes meanwhile must not be reported
+    # "ok" in ``warm_up`` while the reason still says it is loading, or the reverse.
+    warming = engine.warmup.warming()
+    warm_state = engine.warmup.state()
+    backends = readiness(engine)
     failing = [name for name in REQUIRED if backends[name] != "ok"]
-    body: dict[str, object] = {"ready": not failing, "backends": backends}
+    body: dict[str, object] = {"ready": not failing and not warming, "backends": backends}
+    # Each part's load: "ok", "loading", "lazy" (no warm-up ran) or "error: ...". A
+    # part that failed is reported here and in the log, and does not hold readiness
+    # (the embedder's failure shows in the vector probe; the reranker's degrades).
+    body["warm_up"] = warm_state
     # What reranks, or why nothing does and the fix: the search page shows it. A
     # missing reranker only degrades results, so it never makes the service unready.
     body["reranker_status"] = _probe_status(services().engine)
     if failing:
         body["reason"] = f"{failing[0]}: {backends[failing[0]]}"
+    elif warming:
+        body["reason"] = f"warming: loading {', '.join(warming)}"
     response = jsonify(body)
-    response.status_code = 503 if failing else 200
+    response.status_code = 503 if failing or warming else 200
+    if warming and not failing:
+        set_retry_after(response, 1)  # curable by waiting: a load takes seconds
     return response
 
 

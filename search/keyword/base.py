@@ -95,6 +95,13 @@ class KeywordIndex(Protocol):
         """
         ...
 
+    def passages(self, chunk_ids: Sequence[str]) -> dict[str, ScoredChunk]:
+        """The stored chunks of ``chunk_ids`` (score 0.0), by id; unknown ids are absent.
+
+        What a rerank worker reads instead of receiving the passages' text.
+        """
+        ...
+
     def count(self) -> int:
         """Number of chunks stored."""
         ...

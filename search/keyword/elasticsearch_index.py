@@ -386,6 +386,23 @@ class ElasticsearchKeywordIndex:
 
         return Candidates(found, hydrate)
 
+    def passages(self, chunk_ids: Sequence[str]) -> dict[str, ScoredChunk]:
+        """The stored chunks of ``chunk_ids`` (score 0.0), by id; unknown ids are absent.
+
+        One ``mget`` (real time: a chunk written but not yet refreshed is found).
+        """
+        wanted = list(dict.fromkeys(chunk_ids))
+        if not wanted:
+            return {}
+        client = self._es()
+        with self._errors("mget"):
+            resp = client.mget(index=self.index_name, ids=wanted, source=list(HIT_FIELDS))
+        return {
+            doc["_id"]: _scored({**doc, "_score": 0.0})
+            for doc in resp["docs"]
+            if doc.get("found")
+        }
+
     def count(self) -> int:
         """Number of chunks stored (as of the last refresh)."""
         client = self._es()

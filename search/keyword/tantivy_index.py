@@ -232,6 +232,21 @@ class TantivyKeywordIndex:
 
         return Candidates(found, hydrate)
 
+    def passages(self, chunk_ids: Sequence[str]) -> dict[str, ScoredChunk]:
+        """The stored chunks of ``chunk_ids`` (score 0.0), by id; unknown ids are absent."""
+        wanted = list(dict.fromkeys(chunk_ids))
+        # A reader (a rerank worker) must not create an index where none was written.
+        if not wanted or (self._opened is None and not self.path.exists()):
+            return {}
+        index, schema = self._open()
+        searcher = index.searcher()
+        query = tantivy.Query.term_set_query(schema, "chunk_id", wanted)
+        out: dict[str, ScoredChunk] = {}
+        for _, address in searcher.search(query, len(wanted), count=False).hits:
+            chunk = _scored(searcher.doc(address), 0.0)
+            out[chunk.chunk_id] = chunk
+        return out
+
     def count(self) -> int:
         """Number of live chunks."""
         return int(self._open()[0].searcher().num_docs)

@@ -13,8 +13,10 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from search.errors import BackendUnavailable, ConfigError
+from search.passages import PassageRef
 from search.rerank.base import Reranker, check_scores, sigmoid
 from search.rerank.calibration import Calibration, calibration_of
 from search.rerank.pairs import MAX_DOC_TOKENS, doc_token_limit
@@ -60,6 +62,11 @@ class CachingReranker:
         return self.inner.model_key
 
     @property
+    def reads_passages(self) -> bool:
+        """Whether the inner reranker reads passages by reference (``search.passages``)."""
+        return bool(getattr(self.inner, "reads_passages", False))
+
+    @property
     def waiters(self) -> int:
         """Calls now waiting for an identical rerank that another call is scoring."""
         with self._inflight_lock:
@@ -72,12 +79,15 @@ class CachingReranker:
         *,
         deadline: float | None = None,
         max_doc_tokens: int | None = None,
+        refs: Sequence[PassageRef | None] | None = None,
     ) -> RerankBatch:
         """Scores in the passages' order; ``cached`` counts the positions the store answered.
 
         ``deadline`` goes to the inner reranker and bounds the wait for an identical
         rerank; ``max_doc_tokens`` goes to it too, and a score cut to fewer tokens
-        than the default is cached under its own key.
+        than the default is cached under its own key. ``refs`` (one per passage, or
+        None) go with the misses to an inner reranker that ``reads_passages``: the
+        pairs the store answered are never sent anywhere.
         """
         started = time.perf_counter()
         limit = doc_token_limit(max_doc_tokens)
@@ -85,6 +95,11 @@ class CachingReranker:
         key_base = self.model_key if limit == MAX_DOC_TOKENS else f"{self.model_key}#{limit}"
         keys = pair_keys(key_base, query, passages)
         unique = dict(zip(keys, passages, strict=True))  # a duplicate is looked up once
+        ref_of = (
+            dict(zip(keys, refs, strict=True))
+            if refs is not None and self.reads_passages
+            else None
+        )
         found = dict(zip(unique, self.store.get_many(list(unique)), strict=True))
         results = {key: value for key, value in found.items() if value is not None}
         timings = {"cache": (time.perf_counter() - started) * 1000}
@@ -100,7 +115,9 @@ class CachingReranker:
             self._waiters += bool(waiting)
         try:
             if owned:
-                fresh, tokens = self._score(query, owned, unique, timings, deadline, max_doc_tokens)
+                fresh, tokens = self._score(
+                    query, owned, unique, timings, deadline, max_doc_tokens, ref_of
+                )
                 results.update(fresh)
             if waiting:
                 started = time.perf_counter()
@@ -155,11 +172,16 @@ class CachingReranker:
         timings: dict[str, float],
         deadline: float | None,
         max_doc_tokens: int | None,
+        ref_of: dict[str, PassageRef | None] | None = None,
     ) -> tuple[dict[str, CachedScore], int]:
         """The inner reranker's scores of the ``owned`` keys, and the tokens it read."""
         keys = list(owned)
         # Passed only when asked for: a reranker that predates the option still works.
-        options = {} if max_doc_tokens is None else {"max_doc_tokens": max_doc_tokens}
+        options: dict[str, Any] = {}
+        if max_doc_tokens is not None:
+            options["max_doc_tokens"] = max_doc_tokens
+        if ref_of is not None:
+            options["refs"] = [ref_of[key] for key in keys]
         try:
             batch = self.inner.rerank(
                 query, [unique[key] for key in keys], deadline=deadline, **options

@@ -9,11 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 import schemathesis
 from api_testkit import DEAD_URL, app_config, engine_settings, error_code
+from support.live_server import sieve_serve
 from support.redis_server import RedisServer
 
 from api.app import create_app
@@ -38,6 +38,11 @@ def test_healthz_and_readyz(client):
     assert ready.status_code == 200
     body = ready.json
     status = body.pop("reranker_status")
+    # No warm-up ran in this app (only `sieve serve` starts one): each part loads on
+    # first use, or has been by an earlier query.
+    warm_up = body.pop("warm_up")
+    assert set(warm_up) == {"chinese dictionary", "embedder", "reranker"}
+    assert set(warm_up.values()) <= {"lazy", "ok"}
     assert body == {
         "ready": True,
         "backends": {
@@ -276,34 +281,11 @@ def test_serve_plan_binds_localhost_without_keys_and_one_embedded_worker():
     assert (keyed.host, keyed.workers, keyed.notes) == ("0.0.0.0", 3, ())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_sieve_serve_runs_gunicorn_on_localhost(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "SIEVE_DATA_DIR": str(tmp_path), "SIEVE_RERANK_BACKEND": "none"}
-    env.pop("SIEVE_API_KEYS", None)
-    command = [sys.executable, "-m", "api", "serve", "--port", str(port), "--workers", "3"]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[0]
-                assert time.monotonic() < deadline, "sieve serve did not start"
-                time.sleep(0.3)
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=30)[0]
+    env = {"SIEVE_DATA_DIR": str(tmp_path), "SIEVE_RERANK_BACKEND": "none"}
+    with sieve_serve(env, "--workers", "3") as served:
+        assert served.wait_for("/healthz")[0] == 200
+    output = served.output
     assert "bound to 127.0.0.1" in output and "API is open" in output
     assert "running 1 worker process instead of 3" in output
     banner = [line for line in output.splitlines() if line.startswith("reranker: ")]

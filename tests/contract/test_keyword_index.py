@@ -12,6 +12,7 @@ import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -428,3 +429,19 @@ def test_candidates_are_the_search_hits_with_passages_on_demand(index: KeywordIn
     assert found.hydrate([h.chunk_id for h in full]) == {h.chunk_id: h for h in full}
     empty = index.candidates([], 10)
     assert empty.hits == [] and empty.hydrate(["x"]) == {}
+
+
+def test_passages_are_the_stored_chunks_by_id(index: KeywordIndex) -> None:
+    put(
+        index,
+        (chunk("a", metadata={"lang": "en"}, title="Apple pie"), ["appl", "pie"]),
+        (chunk("b", 1), ["appl", "bread"]),
+    )
+    full = {h.chunk_id: h for h in index.search(["appl"], 10)}
+    wanted = [*full, "no-such-chunk", next(iter(full))]  # an unknown id and a repeat
+    got = index.passages(wanted)
+    assert set(got) == set(full)
+    for cid, hit in full.items():
+        # The same passage, title and offsets a search hit carries; no score.
+        assert got[cid] == replace(hit, score=0.0)
+    assert index.passages([]) == {}

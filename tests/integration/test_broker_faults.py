@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.signals import before_task_publish
 from support.celery_worker import CeleryWorker, start_worker
 from support.index_jobs import documents, stage
 from support.redis_server import RedisServer
@@ -33,6 +34,7 @@ from search.types import Document, SearchRequest, SearchResult
 from workers.app import celery_init_app
 from workers.client import CeleryReranker
 from workers.index_client import IndexClient
+from workers.names import RERANK_TASK
 from workers.settings import ENQUEUE_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
@@ -52,11 +54,16 @@ def broker_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def worker(broker_server, tiny_reranker_dir, tmp_path_factory) -> Iterator[CeleryWorker]:
+def data_dir(tmp_path_factory) -> Path:
+    # Shared by the engine and the worker: the worker reads the passages it scores there.
+    return tmp_path_factory.mktemp("broker-faults-data")
+
+
+@pytest.fixture(scope="module")
+def worker(broker_server, tiny_reranker_dir, tmp_path_factory, data_dir) -> Iterator[CeleryWorker]:
     log_path = tmp_path_factory.mktemp("broker-faults") / "worker.log"
-    started = start_worker(
-        broker_server.url, log_path, env={"SIEVE_RERANK_MODEL": str(tiny_reranker_dir)}
-    )
+    env = {"SIEVE_RERANK_MODEL": str(tiny_reranker_dir), "SIEVE_DATA_DIR": str(data_dir)}
+    started = start_worker(broker_server.url, log_path, env=env)
     try:
         started.wait_for_log(LOADED, timeout_s=120)
         yield started
@@ -65,9 +72,9 @@ def worker(broker_server, tiny_reranker_dir, tmp_path_factory) -> Iterator[Celer
 
 
 @pytest.fixture(scope="module")
-def engine(worker, tmp_path_factory) -> Iterator[SearchEngine]:
+def engine(worker, data_dir) -> Iterator[SearchEngine]:
     settings = worker.settings.with_overrides(
-        data_dir=tmp_path_factory.mktemp("broker-faults-data"),
+        data_dir=data_dir,
         rerank_backend="celery",
         rerank_timeout_s=DEADLINE_S,
     )
@@ -96,6 +103,26 @@ def assert_degraded_on_time(result: SearchResult, elapsed: float) -> None:
 def index_client(worker: CeleryWorker) -> IndexClient:
     settings = Settings.from_env({})
     return IndexClient(celery_init_app(settings, worker.workers), worker.workers)
+
+
+def test_a_search_sends_its_hits_by_reference_and_the_worker_reads_them(engine):
+    sent: list[tuple] = []
+
+    def record(sender=None, body=None, **_):
+        if sender == RERANK_TASK:
+            sent.append((body[0][1], body[1].get("refs")))
+
+    before_task_publish.connect(record)
+    try:
+        result, _ = timed_search(engine, "how to descale a kettle")
+    finally:
+        before_task_publish.disconnect(record)
+    assert result.reranked and not result.degraded, result.degraded_reasons
+    # One task, references only; the worker read every passage from the index the
+    # engine wrote (one it could not read would have gone again as text, a second task).
+    ((passages, refs),) = sent
+    assert passages == [None] * len(refs) and len(refs) == result.rerank_window > 0
+    assert result.timings_ms["rerank_read"] > 0
 
 
 def test_a_frozen_broker_costs_a_search_its_rerank_deadline_only(engine, worker, broker_server):

@@ -3,17 +3,12 @@ answers, one line and serve on when it does not. The hub is ``support.hub_server
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import huggingface_hub.constants
 import pytest
-from support.cli import ROOT
 from support.hub_server import HubServer
+from support.live_server import free_port, sieve_serve
 
 from api.cli.serve import pull_default_reranker
 from api.settings import ServiceSettings
@@ -21,12 +16,6 @@ from search.models import DEFAULT_RERANKER_CPU, locate
 from search.rerank.status import describe_settings
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -69,34 +58,16 @@ def test_an_unreachable_hub_is_one_line_and_no_reranker(config, monkeypatch, cap
 
 
 def test_serve_without_network_says_so_in_one_line_and_serves(tmp_path):
-    port = free_port()
     env = {
-        **os.environ,
         "SIEVE_DATA_DIR": str(tmp_path / "data"),
         "SIEVE_RERANK_MODELS_DIR": str(tmp_path / "models"),
         "SIEVE_RERANK_DEVICE": "cpu",
         "HF_HUB_OFFLINE": "0",
         "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
     }
-    env.pop("SIEVE_API_KEYS", None)
-    command = [sys.executable, "-m", "api", "serve", "--port", str(port), "--pull-default-reranker"]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[0]
-                assert time.monotonic() < deadline, "sieve serve did not start"
-                time.sleep(0.3)
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=30)[0]
+    with sieve_serve(env, "--pull-default-reranker") as served:
+        assert served.wait_for("/healthz")[0] == 200
+    output = served.output
     pulled = [line for line in output.splitlines() if "default reranker" in line]
     assert len(pulled) == 1 and "is not reachable" in pulled[0], output
     banner = [line for line in output.splitlines() if line.startswith("reranker: ")]

@@ -17,19 +17,27 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import psutil
 import pytest
 import redis
+from celery.signals import before_task_publish
 from support.celery_worker import REPO, CeleryWorker
 from support.redis_server import RedisServer
 
 from search.config import Settings
 from search.errors import BackendUnavailable
-from search.rerank import CrossEncoderReranker
+from search.keyword import open_keyword_index
+from search.passages import passage_ref, rerank_passage
+from search.rerank import CachingReranker, CrossEncoderReranker
 from search.rerank.status import describe
+from search.scores import LruScoreStore
+from search.text import analyze
+from search.types import Chunk
 from workers.app import celery_init_app
 from workers.client import CeleryReranker
 from workers.delivery import DEAD_LETTER_KEY, DELIVERIES_KEY, DeadLettered, deliveries
@@ -65,8 +73,13 @@ def long_passages(n: int, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def worker(celery_worker, tiny_reranker_dir) -> CeleryWorker:
-    started = celery_worker(db=DB, env={"SIEVE_RERANK_MODEL": str(tiny_reranker_dir)})
+def worker(celery_worker, tiny_reranker_dir, tmp_path_factory) -> CeleryWorker:
+    # Its own data directory: the chunk store it reads referenced passages from.
+    env = {
+        "SIEVE_RERANK_MODEL": str(tiny_reranker_dir),
+        "SIEVE_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
+    }
+    started = celery_worker(db=DB, env=env)
     started.wait_for_log(LOADED, timeout_s=120)  # loaded in the pool process, after the fork
     return started
 
@@ -108,6 +121,92 @@ def test_round_trip_matches_the_in_process_reranker(worker):
     started = time.perf_counter()
     assert remote.rerank(QUERY, []).scores == []  # no round trip for nothing
     assert time.perf_counter() - started < 0.01
+
+
+@contextmanager
+def published() -> Iterator[list[dict]]:
+    """What each rerank task sent from this process carried: its passages and refs."""
+    sent: list[dict] = []
+
+    def record(sender=None, body=None, **_):
+        if sender == RERANK_TASK:
+            sent.append({"passages": body[0][1], "refs": body[1].get("refs")})
+
+    before_task_publish.connect(record)
+    try:
+        yield sent
+    finally:
+        before_task_publish.disconnect(record)
+
+
+def index_passages(settings: Settings, collection: str, titled: list[tuple[str, str]]) -> list:
+    """Write (title, text) chunks into ``collection``'s keyword index; their chunk ids."""
+    index = open_keyword_index(settings, collection)
+    chunks = [
+        Chunk(id=f"{collection}-{i}", doc_id=f"doc-{i}", ordinal=0, text=text, start=0,
+              end=len(text), title=title)
+        for i, (title, text) in enumerate(titled)
+    ]
+    try:
+        index.upsert(chunks, [analyze(f"{c.title} {c.text}") for c in chunks])
+    finally:
+        index.close()  # the writer lock: the worker only reads
+    return [c.id for c in chunks]
+
+
+def test_a_rerank_by_chunk_id_scores_as_by_text_and_unreadable_ones_travel_as_text(worker):
+    remote = client(worker, timeout_s=30)
+    titled = [("Rice", PASSAGES[0]), ("", PASSAGES[1]), ("茶", PASSAGES[2]), ("", PASSAGES[4])]
+    ids = index_passages(worker.settings, "by-id", titled)
+    texts = [rerank_passage(title, text)[0] for title, text in titled]
+    with published() as sent:
+        by_text = remote.rerank(QUERY, texts)
+        refs = [passage_ref("by-id", chunk_id, t) for chunk_id, t in zip(ids, texts, strict=True)]
+        by_id = remote.rerank(QUERY, texts, refs=refs)
+        # Not readable as referenced: an unknown chunk, one rewritten since (another
+        # digest), an unknown collection; and an ad-hoc passage with no ref at all.
+        mixed_texts = [*texts, "An ad-hoc passage.", texts[1] + " edited", texts[0], texts[3]]
+        mixed_refs = [
+            *refs,
+            None,
+            passage_ref("by-id", ids[1], texts[1] + " edited"),  # the store holds the old
+            passage_ref("by-id", "no-such-chunk", texts[0]),
+            passage_ref("no-such-collection", ids[3], texts[3]),
+        ]
+        mixed = remote.rerank(QUERY, mixed_texts, refs=mixed_refs)
+        plain_mixed = remote.rerank(QUERY, mixed_texts)
+
+    logits = [s.logit for s in by_text.scores]
+    assert np.allclose([s.logit for s in by_id.scores], logits, atol=1e-5)
+    assert [(s.start, s.end) for s in by_id.scores] == [(s.start, s.end) for s in by_text.scores]
+    assert by_id.tokens == by_text.tokens and by_id.timings_ms["read"] > 0
+    want = [s.logit for s in plain_mixed.scores]
+    assert np.allclose([s.logit for s in mixed.scores], want, atol=1e-5)
+    # What travelled: text, then references only, then references and text, then the
+    # three unreadable passages again as text (a second task), then text.
+    assert [m["refs"] is not None for m in sent] == [False, True, True, False, False]
+    assert sent[1]["passages"] == [None] * 4
+    assert sent[2]["passages"] == [None] * 4 + ["An ad-hoc passage.", None, None, None]
+    assert sent[3]["passages"] == mixed_texts[5:]
+
+
+def test_pairs_the_cache_answers_are_not_sent_and_the_misses_go_by_reference(worker):
+    titled = [("Rice", PASSAGES[0]), ("", PASSAGES[1]), ("", PASSAGES[3])]
+    ids = index_passages(worker.settings, "cached", titled)
+    texts = [rerank_passage(title, text)[0] for title, text in titled]
+    refs = [passage_ref("cached", chunk_id, t) for chunk_id, t in zip(ids, texts, strict=True)]
+    remote = client(worker, timeout_s=30)
+    remote.rerank(QUERY, ["learn the workers' model key"])  # the cache keys on it
+    cached = CachingReranker(remote, LruScoreStore(100), 60)
+    assert cached.reads_passages
+    with published() as sent:
+        first = cached.rerank(QUERY, texts[:1], refs=refs[:1])
+        second = cached.rerank(QUERY, texts, refs=refs)
+        third = cached.rerank(QUERY, texts, refs=refs)
+    assert [len(m["refs"]) for m in sent] == [1, 2]  # the third call sent nothing
+    assert sent[1]["refs"] == [["cached", ids[i], refs[i].digest] for i in (1, 2)]
+    assert (first.cached, second.cached, third.cached) == (0, 1, 3)
+    assert [s.logit for s in third.scores] == [s.logit for s in second.scores]
 
 
 def test_concurrent_callers_each_get_their_own_scores(worker):

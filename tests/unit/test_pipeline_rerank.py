@@ -11,6 +11,7 @@ import pytest
 from search.config import Settings
 from search.errors import ConfigError, InvalidRequest
 from search.keyword.base import Candidates
+from search.passages import passage_digest, passage_ref
 from search.pipeline import Pipeline, passage_span
 from search.rerank.calibration import Calibration
 from search.types import RerankBatch, RerankScore, ScoredChunk, SearchRequest, SearchResult
@@ -95,6 +96,33 @@ def chunk(doc: str, title: str, text: str, start: int) -> ScoredChunk:
         start=start,
         end=start + len(text),
     )
+
+
+class ReadsPassages(Windows):
+    """A reranker in another process that reads indexed passages by reference."""
+
+    reads_passages = True
+
+    def rerank(self, query: str, passages: Sequence[str], refs=None) -> RerankBatch:
+        self.refs = refs
+        return super().rerank(query, passages)
+
+
+def test_a_reranker_that_reads_passages_is_told_each_chunk_and_its_digest():
+    chunks = [chunk("a", "Pans", TEXT, 100), chunk("b", "", "Short note on oil.", 0)]
+    reranker = ReadsPassages({TEXT: (1.0, 0, 0), "Short note": (3.0, 0, 0)})
+    pipeline = Pipeline(Settings(), Keyword(chunks), None, NoEmbedder(), reranker=reranker)
+    request = SearchRequest(query="oil", mode="bm25", top_k=2, rerank=True, collection="kb")
+    pipeline.search(request)
+    # The text is still given (a cache keys on it); the refs name where to read it.
+    assert reranker.seen == [f"Pans\n{TEXT}", "Short note on oil."]
+    assert reranker.refs == [
+        passage_ref("kb", "a-c", f"Pans\n{TEXT}"),
+        passage_ref("kb", "b-c", "Short note on oil."),
+    ]
+    assert reranker.refs[0].digest == passage_digest(f"Pans\n{TEXT}")
+    pipeline.search(replace(request, collection=None))
+    assert {ref.collection for ref in reranker.refs} == {Settings().collection}
 
 
 def test_rerank_orders_the_head_and_maps_windows_into_the_document():
