@@ -24,6 +24,7 @@ from typing import Any, Self
 from search.embed_languages import check_languages
 from search.errors import ConfigError
 from search.fusion import METHODS as FUSION_METHODS
+from search.onnx_embed import RUNTIMES as EMBED_RUNTIMES
 
 KEYWORD_BACKENDS = ("tantivy", "elasticsearch")
 VECTOR_BACKENDS = ("qdrant-edge", "qdrant")
@@ -107,6 +108,11 @@ class Settings(EnvSettings):
     # another script skips the vector leg instead of adding noise. Empty: what
     # the model folder tells, else English (search.embed_languages).
     embed_languages: tuple[str, ...] = ()
+    # What runs the embedder: auto (ONNX Runtime on a CPU, torch on a GPU), torch,
+    # onnx, or onnx-int8 (dynamic int8: faster, a measured quality cost).
+    # The exported graphs are cached by model fingerprint (search/onnx_embed.py).
+    embed_runtime: str = "auto"
+    onnx_cache: str = ""  # default: $XDG_CACHE_HOME/sieve/onnx or ~/.cache/sieve/onnx
     allow_download: bool = False
 
     # Chunking, in analyser-independent tokens (a word, or one CJK character).
@@ -160,6 +166,7 @@ class Settings(EnvSettings):
         one_of("vector_backend", self.vector_backend, VECTOR_BACKENDS)
         one_of("fusion", self.fusion, FUSION_METHODS)
         one_of("embed_pooling", self.embed_pooling, ("mean", "cls"))
+        one_of("embed_runtime", self.embed_runtime, EMBED_RUNTIMES)
         check_languages(self.embed_languages)
         one_of("rerank_backend", self.rerank_backend, RERANK_BACKENDS)
         one_of("rerank_dtype", self.rerank_dtype, ("auto", "float16", "bfloat16", "float32"))

@@ -13,17 +13,22 @@ model folder tells (``search.embed_languages``), read on the first query.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from search.embed_languages import EmbedLanguages, resolve_languages
-from search.errors import ModelIncompatible, ModelNotFound
+from search.errors import ConfigError, ModelIncompatible, ModelNotFound
 from search.models import BUNDLED_MODEL_ID, LocatedModel, locate
+from search.onnx_embed import RUNTIMES, OnnxEncoder, cache_root
+from search.onnx_embed import available as onnx_available
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger(__name__)
 
 _NOT_FOUND_HINT = "Set SIEVE_EMBED_MODEL to a local folder, or SIEVE_ALLOW_DOWNLOAD=1 to fetch it."
 
@@ -81,6 +86,8 @@ class TransformerEmbedder:
         allow_download: bool = False,
         languages: Sequence[str] = (),
         models_dir: Path | None = None,
+        runtime: str = "auto",
+        onnx_cache: str = "",
     ) -> None:
         self.model_name = model or BUNDLED_MODEL_ID
         self.models_dir = models_dir
@@ -89,6 +96,10 @@ class TransformerEmbedder:
         self.max_length = max_length
         self.pooling = pooling
         self.allow_download = allow_download
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"SIEVE_EMBED_RUNTIME must be one of {', '.join(RUNTIMES)}")
+        self.runtime_setting = runtime
+        self.onnx_cache = onnx_cache
         # Empty: what the model folder tells (search.embed_languages), read on first use.
         self._languages_setting = tuple(languages)
         self._languages: EmbedLanguages | None = None
@@ -98,6 +109,8 @@ class TransformerEmbedder:
         self._device: str = "cpu"
         self._dim: int | None = None
         self._located: LocatedModel | None = None
+        self._onnx: OnnxEncoder | None = None
+        self.runtime = ""  # what runs the model once loaded: "torch", "onnx" or "onnx-int8"
 
     def _resolved(self) -> EmbedLanguages:
         if self._languages is None:
@@ -146,40 +159,89 @@ class TransformerEmbedder:
         return self._located
 
     def _load(self) -> None:
-        if self._model is not None:
+        if self.runtime:
             return
         with self._lock:
-            if self._model is not None:
+            if self.runtime:
                 return
-            import torch
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+            if self._want_onnx() and self._load_onnx():
+                return
+            self._load_torch()
 
-            # A library call must not draw progress bars on the caller's terminal.
-            hf_logging.disable_progress_bar()
-            source, where = self._locate().load_args(self.allow_download)
-            device = self.device_setting
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(source, **where)
-                model = AutoModel.from_pretrained(source, **where)
-            except OSError as exc:
-                raise ModelNotFound(
-                    f"could not load embedding model from {source}: {exc}", model=source
-                ) from exc
-            except (KeyError, ValueError) as exc:
-                # transformers raises these for an architecture it does not know.
+    def _want_onnx(self) -> bool:
+        if self.runtime_setting == "torch":
+            return False
+        if self.device_setting.startswith("cuda"):
+            return False
+        if self.device_setting == "auto" and self.runtime_setting == "auto":
+            import torch
+
+            # On a GPU the torch path (FP16) is the fast one.
+            return not torch.cuda.is_available() and onnx_available()
+        return True
+
+    def _load_onnx(self) -> bool:
+        """The ONNX Runtime path; False (torch instead) when ``auto`` cannot use it."""
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        quantized = self.runtime_setting == "onnx-int8"
+        try:
+            located = self._locate()
+            source, where = located.load_args(self.allow_download)
+            tokenizer = AutoTokenizer.from_pretrained(source, **where)
+            encoder = OnnxEncoder.load(
+                located,
+                pooling=self.pooling,
+                quantized=quantized,
+                cache=cache_root(self.onnx_cache),
+            )
+        except (ModelIncompatible, ImportError, OSError) as exc:
+            if self.runtime_setting != "auto":
                 raise ModelIncompatible(
-                    f"the installed transformers cannot load {source}: {exc}", model=source
+                    f"SIEVE_EMBED_RUNTIME={self.runtime_setting}: {exc}"
                 ) from exc
-            model.eval()
-            if device.startswith("cuda"):
-                model = model.half()
-            self._device = device
-            self._tokenizer = tokenizer
-            self._dim = int(model.config.hidden_size)
-            self._model = model.to(device)
+            log.warning("embedder falls back to torch: %s", exc)
+            return False
+        self._tokenizer = tokenizer
+        self._onnx = encoder
+        self._device = "cpu"
+        self._dim = None
+        self.runtime = "onnx-int8" if quantized else "onnx"
+        return True
+
+    def _load_torch(self) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # A library call must not draw progress bars on the caller's terminal.
+        hf_logging.disable_progress_bar()
+        source, where = self._locate().load_args(self.allow_download)
+        device = self.device_setting
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **where)
+            model = AutoModel.from_pretrained(source, **where)
+        except OSError as exc:
+            raise ModelNotFound(
+                f"could not load embedding model from {source}: {exc}", model=source
+            ) from exc
+        except (KeyError, ValueError) as exc:
+            # transformers raises these for an architecture it does not know.
+            raise ModelIncompatible(
+                f"the installed transformers cannot load {source}: {exc}", model=source
+            ) from exc
+        model.eval()
+        if device.startswith("cuda"):
+            model = model.half()
+        self._device = device
+        self._tokenizer = tokenizer
+        self._dim = int(model.config.hidden_size)
+        self._model = model.to(device)
+        self.runtime = "torch"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts in batches; returns a float32 array of shape (len(texts), dim)."""
@@ -192,6 +254,18 @@ class TransformerEmbedder:
         # Sorting by length keeps padding (wasted work) low inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            for begin in range(0, len(order), self.batch_size):
+                idx = order[begin : begin + self.batch_size]
+                batch = self._tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="np",
+                )
+                out[idx] = self._onnx.encode(batch)
+            return out
         with torch.inference_mode():
             for begin in range(0, len(order), self.batch_size):
                 idx = order[begin : begin + self.batch_size]

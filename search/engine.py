@@ -138,6 +138,8 @@ class SearchEngine:
             pooling=settings.embed_pooling,
             allow_download=settings.allow_download,
             languages=settings.embed_languages,
+            runtime=settings.embed_runtime,
+            onnx_cache=settings.onnx_cache,
         )
         # Loads nothing yet: ``warm_up_in_background`` (a server) or first use does.
         self.warmup = Warmup(engine_parts(self.embedder, self.reranker))

@@ -1,0 +1,221 @@
+"""The embedder's CPU runtime: the encoder exported once to ONNX, run by ONNX Runtime.
+
+On a CPU, ONNX Runtime runs the same encoder about twice as fast as eager torch
+for one query and as fast for a batch (``bench/embed_runtime.py``), with the
+same vectors (max difference about 1e-6). Its dynamic int8 quantisation
+(``onnx-int8``) is faster again, at a quality cost that bench measures.
+
+The export (``torch.onnx.export`` with the dynamo exporter; the TorchScript one
+mis-traces transformers 5's attention masks) includes the pooling and the L2
+normalisation, so a batch is one ``session.run``. It happens once per model:
+the graph is cached under ``<cache>/<fingerprint>-<pooling>[-int8]/`` where the
+fingerprint is the model folder's (``LocatedModel.fingerprint``), so changed
+weights export again and nothing stale is ever loaded. The cache is
+``SIEVE_ONNX_CACHE``, else ``$XDG_CACHE_HOME/sieve/onnx``, else
+``~/.cache/sieve/onnx``: a model in a read-only place (the bundled package) can
+still be cached, and every data directory shares one export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import ModelIncompatible
+from search.models import LocatedModel
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+MODEL_FILE = "model.onnx"
+OPSET = 18
+
+
+def cache_root(setting: str = "") -> Path:
+    """Where exported graphs are kept (see the module docstring)."""
+    if setting:
+        return Path(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sieve" / "onnx"
+
+
+def available() -> bool:
+    """Whether ONNX Runtime and the exporter's packages are importable."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxEncoder:
+    """One exported encoder: token ids in, L2-normalised pooled vectors out."""
+
+    def __init__(self, session: Any, input_names: tuple[str, ...], path: Path) -> None:
+        self.session = session
+        self.input_names = input_names
+        self.path = path
+
+    @classmethod
+    def load(
+        cls, located: LocatedModel, *, pooling: str, quantized: bool, cache: Path
+    ) -> OnnxEncoder:
+        """The cached graph of ``located`` (exported first when missing), in a session."""
+        import onnxruntime as ort
+
+        folder = _exported(located, pooling, cache)
+        if quantized:
+            folder = _quantized(folder)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads would otherwise spin for a while after each run,
+        # taking the cores the reranker and the request threads need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        path = folder / MODEL_FILE
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = tuple(i.name for i in session.get_inputs())
+        return cls(session, names, path)
+
+    def encode(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Vectors for one tokenised batch (numpy int arrays, as the tokenizer gives)."""
+        import numpy as np
+
+        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
+        out: np.ndarray = self.session.run(None, feed)[0]
+        return out.astype(np.float32, copy=False)
+
+
+def _exported(located: LocatedModel, pooling: str, cache: Path) -> Path:
+    folder = cache / f"{located.fingerprint}-{pooling}"
+    if (folder / MODEL_FILE).is_file():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    # Export into a private folder, then rename: a second process exporting the
+    # same model at the same time loses the race harmlessly, and a crash mid-export
+    # leaves no half-written graph under the final name.
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=cache))
+    try:
+        _export(located, pooling, work / MODEL_FILE)
+        try:
+            os.rename(work, folder)
+        except OSError:
+            if not (folder / MODEL_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("exported %s to ONNX in %s", located.name, folder)
+    return folder
+
+
+def _export(located: LocatedModel, pooling: str, target: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    source, where = located.load_args(False)
+    tokenizer = AutoTokenizer.from_pretrained(source, **where)
+    # Eager attention: the plainest graph, and the one every opset runs.
+    model = AutoModel.from_pretrained(source, attn_implementation="eager", **where).eval()
+    sample = tokenizer(
+        ["an example", "a longer example sentence"], padding=True, return_tensors="pt"
+    )
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    wrapper = _pooled_module(model, pooling)
+    seq = torch.export.Dim("sequence", min=2, max=8192)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        # The exporter's own chatter (deprecations, skipped torchvision ops) says
+        # nothing to a Sieve user; a failure is reported below in one line.
+        with torch.no_grad(), warnings.catch_warnings(), _quiet("torch.onnx"):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper,
+                tuple(sample[n] for n in names),
+                input_names=names,
+                output_names=["sieve_vector"],
+                dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=True,
+                verbose=False,
+            )
+            if program is None:  # only when given a file name to write, which we do not
+                raise RuntimeError("the exporter returned no program")
+            program.save(str(target), external_data=True)
+    except Exception as exc:  # the exporter raises many types; all mean "cannot export"
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__  # the exporter wraps the reason in a page of advice
+        why = (str(root).strip().splitlines() or [""])[0][:200]
+        raise ModelIncompatible(
+            f"{located.name} cannot be exported to ONNX ({type(root).__name__}: {why}); "
+            "set SIEVE_EMBED_RUNTIME=torch",
+            model=located.name,
+        ) from exc
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    named = logging.getLogger(logger)
+    level = named.level
+    named.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        named.setLevel(level)
+
+
+def _quantized(folder: Path) -> Path:
+    """The int8 (dynamic, weights only) copy of an exported graph, made once."""
+    target = folder.with_name(folder.name + "-int8")
+    if (target / MODEL_FILE).is_file():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=folder.parent))
+    try:
+        quantize_dynamic(folder / MODEL_FILE, work / MODEL_FILE, weight_type=QuantType.QInt8)
+        try:
+            os.rename(work, target)
+        except OSError:
+            if not (target / MODEL_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _pooled_module(model: Any, pooling: str) -> Any:
+    import torch
+
+    class Pooled(torch.nn.Module):
+        """The encoder plus Sieve's pooling and normalisation, as one graph."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            hidden = self.model(**kwargs).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    return Pooled()
