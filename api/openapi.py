@@ -18,6 +18,7 @@ from api import schemas as s
 from api.docs_page import ASSETS
 from search.config import COLLECTION_PATTERN
 from search.engine import DEFAULT_LIST_DOCUMENTS, MAX_LIST_DOCUMENTS
+from search.records import MAX_METADATA_FILTERS, MAX_PREFIX, STATUSES
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -87,7 +88,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/collections/{c}/documents", "Index documents (queued)", "admin",
        (202, r.TaskAcceptedOut), s.DocumentsBody, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents", "List documents, one page in id order", "admin",
-       (200, r.DocumentListOut), errors=(404, 422), query=("after", "limit")),
+       (200, r.DocumentListOut), errors=(404, 422),
+       query=("after", "limit", "prefix", "status", "meta.{key}")),
     Op("put", "/v1/collections/{c}/documents/{doc_id}", "Insert or replace a document (queued)",
        "admin", (202, r.TaskAcceptedOut), s.DocumentFields, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents/{doc_id}", "Get a document", "admin",
@@ -133,6 +135,23 @@ QUERY: dict[str, dict[str, Any]] = {
             "default": DEFAULT_LIST_DOCUMENTS,
         },
         "description": "Documents per page.",
+    },
+    "prefix": {
+        "schema": {"type": "string", "maxLength": MAX_PREFIX},
+        "description": "Only documents whose ids start with this text (taken literally: "
+        "`%` and `_` are no wildcards).",
+    },
+    "status": {
+        "schema": {"type": "string", "enum": list(STATUSES)},
+        "description": "Only documents in this indexing state.",
+    },
+    "meta.{key}": {
+        "schema": {"type": "string"},
+        "description": "Metadata equality, one parameter per key, e.g. `meta.lang=en`: only "
+        "documents whose scalar metadata value under `key` is this (an integer in decimal, a "
+        "boolean as `true`/`false`, as /v1/search filters compare). Repeat a key for any of "
+        f"several values. Keys: letters, digits, `_`, `.`, `:`, `-`; at most "
+        f"{MAX_METADATA_FILTERS} keys.",
     },
 }
 UPLOAD_SCHEMA = {

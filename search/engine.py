@@ -24,7 +24,7 @@ from search.job_runner import JobRunner
 from search.jobs import TaskLog
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
-from search.records import DocumentSummary
+from search.records import DocumentSummary, ListFilter
 from search.registry import Registry
 from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, Reranker
 from search.rerank.base import innermost
@@ -332,12 +332,18 @@ class SearchEngine:
         return self.registry.drop_collection(name)
 
     def list_documents(
-        self, collection: str, *, after: str = "", limit: int = DEFAULT_LIST_DOCUMENTS
+        self,
+        collection: str,
+        *,
+        after: str = "",
+        limit: int = DEFAULT_LIST_DOCUMENTS,
+        where: ListFilter | None = None,
     ) -> list[DocumentSummary]:
         """One page of a collection's documents in id order, those after ``after``.
 
         ``limit`` is 1 to ``MAX_LIST_DOCUMENTS``; the last id of a full page is the
-        next page's ``after``. ``NotFound`` for an unknown collection.
+        next page's ``after``. ``where`` keeps only the documents it matches (the
+        registry filters; pages stay full). ``NotFound`` for an unknown collection.
         """
         if not 1 <= limit <= MAX_LIST_DOCUMENTS:
             raise InvalidRequest(
@@ -345,7 +351,7 @@ class SearchEngine:
             )
         if not self.has_collection(collection):
             raise NotFound(f"collection {collection!r} not found", collection=collection)
-        return self.registry.list_documents(collection, after, limit)
+        return self.registry.list_documents(collection, after, limit, where)
 
     def get_document(self, collection: str, doc_id: str) -> dict[str, object]:
         """A document as the registry holds it, with its indexing state; ``NotFound`` if absent."""

@@ -12,10 +12,10 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from api.auth import principal, requires, scoped_collection, visible
 from api.errors import ApiError
 from api.jobs import IndexJob
+from api.listing import list_query
 from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
 from api.state import json_body, services
 from api.uploads import count_documents, read_uploads
-from search.engine import DEFAULT_LIST_DOCUMENTS
 from search.types import Document
 
 bp = Blueprint("admin", __name__)
@@ -142,14 +142,12 @@ def upload_documents(c: str) -> Response:
 @bp.get("/v1/collections/<c>/documents")
 @requires("admin")
 def list_documents(c: str) -> Response:
-    """One page of the collection's documents in id order (``?after=ID&limit=N``)."""
+    """One page of the collection's documents in id order, filtered (``api.listing``)."""
     name = _collection(c)
-    after = request.args.get("after", "")
-    raw = request.args.get("limit", str(DEFAULT_LIST_DOCUMENTS))
-    if not raw.isdigit():
-        raise ApiError(422, f"limit: a whole number of documents, not {raw!r}", limit=raw)
-    limit = int(raw)
-    page = services().engine.list_documents(name, after=after, limit=limit)
+    query = list_query(request.args)
+    page = services().engine.list_documents(
+        name, after=query.after, limit=query.limit, where=query.where
+    )
     documents = [
         {
             "id": d.id,
@@ -161,7 +159,7 @@ def list_documents(c: str) -> Response:
         }
         for d in page
     ]
-    next_after = page[-1].id if len(page) == limit else None
+    next_after = page[-1].id if len(page) == query.limit else None
     return jsonify({"documents": documents, "next_after": next_after})
 
 

@@ -269,3 +269,56 @@ def test_documents_are_listed_in_pages_with_their_state(client, collection):
         response = client.get(url, query_string={"limit": bad})
         assert response.status_code == 422 and "limit" in response.json["error"]["message"]
     assert client.get("/v1/collections/nope/documents").status_code == 404
+
+
+def test_the_listing_filters_by_prefix_state_and_metadata_and_pages_filtered(client, collection):
+    docs = [
+        {"id": f"faq/{i}", "text": f"answer {i} here", "metadata": {"lang": "en" if i % 2 else "de"}}
+        for i in range(6)
+    ]
+    docs += [
+        {"id": "faq_x", "text": "other words", "metadata": {"lang": "en", "rank": 3}},
+        {"id": "guide", "text": "   ", "metadata": {"lang": "en"}},  # fails: no text
+    ]
+    add(client, collection, docs)
+    url = f"/v1/collections/{collection}/documents"
+
+    def ids(**query):
+        response = client.get(url, query_string=query)
+        assert response.status_code == 200, response.json
+        return [d["id"] for d in response.json["documents"]], response.json["next_after"]
+
+    assert ids(prefix="faq/") == ([f"faq/{i}" for i in range(6)], None)
+    assert ids(prefix="faq_") == (["faq_x"], None)  # "_" matches only itself
+    assert ids(status="failed") == (["guide"], None)
+    assert ids(status="indexed", prefix="g") == ([], None)
+    assert ids(**{"meta.lang": "en"}) == (["faq/1", "faq/3", "faq/5", "faq_x", "guide"], None)
+    assert ids(**{"meta.rank": "3"}) == (["faq_x"], None)
+    both = client.get(url, query_string=[("meta.lang", "en"), ("meta.lang", "de")]).json
+    assert len(both["documents"]) == 8  # a repeated key: any of its values
+    # Paging a filtered listing: full pages of matches, continued with `after`.
+    first = ids(**{"meta.lang": "en", "status": "indexed", "limit": 2})
+    assert first == (["faq/1", "faq/3"], "faq/3")
+    second = ids(**{"meta.lang": "en", "status": "indexed", "limit": 2, "after": "faq/3"})
+    assert second == (["faq/5", "faq_x"], "faq_x")
+    assert ids(**{"meta.lang": "en", "status": "indexed", "limit": 2, "after": "faq_x"}) == (
+        [],
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"status": "done"}, "status: one of pending, indexed, failed, not 'done'"),
+        ({"prefix": "p" * 513}, "prefix: at most 512 characters, not 513"),
+        ({"meta.": "en"}, "metadata filter key ''"),
+        ({"meta.a b": "en"}, "metadata filter key 'a b'"),
+        ({"lang": "en"}, "unknown parameter 'lang'"),
+    ],
+)
+def test_bad_listing_filters_are_422_in_one_line(client, collection, query, message):
+    response = client.get(f"/v1/collections/{collection}/documents", query_string=query)
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+    assert response.json["error"]["message"].startswith(message)
+    assert "\n" not in response.json["error"]["message"]
