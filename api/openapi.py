@@ -94,6 +94,8 @@ OPERATIONS: tuple[Op, ...] = (
        "admin", (202, r.TaskAcceptedOut), s.DocumentFields, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents/{doc_id}", "Get a document", "admin",
        (200, r.DocumentOut), errors=(404, 422)),
+    Op("get", "/v1/collections/{c}/chunks", "A document's chunks and where each is indexed",
+       "admin", (200, r.DocumentChunksOut), errors=(404, 422, 503), query=("doc_id",)),
     Op("delete", "/v1/collections/{c}/documents/{doc_id}", "Delete a document", "admin",
        (200, r.DeletedOut), errors=(404, 422, 503)),
     Op("post", "/v1/collections/{c}/documents:upload", "Upload files to index (queued)",
@@ -135,6 +137,11 @@ QUERY: dict[str, dict[str, Any]] = {
             "default": DEFAULT_LIST_DOCUMENTS,
         },
         "description": "Documents per page.",
+    },
+    "doc_id": {
+        "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+        "required": True,
+        "description": "The document whose chunks to show.",
     },
     "prefix": {
         "schema": {"type": "string", "maxLength": MAX_PREFIX},

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from search.chunk_presence import DocumentChunks, document_chunks
 from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import BackendUnavailable, ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback, Propagate
-from search.integrity import verify_collection
+from search.integrity import AnyIndex, verify_collection
 from search.job_runner import JobRunner
 from search.jobs import TaskLog
 from search.keyword import KeywordIndex, open_keyword_index
@@ -370,6 +371,15 @@ class SearchEngine:
             "error": record.error,
             "updated_at": record.updated_at.isoformat() if record.updated_at else None,
         }
+
+    def document_chunks(self, collection: str, doc_id: str) -> DocumentChunks:
+        """The chunks of a document's stored text and which index holds each; ``NotFound``."""
+        col = self.collection(collection)
+        record = self.registry.get(col.name, doc_id)
+        if record is None:
+            raise NotFound(f"document {doc_id!r} not found", doc_id=doc_id)
+        indexes: dict[str, AnyIndex] = {"keyword": col.keyword, "vector": col.vector}
+        return document_chunks(self.settings, record, indexes)
 
     def close_collections(self) -> None:
         """Close every opened index; a collection is opened (and checked) again on next use."""

@@ -170,6 +170,17 @@ def get_document(c: str, doc_id: str) -> Response:
     return jsonify(services().engine.get_document(_collection(c), doc_id))
 
 
+@bp.get("/v1/collections/<c>/chunks")
+@requires("admin")
+def document_chunks(c: str) -> Response:
+    """``?doc_id=ID``: the chunks of that document's text and which index holds each."""
+    name = _collection(c)
+    doc_id = request.args.get("doc_id", "")
+    if not doc_id:
+        raise ApiError(422, "doc_id: name the document whose chunks to show (?doc_id=ID)")
+    return jsonify(services().engine.document_chunks(name, doc_id).to_dict())
+
+
 @bp.delete("/v1/collections/<c>/documents/<path:doc_id>")
 @requires("admin")
 def delete_document(c: str, doc_id: str) -> Response:

@@ -273,7 +273,7 @@ def test_documents_are_listed_in_pages_with_their_state(client, collection):
 
 def test_the_listing_filters_by_prefix_state_and_metadata_and_pages_filtered(client, collection):
     docs = [
-        {"id": f"faq/{i}", "text": f"answer {i} here", "metadata": {"lang": "en" if i % 2 else "de"}}
+        {"id": f"faq/{i}", "text": f"answer {i}", "metadata": {"lang": "en" if i % 2 else "de"}}
         for i in range(6)
     ]
     docs += [
@@ -322,3 +322,38 @@ def test_bad_listing_filters_are_422_in_one_line(client, collection, query, mess
     assert response.status_code == 422 and error_code(response) == "invalid_request"
     assert response.json["error"]["message"].startswith(message)
     assert "\n" not in response.json["error"]["message"]
+
+
+def test_a_documents_chunks_show_where_each_is_indexed(client, engine, collection):
+    long_text = " ".join(f"word{i} about kettles and tea" for i in range(200))
+    add(client, collection, [
+        {"id": "long", "title": "Kettles", "text": long_text},
+        {"id": "short", "text": "One short passage."},
+    ])  # fmt: skip
+    url = f"/v1/collections/{collection}/chunks"
+    answer = client.get(url, query_string={"doc_id": "long"})
+    assert answer.status_code == 200, answer.json
+    body = answer.json
+    chunks = body["chunks"]
+    record = client.get(f"/v1/collections/{collection}/documents/long").json
+    assert len(chunks) == record["chunks"] > 1 and body["version"] == record["version"]
+    assert [c["ordinal"] for c in chunks] == list(range(len(chunks)))
+    assert all(c["indexes"] == {"keyword": True, "vector": True} for c in chunks)
+    assert chunks[0]["start"] == 0 and chunks[0]["end"] <= chunks[1]["end"]
+    assert chunks[0]["preview"].startswith("word0 about") and chunks[0]["tokens"] > 0
+    assert all(len(c["preview"]) <= 241 for c in chunks)
+    assert body["indexes"]["keyword"] == {"missing": [], "stale": [], "orphans": []}
+
+    # Gone from the BM25 index only, through that index's own API: the vector marks stay.
+    engine.collection(collection).keyword.delete_documents(["long"])
+    after = client.get(url, query_string={"doc_id": "long"}).json
+    assert all(c["indexes"] == {"keyword": False, "vector": True} for c in after["chunks"])
+    assert after["indexes"]["keyword"]["missing"] == sorted(c["id"] for c in chunks)
+    assert after["indexes"]["vector"]["missing"] == []
+    short = client.get(url, query_string={"doc_id": "short"}).json
+    assert short["chunks"][0]["indexes"] == {"keyword": True, "vector": True}
+
+    missing = client.get(url, query_string={"doc_id": "nope"})
+    assert missing.status_code == 404 and error_code(missing) == "not_found"
+    unnamed = client.get(url)
+    assert unnamed.status_code == 422 and "doc_id" in unnamed.json["error"]["message"]
