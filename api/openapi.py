@@ -99,7 +99,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("delete", "/v1/collections/{c}/documents/{doc_id}", "Delete a document", "admin",
        (200, r.DeletedOut), errors=(404, 422, 503)),
     Op("post", "/v1/collections/{c}/documents:upload", "Upload files to index (queued)",
-       "admin", (202, r.TaskAcceptedOut), multipart=True, errors=(*WITH_BODY, 404)),
+       "admin", (202, r.UploadAcceptedOut), multipart=True, errors=(*WITH_BODY, 404)),
     Op("post", "/v1/collections/{c}/documents:delete", "Delete documents by id", "admin",
        (200, r.DeletedOut), s.DeleteBody, errors=(*WITH_BODY, 404, 503)),
     Op("get", "/v1/tasks/{task_id}", "Indexing task progress", "admin", (200, r.TaskOut),

@@ -225,6 +225,23 @@ class TaskAcceptedOut(Out):
     task_id: str
 
 
+class FileResultOut(Out):
+    """What one uploaded file gave."""
+
+    name: str
+    state: Literal["accepted", "refused"] = Field(
+        description="accepted: it gave at least one document; refused: none (see errors)."
+    )
+    documents: int = Field(description="Documents read from it and queued.")
+    errors: list[str] = Field(description="One line per bad part (a JSONL line, the file).")
+
+
+class UploadAcceptedOut(TaskAcceptedOut):
+    """202 answer of an upload: the task, and each file's result in the order sent."""
+
+    files: list[FileResultOut]
+
+
 class TaskOut(Out):
     """``GET /v1/tasks/{id}`` answer."""
 

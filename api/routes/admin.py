@@ -15,7 +15,7 @@ from api.jobs import IndexJob
 from api.listing import list_query
 from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
 from api.state import json_body, services
-from api.uploads import count_documents, read_uploads
+from api.uploads import count_documents, load_files, read_uploads
 from search.types import Document
 
 bp = Blueprint("admin", __name__)
@@ -25,10 +25,9 @@ def _collection(name: str) -> str:
     return scoped_collection(name, services().engine.has_collection)
 
 
-def _accepted(job: IndexJob) -> Response:
-    _check_sizes(job)
+def _accepted(job: IndexJob, **extra: object) -> Response:
     task_id = services().jobs.submit(job)
-    response = jsonify({"task_id": task_id})
+    response = jsonify({"task_id": task_id, **extra})
     response.status_code = 202
     response.headers["Location"] = url_for("admin.get_task", task_id=task_id)
     return response
@@ -114,7 +113,9 @@ def add_documents(c: str) -> Response:
     body = json_body(DocumentsBody)
     _check_batch(len(body.documents))
     documents = tuple(_document(doc.id, doc) for doc in body.documents)
-    return _accepted(IndexJob(name, documents=documents))
+    job = IndexJob(name, documents=documents)
+    _check_sizes(job)
+    return _accepted(job)
 
 
 @bp.put("/v1/collections/<c>/documents/<path:doc_id>")
@@ -123,20 +124,33 @@ def put_document(c: str, doc_id: str) -> Response:
     """Queue one document (insert or replace) for indexing."""
     name = _collection(c)
     body = json_body(DocumentFields)
-    return _accepted(IndexJob(name, documents=(_document(doc_id, body),)))
+    job = IndexJob(name, documents=(_document(doc_id, body),))
+    _check_sizes(job)
+    return _accepted(job)
 
 
 @bp.post("/v1/collections/<c>/documents:upload")
 @requires("admin")
 def upload_documents(c: str) -> Response:
-    """Queue uploaded files (multipart field ``file``, repeatable) for indexing."""
+    """Queue uploaded files (multipart field ``file``, repeatable) for indexing.
+
+    The files are read here, so the answer says for each whether it was accepted
+    (with how many documents) or refused, and why (``api.uploads.FileResult``).
+    """
     name = _collection(c)
     files = request.files.getlist("file")
     if not files:
         raise ApiError(422, "no file: send multipart/form-data with one or more 'file' fields")
     uploads = read_uploads((f.filename, f.read()) for f in files)
     _check_batch(sum(count_documents(upload) for upload in uploads))
-    return _accepted(IndexJob(name, files=uploads))
+    _check_sizes(IndexJob(name, files=uploads))  # the bytes sent, before anything is read
+    results = load_files(uploads)
+    job = IndexJob(
+        name,
+        documents=tuple(doc for result in results for doc in result.documents),
+        errors=tuple(line for result in results for line in result.errors),
+    )
+    return _accepted(job, files=[result.to_dict() for result in results])
 
 
 @bp.get("/v1/collections/<c>/documents")

@@ -357,3 +357,40 @@ def test_a_documents_chunks_show_where_each_is_indexed(client, engine, collectio
     assert missing.status_code == 404 and error_code(missing) == "not_found"
     unnamed = client.get(url)
     assert unnamed.status_code == 422 and "doc_id" in unnamed.json["error"]["message"]
+
+
+def test_an_upload_answers_each_files_result(client, collection):
+    files = [
+        (io.BytesIO(b'{"_id": "g1", "text": "Good line."}\n{"_id": "g2", "text": "Also good."}\n'),
+         "good.jsonl"),
+        (io.BytesIO(b'{"_id": "b1", "text": \n{"_id": "b2"\n'), "broken.jsonl"),
+        (io.BytesIO(b'{"_id": "m1", "text": "Fine."}\nnot json\n'), "mixed.jsonl"),
+        (io.BytesIO(b"  \n"), "blank.txt"),
+        (io.BytesIO(b"\n\n"), "none.jsonl"),
+    ]  # fmt: skip
+    response = client.post(
+        f"/v1/collections/{collection}/documents:upload",
+        data={"file": files},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    results = {f["name"]: f for f in response.json["files"]}
+    assert list(results) == ["good.jsonl", "broken.jsonl", "mixed.jsonl", "blank.txt", "none.jsonl"]
+    assert results["good.jsonl"] == {
+        "name": "good.jsonl", "state": "accepted", "documents": 2, "errors": [],
+    }  # fmt: skip
+    broken = results["broken.jsonl"]
+    assert broken["state"] == "refused" and broken["documents"] == 0
+    assert [line.split(":")[:2] for line in broken["errors"]] == [
+        ["broken.jsonl", "1"], ["broken.jsonl", "2"],
+    ]  # fmt: skip
+    mixed = results["mixed.jsonl"]
+    assert mixed["state"] == "accepted" and mixed["documents"] == 1
+    assert mixed["errors"][0].startswith("mixed.jsonl:2:")
+    assert results["blank.txt"]["state"] == "refused"
+    assert results["blank.txt"]["errors"] == ["blank.txt: empty file (no text in it)"]
+    assert results["none.jsonl"]["errors"] == ["none.jsonl: empty file (no documents in it)"]
+    task = wait_task(client, response.json["task_id"])
+    assert task["indexed"] == 3 and task["total"] == 3
+    assert len(task["errors"]) == 5  # the same lines, in the task
+    assert client.get(f"/v1/collections/{collection}/documents/blank.txt").status_code == 404
