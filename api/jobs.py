@@ -29,6 +29,8 @@ class IndexJob:
     collection: str
     documents: tuple[Document, ...] = ()
     files: tuple[Upload, ...] = ()
+    # Lines about parts of uploads already read that gave no document (the task's errors).
+    errors: tuple[str, ...] = ()
 
     def sizes(self) -> Iterator[tuple[str, int]]:
         """``(name, bytes)`` of every document it holds: text, file, or JSONL line."""
@@ -41,7 +43,7 @@ class IndexJob:
 def expand(job: IndexJob) -> tuple[list[Document], list[str]]:
     """The job's documents, uploads read; unreadable files and lines become error lines."""
     documents = list(job.documents)
-    errors: list[str] = []
+    errors = list(job.errors)
     for upload in job.files:
         for item in load_upload(upload):
             if isinstance(item, LoadError):

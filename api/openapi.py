@@ -18,6 +18,7 @@ from api import schemas as s
 from api.docs_page import ASSETS
 from search.config import COLLECTION_PATTERN
 from search.engine import DEFAULT_LIST_DOCUMENTS, MAX_LIST_DOCUMENTS
+from search.records import MAX_METADATA_FILTERS, MAX_PREFIX, STATUSES
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -87,15 +88,18 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/collections/{c}/documents", "Index documents (queued)", "admin",
        (202, r.TaskAcceptedOut), s.DocumentsBody, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents", "List documents, one page in id order", "admin",
-       (200, r.DocumentListOut), errors=(404, 422), query=("after", "limit")),
+       (200, r.DocumentListOut), errors=(404, 422),
+       query=("after", "limit", "prefix", "status", "meta.{key}")),
     Op("put", "/v1/collections/{c}/documents/{doc_id}", "Insert or replace a document (queued)",
        "admin", (202, r.TaskAcceptedOut), s.DocumentFields, errors=(*WITH_BODY, 404)),
     Op("get", "/v1/collections/{c}/documents/{doc_id}", "Get a document", "admin",
        (200, r.DocumentOut), errors=(404, 422)),
+    Op("get", "/v1/collections/{c}/chunks", "A document's chunks and where each is indexed",
+       "admin", (200, r.DocumentChunksOut), errors=(404, 422, 503), query=("doc_id",)),
     Op("delete", "/v1/collections/{c}/documents/{doc_id}", "Delete a document", "admin",
        (200, r.DeletedOut), errors=(404, 422, 503)),
     Op("post", "/v1/collections/{c}/documents:upload", "Upload files to index (queued)",
-       "admin", (202, r.TaskAcceptedOut), multipart=True, errors=(*WITH_BODY, 404)),
+       "admin", (202, r.UploadAcceptedOut), multipart=True, errors=(*WITH_BODY, 404)),
     Op("post", "/v1/collections/{c}/documents:delete", "Delete documents by id", "admin",
        (200, r.DeletedOut), s.DeleteBody, errors=(*WITH_BODY, 404, 503)),
     Op("get", "/v1/tasks/{task_id}", "Indexing task progress", "admin", (200, r.TaskOut),
@@ -133,6 +137,28 @@ QUERY: dict[str, dict[str, Any]] = {
             "default": DEFAULT_LIST_DOCUMENTS,
         },
         "description": "Documents per page.",
+    },
+    "doc_id": {
+        "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+        "required": True,
+        "description": "The document whose chunks to show.",
+    },
+    "prefix": {
+        "schema": {"type": "string", "maxLength": MAX_PREFIX},
+        "description": "Only documents whose ids start with this text (taken literally: "
+        "`%` and `_` are no wildcards).",
+    },
+    "status": {
+        "schema": {"type": "string", "enum": list(STATUSES)},
+        "description": "Only documents in this indexing state.",
+    },
+    "meta.{key}": {
+        "schema": {"type": "string"},
+        "description": "Metadata equality, one parameter per key, e.g. `meta.lang=en`: only "
+        "documents whose scalar metadata value under `key` is this (an integer in decimal, a "
+        "boolean as `true`/`false`, as /v1/search filters compare). Repeat a key for any of "
+        f"several values. Keys: letters, digits, `_`, `.`, `:`, `-`; at most "
+        f"{MAX_METADATA_FILTERS} keys.",
     },
 }
 UPLOAD_SCHEMA = {

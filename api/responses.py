@@ -225,6 +225,23 @@ class TaskAcceptedOut(Out):
     task_id: str
 
 
+class FileResultOut(Out):
+    """What one uploaded file gave."""
+
+    name: str
+    state: Literal["accepted", "refused"] = Field(
+        description="accepted: it gave at least one document; refused: none (see errors)."
+    )
+    documents: int = Field(description="Documents read from it and queued.")
+    errors: list[str] = Field(description="One line per bad part (a JSONL line, the file).")
+
+
+class UploadAcceptedOut(TaskAcceptedOut):
+    """202 answer of an upload: the task, and each file's result in the order sent."""
+
+    files: list[FileResultOut]
+
+
 class TaskOut(Out):
     """``GET /v1/tasks/{id}`` answer."""
 
@@ -274,6 +291,39 @@ class DocumentListOut(Out):
     next_after: str | None = Field(
         description="Pass as `after` for the next page; null on the last page."
     )
+
+
+class ChunkOut(Out):
+    """One chunk of a document's text, and whether each index holds it."""
+
+    id: str
+    ordinal: int
+    start: int = Field(description="Character offset into the cleaned text.")
+    end: int
+    preview: str = Field(description="The chunk's text, cut after 240 characters (…).")
+    chars: int = Field(description="Length of the chunk's whole text.")
+    tokens: int = Field(description="BM25 terms indexed for the chunk, the title's included.")
+    indexes: dict[Literal["keyword", "vector"], bool] = Field(
+        description="Per index: whether it holds this chunk at the registry's version."
+    )
+
+
+class IndexDifferenceOut(Out):
+    """Chunk ids of the document on which one index differs from the registry's text."""
+
+    missing: list[str]
+    stale: list[str] = Field(description="Held at another version than the registry's.")
+    orphans: list[str] = Field(description="Held by the index, not made by the text.")
+
+
+class DocumentChunksOut(Out):
+    """``GET /v1/collections/{c}/chunks?doc_id=ID`` answer."""
+
+    doc_id: str
+    version: int
+    error: str | None = Field(description="Why the text makes no chunks, else null.")
+    chunks: list[ChunkOut]
+    indexes: dict[Literal["keyword", "vector"], IndexDifferenceOut]
 
 
 class DeletedOut(Out):

@@ -88,6 +88,50 @@ def document_sizes(upload: Upload) -> Iterator[tuple[str, int]]:
         yield upload.name, len(upload.data)
 
 
+@dataclass(frozen=True)
+class FileResult:
+    """What one uploaded file gave: its documents, and a line for each bad part.
+
+    A file is ``accepted`` when it gave at least one document, else ``refused``
+    (every line malformed, unreadable, or empty); either way its error lines go
+    into the task's ``errors`` too.
+    """
+
+    name: str
+    documents: tuple[Document, ...]
+    errors: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """The file's entry in the upload's answer."""
+        return {
+            "name": self.name,
+            "state": "accepted" if self.documents else "refused",
+            "documents": len(self.documents),
+            "errors": list(self.errors),
+        }
+
+
+def load_files(uploads: Iterable[Upload]) -> list[FileResult]:
+    """Every upload read into documents, file by file (in the order given)."""
+    results: list[FileResult] = []
+    for upload in uploads:
+        one_document = Path(upload.name).suffix.lower() not in JSONL_SUFFIXES
+        documents: list[Document] = []
+        errors: list[str] = []
+        for item in load_upload(upload):
+            if isinstance(item, LoadError):
+                errors.append(str(item))
+            elif one_document and not item.text.strip():
+                # A one-document file with no text: refused now, not failed in the task.
+                errors.append(f"{upload.name}: empty file (no text in it)")
+            else:
+                documents.append(item)
+        if not documents and not errors:
+            errors.append(f"{upload.name}: empty file (no documents in it)")
+        results.append(FileResult(upload.name, tuple(documents), tuple(errors)))
+    return results
+
+
 def load_upload(upload: Upload) -> Iterator[Loaded]:
     """The documents of one uploaded file, with a ``LoadError`` for each bad part."""
     suffix = Path(upload.name).suffix.lower()

@@ -15,16 +15,17 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from search.chunk_presence import DocumentChunks, document_chunks
 from search.config import COLLECTION_PATTERN, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import BackendUnavailable, ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback, Propagate
-from search.integrity import verify_collection
+from search.integrity import AnyIndex, verify_collection
 from search.job_runner import JobRunner
 from search.jobs import TaskLog
 from search.keyword import KeywordIndex, open_keyword_index
 from search.pipeline import Pipeline
-from search.records import DocumentSummary
+from search.records import DocumentSummary, ListFilter
 from search.registry import Registry
 from search.rerank import BoundedReranker, CachingReranker, CrossEncoderReranker, Reranker
 from search.rerank.base import innermost
@@ -334,12 +335,18 @@ class SearchEngine:
         return self.registry.drop_collection(name)
 
     def list_documents(
-        self, collection: str, *, after: str = "", limit: int = DEFAULT_LIST_DOCUMENTS
+        self,
+        collection: str,
+        *,
+        after: str = "",
+        limit: int = DEFAULT_LIST_DOCUMENTS,
+        where: ListFilter | None = None,
     ) -> list[DocumentSummary]:
         """One page of a collection's documents in id order, those after ``after``.
 
         ``limit`` is 1 to ``MAX_LIST_DOCUMENTS``; the last id of a full page is the
-        next page's ``after``. ``NotFound`` for an unknown collection.
+        next page's ``after``. ``where`` keeps only the documents it matches (the
+        registry filters; pages stay full). ``NotFound`` for an unknown collection.
         """
         if not 1 <= limit <= MAX_LIST_DOCUMENTS:
             raise InvalidRequest(
@@ -347,7 +354,7 @@ class SearchEngine:
             )
         if not self.has_collection(collection):
             raise NotFound(f"collection {collection!r} not found", collection=collection)
-        return self.registry.list_documents(collection, after, limit)
+        return self.registry.list_documents(collection, after, limit, where)
 
     def get_document(self, collection: str, doc_id: str) -> dict[str, object]:
         """A document as the registry holds it, with its indexing state; ``NotFound`` if absent."""
@@ -366,6 +373,15 @@ class SearchEngine:
             "error": record.error,
             "updated_at": record.updated_at.isoformat() if record.updated_at else None,
         }
+
+    def document_chunks(self, collection: str, doc_id: str) -> DocumentChunks:
+        """The chunks of a document's stored text and which index holds each; ``NotFound``."""
+        col = self.collection(collection)
+        record = self.registry.get(col.name, doc_id)
+        if record is None:
+            raise NotFound(f"document {doc_id!r} not found", doc_id=doc_id)
+        indexes: dict[str, AnyIndex] = {"keyword": col.keyword, "vector": col.vector}
+        return document_chunks(self.settings, record, indexes)
 
     def close_collections(self) -> None:
         """Close every opened index; a collection is opened (and checked) again on next use."""

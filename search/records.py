@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from search.errors import InvalidRequest
 from search.types import Document
 
 BACKENDS = ("keyword", "vector")
@@ -76,6 +78,50 @@ class DocumentSummary:
     chunks: int
     error: str | None
     updated_at: datetime
+
+
+STATUSES = ("pending", "indexed", "failed")
+MAX_PREFIX = 512  # a document id's own limit
+MAX_METADATA_FILTERS = 32  # as /v1/search filters
+# Keys a listing may filter on: plain names, so one can go into a JSON path unquoted.
+METADATA_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Which documents a listing shows: an id prefix, one state, metadata equalities.
+
+    ``metadata`` maps a key to the values any of which it may equal (compared as
+    ``search.types.facet_terms`` writes scalars: strings as they are, integers in
+    decimal, booleans as ``true``/``false``). Validated here: ``InvalidRequest``
+    names the bad part in one line.
+    """
+
+    prefix: str = ""
+    status: str | None = None
+    metadata: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.prefix) > MAX_PREFIX:
+            raise InvalidRequest(
+                f"prefix: at most {MAX_PREFIX} characters, not {len(self.prefix)}",
+                prefix=self.prefix[:40],
+            )
+        if self.status is not None and self.status not in STATUSES:
+            raise InvalidRequest(
+                f"status: one of {', '.join(STATUSES)}, not {self.status!r}", status=self.status
+            )
+        if len(self.metadata) > MAX_METADATA_FILTERS:
+            raise InvalidRequest(f"at most {MAX_METADATA_FILTERS} metadata filters")
+        for key, values in self.metadata.items():
+            if not METADATA_KEY.fullmatch(key):
+                raise InvalidRequest(
+                    f"metadata filter key {key!r}: 1-64 of letters, digits, '_', '.', ':' "
+                    "or '-', starting with a letter, digit or '_'",
+                    key=key,
+                )
+            if not values:
+                raise InvalidRequest(f"metadata filter {key!r} has no value", key=key)
 
 
 @dataclass(frozen=True)

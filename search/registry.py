@@ -37,23 +37,27 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     create_engine,
     delete,
     event,
     func,
     inspect,
+    or_,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.interfaces import ExceptionContext
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from search.errors import BackendUnavailable, RegistryCorrupt, RegistryMismatch
 from search.records import (
     BACKENDS,
     DocumentRecord,
     DocumentSummary,
+    ListFilter,
     RegistryIdentity,
     Restored,
     Staged,
@@ -464,19 +468,23 @@ class Registry:
                 out.update((row.doc_id, _record(row)) for row in session.scalars(stmt))
         return out
 
-    def list_documents(self, collection: str, after: str, limit: int) -> list[DocumentSummary]:
-        """Up to ``limit`` documents with ids after ``after``, in id order (no text read)."""
+    def list_documents(
+        self, collection: str, after: str, limit: int, where: ListFilter | None = None
+    ) -> list[DocumentSummary]:
+        """Up to ``limit`` documents with ids after ``after``, in id order (no text read).
+
+        ``where`` filters in the query itself (id prefix, state, metadata), so a
+        filtered page costs what an unfiltered one does and ``after`` pages it.
+        """
         columns = (
             _DocumentRow.doc_id, _DocumentRow.title, _DocumentRow.status,
             _DocumentRow.chunks, _DocumentRow.error, _DocumentRow.updated_at,
         )  # fmt: skip
-        stmt = (
-            select(*columns)
-            .where(_DocumentRow.collection == collection, _DocumentRow.doc_id > after)
-            .order_by(_DocumentRow.doc_id)
-            .limit(limit)
-        )
         with self._session() as session:
+            conditions = [_DocumentRow.collection == collection, _DocumentRow.doc_id > after]
+            if where is not None:
+                conditions.extend(_conditions(where, session.get_bind().dialect.name))
+            stmt = select(*columns).where(*conditions).order_by(_DocumentRow.doc_id).limit(limit)
             return [DocumentSummary(*row) for row in session.execute(stmt)]
 
     def iter_documents(self, collection: str, batch: int = 500) -> Iterator[tuple[Document, int]]:
@@ -648,3 +656,43 @@ class Registry:
             self._engine = None
         self._identity = None
         self._broken = None
+
+
+def _conditions(where: ListFilter, dialect: str) -> list[ColumnElement[bool]]:
+    """The SQL of a listing filter; metadata compared by JSON type as well as value."""
+    out: list[ColumnElement[bool]] = []
+    if where.prefix:
+        out.append(_DocumentRow.doc_id.startswith(where.prefix, autoescape=True))
+    if where.status is not None:
+        out.append(_DocumentRow.status == where.status)
+    for key, values in where.metadata.items():
+        out.append(or_(*(_meta_equals(key, value, dialect) for value in values)))
+    return out
+
+
+def _meta_equals(key: str, value: str, dialect: str) -> ColumnElement[bool]:
+    """Whether metadata ``key`` is the scalar that ``value`` writes as a facet term.
+
+    A string equals its text, an integer its decimal form, a boolean ``true`` or
+    ``false`` (``search.types.facet_terms``). The JSON type is checked too, so
+    ``"5"`` and ``5`` both match ``5`` but a float or an object never does.
+    """
+    element = _DocumentRow.meta[key]
+    text = element.as_string()
+    if dialect == "postgresql":
+        kind = func.json_typeof(element)
+        string, number, boolean = ["string"], ["number"], ["boolean"]
+    else:  # SQLite's json_type: text, integer, real, true, false, null, object, array
+        kind = func.json_type(_DocumentRow.meta, f'$."{key}"')
+        string, number, boolean = ["text"], ["integer"], ["true", "false"]
+    options = [and_(kind.in_(string), text == value)]
+    if value.lstrip("-").isdigit() and str(int(value)) == value:
+        # SQLite's json_extract hands an integer back as one: compare with one there.
+        same = text == value if dialect == "postgresql" else element.as_integer() == int(value)
+        options.append(and_(kind.in_(number), same))
+    if value in ("true", "false"):
+        if dialect == "postgresql":
+            options.append(and_(kind.in_(boolean), text == value))
+        else:
+            options.append(kind == value)
+    return or_(*options)

@@ -12,10 +12,10 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from api.auth import principal, requires, scoped_collection, visible
 from api.errors import ApiError
 from api.jobs import IndexJob
+from api.listing import list_query
 from api.schemas import CollectionBody, DeleteBody, DocumentFields, DocumentsBody
 from api.state import json_body, services
-from api.uploads import count_documents, read_uploads
-from search.engine import DEFAULT_LIST_DOCUMENTS
+from api.uploads import count_documents, load_files, read_uploads
 from search.types import Document
 
 bp = Blueprint("admin", __name__)
@@ -25,10 +25,9 @@ def _collection(name: str) -> str:
     return scoped_collection(name, services().engine.has_collection)
 
 
-def _accepted(job: IndexJob) -> Response:
-    _check_sizes(job)
+def _accepted(job: IndexJob, **extra: object) -> Response:
     task_id = services().jobs.submit(job)
-    response = jsonify({"task_id": task_id})
+    response = jsonify({"task_id": task_id, **extra})
     response.status_code = 202
     response.headers["Location"] = url_for("admin.get_task", task_id=task_id)
     return response
@@ -114,7 +113,9 @@ def add_documents(c: str) -> Response:
     body = json_body(DocumentsBody)
     _check_batch(len(body.documents))
     documents = tuple(_document(doc.id, doc) for doc in body.documents)
-    return _accepted(IndexJob(name, documents=documents))
+    job = IndexJob(name, documents=documents)
+    _check_sizes(job)
+    return _accepted(job)
 
 
 @bp.put("/v1/collections/<c>/documents/<path:doc_id>")
@@ -123,33 +124,44 @@ def put_document(c: str, doc_id: str) -> Response:
     """Queue one document (insert or replace) for indexing."""
     name = _collection(c)
     body = json_body(DocumentFields)
-    return _accepted(IndexJob(name, documents=(_document(doc_id, body),)))
+    job = IndexJob(name, documents=(_document(doc_id, body),))
+    _check_sizes(job)
+    return _accepted(job)
 
 
 @bp.post("/v1/collections/<c>/documents:upload")
 @requires("admin")
 def upload_documents(c: str) -> Response:
-    """Queue uploaded files (multipart field ``file``, repeatable) for indexing."""
+    """Queue uploaded files (multipart field ``file``, repeatable) for indexing.
+
+    The files are read here, so the answer says for each whether it was accepted
+    (with how many documents) or refused, and why (``api.uploads.FileResult``).
+    """
     name = _collection(c)
     files = request.files.getlist("file")
     if not files:
         raise ApiError(422, "no file: send multipart/form-data with one or more 'file' fields")
     uploads = read_uploads((f.filename, f.read()) for f in files)
     _check_batch(sum(count_documents(upload) for upload in uploads))
-    return _accepted(IndexJob(name, files=uploads))
+    _check_sizes(IndexJob(name, files=uploads))  # the bytes sent, before anything is read
+    results = load_files(uploads)
+    job = IndexJob(
+        name,
+        documents=tuple(doc for result in results for doc in result.documents),
+        errors=tuple(line for result in results for line in result.errors),
+    )
+    return _accepted(job, files=[result.to_dict() for result in results])
 
 
 @bp.get("/v1/collections/<c>/documents")
 @requires("admin")
 def list_documents(c: str) -> Response:
-    """One page of the collection's documents in id order (``?after=ID&limit=N``)."""
+    """One page of the collection's documents in id order, filtered (``api.listing``)."""
     name = _collection(c)
-    after = request.args.get("after", "")
-    raw = request.args.get("limit", str(DEFAULT_LIST_DOCUMENTS))
-    if not raw.isdigit():
-        raise ApiError(422, f"limit: a whole number of documents, not {raw!r}", limit=raw)
-    limit = int(raw)
-    page = services().engine.list_documents(name, after=after, limit=limit)
+    query = list_query(request.args)
+    page = services().engine.list_documents(
+        name, after=query.after, limit=query.limit, where=query.where
+    )
     documents = [
         {
             "id": d.id,
@@ -161,7 +173,7 @@ def list_documents(c: str) -> Response:
         }
         for d in page
     ]
-    next_after = page[-1].id if len(page) == limit else None
+    next_after = page[-1].id if len(page) == query.limit else None
     return jsonify({"documents": documents, "next_after": next_after})
 
 
@@ -170,6 +182,17 @@ def list_documents(c: str) -> Response:
 def get_document(c: str, doc_id: str) -> Response:
     """A document as stored, with its indexing status."""
     return jsonify(services().engine.get_document(_collection(c), doc_id))
+
+
+@bp.get("/v1/collections/<c>/chunks")
+@requires("admin")
+def document_chunks(c: str) -> Response:
+    """``?doc_id=ID``: the chunks of that document's text and which index holds each."""
+    name = _collection(c)
+    doc_id = request.args.get("doc_id", "")
+    if not doc_id:
+        raise ApiError(422, "doc_id: name the document whose chunks to show (?doc_id=ID)")
+    return jsonify(services().engine.document_chunks(name, doc_id).to_dict())
 
 
 @bp.delete("/v1/collections/<c>/documents/<path:doc_id>")

@@ -1,7 +1,8 @@
-// The admin page: collections and their stats, uploads and pasted documents (each an
-// indexing task polled until it ends), the collection's documents page by page, and
-// deleting a document (from its row or by id) after a confirmation.
+// The admin page: collections and their stats, uploads (each file's result shown) and
+// pasted documents (each an indexing task polled until it ends), the document browser
+// (documents.js), and deleting a document by id after a confirmation.
 import { CollectionPicker, api, bindKeyField, clearAlert, el, showAlert } from "./common.js";
+import { DocumentBrowser, path } from "./documents.js";
 
 const $ = (id) => document.getElementById(id);
 const alertRegion = $("alert");
@@ -9,20 +10,19 @@ const statusLine = $("status");
 const picker = new CollectionPicker($("collection-select"), $("collection-input"));
 const POLL_MS = 400;
 
-const path = (collection) => `/v1/collections/${encodeURIComponent(collection)}`;
-
 // Where an action reports: the page's alert and status lines at the top, or the pair
 // inside the section it was started from, so that its outcome is in view.
 const TOP = { alert: alertRegion, status: statusLine };
 const LIST = { alert: $("documents-alert"), status: $("documents-status") };
 const BY_ID = { alert: $("delete-alert"), status: $("delete-status") };
+const UPLOAD = { alert: $("upload-alert"), status: $("upload-status") };
 
 /**
  * Run an action: clear every alert and status line (an old success must not stand
  * beside a new error), show any error in `where.alert`, disable `button` meanwhile.
  */
 async function act(button, action, where = TOP) {
-  for (const place of [TOP, LIST, BY_ID]) {
+  for (const place of [TOP, LIST, BY_ID, UPLOAD]) {
     clearAlert(place.alert);
     place.status.textContent = "";
   }
@@ -50,6 +50,7 @@ async function refreshStats() {
     return;
   }
   const stats = await api("GET", `${path(collection)}/stats`);
+  browser.setTotal(stats.documents);
   list.replaceChildren(...Object.entries(stats).map(([name, value]) =>
     el("div", { "data-stat": name },
       el("dt", { text: name.replaceAll("_", " ") }),
@@ -59,8 +60,19 @@ async function refreshStats() {
 /** Stats and the document list of the chosen collection (the list from its first page). */
 async function refreshCollection() {
   await refreshStats();
-  await loadDocuments("");
+  await browser.load("");
 }
+
+/** After a change to `collection`: the chooser's counts, and its stats and list if shown. */
+async function changed(collection) {
+  await picker.refresh();
+  if (picker.value === collection) {
+    await refreshStats();
+    await browser.reload();
+  }
+}
+
+const browser = new DocumentBrowser({ picker, act, say, where: LIST, changed });
 
 async function start() {
   await picker.refresh();
@@ -106,14 +118,10 @@ async function follow(taskId, label, collection) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
   // The chooser shows document counts, and the stats may be of this collection.
-  await picker.refresh();
-  if (picker.value === collection) {
-    try {
-      await refreshStats();
-      await loadDocuments(listing.after);
-    } catch (error) {
-      showAlert(alertRegion, error);
-    }
+  try {
+    await changed(collection);
+  } catch (error) {
+    showAlert(alertRegion, error);
   }
 }
 
@@ -150,13 +158,34 @@ $("upload-form").addEventListener("submit", (event) => {
     const collection = picker.value;
     const form = new FormData();
     for (const file of files) form.append("file", file, file.name);
-    const { task_id: taskId } = await api("POST", `${path(collection)}/documents:upload`, form);
-    const names = files.map((f) => f.name).join(", ");
-    say(`Upload accepted: indexing ${names} into ${collection}.`);
+    const answer = await api("POST", `${path(collection)}/documents:upload`, form);
+    showFiles(answer.files);
+    const accepted = answer.files.filter((f) => f.state === "accepted");
+    const documents = accepted.reduce((sum, f) => sum + f.documents, 0);
+    say(`Upload: ${accepted.length} of ${answer.files.length} file${answer.files.length === 1 ? "" : "s"} ` +
+      `accepted, ${documents} document${documents === 1 ? "" : "s"} to index into ${collection}.`, UPLOAD);
     $("upload-form").reset();
-    follow(taskId, `Upload: ${names}`, collection);
-  });
+    follow(answer.task_id, `Upload: ${answer.files.map((f) => f.name).join(", ")}`, collection);
+  }, UPLOAD);
 });
+
+/** Each uploaded file's result, next to the upload form: accepted with N documents, or why not. */
+function showFiles(files) {
+  $("upload-files").replaceChildren(...files.map((file) => {
+    const accepted = file.state === "accepted";
+    const head = accepted
+      ? `accepted, ${file.documents} document${file.documents === 1 ? "" : "s"}`
+      : "refused";
+    return el("li", { class: `upload-file file-${file.state}`, testid: "upload-file",
+      "data-file": file.name, "data-state": file.state },
+    el("code", { text: file.name }), ": ",
+    el("span", { testid: "upload-file-state", text: head }),
+    file.errors.length
+      ? el("ul", { class: "task-errors" }, file.errors.map((line) =>
+        el("li", { testid: "upload-file-error", text: line })))
+      : null);
+  }));
+}
 
 $("paste-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -187,89 +216,6 @@ $("paste-form").addEventListener("submit", (event) => {
     follow(taskId, `Document: ${doc.id}`, collection);
   });
 });
-
-// -- the document list, a page at a time -----------------------------------
-
-const PAGE_SIZE = 20;
-// The page shown: its collection, the id it starts after ("" for the first page),
-// the pages before it (for "First page"), and where the next one starts.
-const listing = { collection: "", after: "", number: 1, next: null };
-
-async function loadDocuments(after) {
-  const collection = picker.value;
-  if (!collection) return;
-  if (collection !== listing.collection || after === "") listing.number = 1;
-  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
-  if (after) query.set("after", after);
-  const page = await api("GET", `${path(collection)}/documents?${query}`);
-  if (!page.documents.length && after) return loadDocuments(""); // its last row was deleted
-  Object.assign(listing, { collection, after, next: page.next_after });
-  $("documents-list").replaceChildren(...page.documents.map((doc) => documentRow(collection, doc)));
-  $("no-documents").hidden = page.documents.length > 0 || after !== "";
-  $("documents-first").disabled = after === "";
-  $("documents-next").disabled = page.next_after === null;
-  $("documents-page").textContent = `page ${listing.number}`;
-}
-
-function documentRow(collection, doc) {
-  const state = el("td", { class: `state-${doc.status}`, testid: "row-state" },
-    doc.status, doc.error ? el("span", { class: "why", text: doc.error }) : null);
-  const actions = el("td", { class: "actions" });
-  const remove = el("button", { type: "button", class: "danger", testid: "row-delete",
-    "aria-label": `Delete ${doc.id}`, text: "Delete…" });
-  actions.append(remove);
-  remove.addEventListener("click", () => confirmInRow(collection, doc.id, actions, remove));
-  return el("tr", { testid: "document-row", "data-doc-id": doc.id },
-    el("td", {}, el("code", { text: doc.id })),
-    el("td", { text: doc.title }),
-    state,
-    el("td", { text: String(doc.chunks) }),
-    actions);
-}
-
-/** Ask in the row itself; the answer (or the error) shows just above the list. */
-function confirmInRow(collection, id, cell, remove) {
-  const yes = el("button", { type: "button", class: "danger", testid: "row-confirm-yes",
-    text: "Yes, delete it" });
-  const no = el("button", { type: "button", testid: "row-confirm-no", text: "Cancel" });
-  cell.replaceChildren(el("span", { text: "Delete?" }), yes, no);
-  no.addEventListener("click", () => {
-    cell.replaceChildren(remove);
-    remove.focus();
-  });
-  yes.addEventListener("click", () => act(yes, async () => {
-    try {
-      await deleteDocument(collection, id, LIST);
-    } finally {
-      cell.replaceChildren(remove);
-    }
-  }, LIST));
-  no.focus();
-}
-
-/** Delete one document, say so in `where`, then bring every count on the page up to date. */
-async function deleteDocument(collection, id, where) {
-  const answer = await api("DELETE", `${path(collection)}/documents/${encodeURIComponent(id)}`);
-  say(`Deleted ${answer.deleted.join(", ")} from ${collection}.`, where);
-  where.status.scrollIntoView({ block: "nearest" });
-  // The chooser shows each collection's document count: it must agree with the stats.
-  await picker.refresh();
-  if (picker.value === collection) {
-    await refreshStats();
-    await loadDocuments(listing.collection === collection ? listing.after : "");
-  }
-}
-
-$("documents-refresh").addEventListener("click", (event) =>
-  act(event.currentTarget, () => loadDocuments(listing.after), LIST));
-$("documents-first").addEventListener("click", (event) =>
-  act(event.currentTarget, () => loadDocuments(""), LIST));
-$("documents-next").addEventListener("click", (event) => act(event.currentTarget, async () => {
-  const number = listing.number + 1;
-  await loadDocuments(listing.next);
-  listing.number = number;
-  $("documents-page").textContent = `page ${number}`;
-}, LIST));
 
 // -- delete by id, in two steps ---------------------------------------------
 
@@ -303,7 +249,7 @@ $("confirm-yes").addEventListener("click", (event) => {
   if (!target) return;
   act(event.currentTarget, async () => {
     try {
-      await deleteDocument(target.collection, target.id, BY_ID);
+      await browser.remove(target.collection, target.id, BY_ID);
       $("delete-id").value = "";
     } finally {
       closeConfirm();

@@ -110,6 +110,14 @@ class KeywordIndex(Protocol):
         """Every document id in the index with the version its chunks carry."""
         ...
 
+    def chunk_versions(self, doc_id: str) -> dict[str, int]:
+        """The ids of the chunks stored for one document, each with its version.
+
+        Empty when the index holds none of it; what a document's inspection
+        (``search.chunk_presence``) compares with the chunks the registry's text makes.
+        """
+        ...
+
     def iter_chunks(self) -> Iterator[Chunk]:
         """Every stored chunk as written (doc id, version, title, text, offsets, metadata).
 

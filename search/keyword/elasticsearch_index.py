@@ -440,6 +440,25 @@ class ElasticsearchKeywordIndex:
             if not agg["buckets"] or after is None:
                 return versions
 
+    def chunk_versions(self, doc_id: str) -> dict[str, int]:
+        """The chunk ids stored for ``doc_id``, with their versions (as of the last refresh)."""
+        client = self._es()
+        hits = scan(
+            client,
+            query={"query": {"term": {"doc_id": doc_id}}},
+            index=self.index_name,
+            source=["chunk_id", "version"],
+            size=_MGET_BATCH,
+            scroll="1m",
+        )
+        with self._errors("scan"):
+            return {
+                str((hit.get("_source") or {}).get("chunk_id") or hit["_id"]): int(
+                    (hit.get("_source") or {}).get("version") or 0
+                )
+                for hit in hits
+            }
+
     def iter_chunks(self) -> Iterator[Chunk]:
         """Every stored chunk (tokens aside), in no order: to rebuild a lost registry."""
         client = self._es()

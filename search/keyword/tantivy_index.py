@@ -257,6 +257,12 @@ class TantivyKeywordIndex:
         stored = _stored(index.searcher(), tantivy.Query.all_query())
         return highest_versions((doc_id, version) for _, doc_id, version in stored)
 
+    def chunk_versions(self, doc_id: str) -> dict[str, int]:
+        """The chunk ids stored for ``doc_id``, with their versions."""
+        index, schema = self._open()
+        query = tantivy.Query.term_set_query(schema, "doc_id", [doc_id])
+        return {chunk_id: version for chunk_id, _, version in _stored(index.searcher(), query)}
+
     def iter_chunks(self) -> Iterator[Chunk]:
         """Every stored chunk (tokens aside), in no order: to rebuild a lost registry."""
         searcher = self._open()[0].searcher()

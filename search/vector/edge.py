@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,23 @@ class QdrantEdgeIndex:
         with _engine_errors("scroll"):
             return _Shard(shard).stored_versions(None)
 
+    def chunk_versions(self, doc_id: str) -> dict[str, int]:
+        """The point (chunk) ids stored for ``doc_id``, with their versions."""
+        shard = self._open()
+        found = qe.Filter(must=[_doc_condition([doc_id])])
+        fields = qe.PayloadSelector.Include(["chunk_id", "version"])
+        out: dict[str, int] = {}
+        offset: Any = None
+        with _engine_errors("scroll"):
+            while True:
+                request = qe.ScrollRequest(
+                    offset=offset, limit=_SCROLL_PAGE, filter=found, with_payload=fields
+                )
+                records, offset = shard.scroll(request)
+                out.update(_chunk_version(r.payload, r.id) for r in records)
+                if offset is None:
+                    return out
+
     def iter_chunks(self) -> Iterator[Chunk]:
         """Every stored chunk (vectors aside), in no order: to rebuild a lost registry."""
         shard = self._open()
@@ -345,6 +362,12 @@ class _Shard:
         must_not: list[Any] | None = [qe.HasIdCondition(point_ids=keep)] if keep else None
         doomed = qe.Filter(must=must, must_not=must_not)
         self.shard.update(qe.UpdateOperation.delete_points_by_filter(doomed))
+
+
+def _chunk_version(payload: Mapping[str, Any] | None, point_id: object) -> tuple[str, int]:
+    """``(chunk id, version)`` of a point: the payload's id, else the point's own."""
+    data = payload or {}
+    return str(data.get("chunk_id") or point_id), int(data.get("version") or 0)
 
 
 def _doc_condition(doc_ids: Sequence[str]) -> qe.FieldCondition:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -143,6 +143,24 @@ class QdrantServerIndex:
         """Every document id in the index with the (highest) version its points carry."""
         with self._calls("scroll") as client:
             return _Collection(client, self.collection).stored_versions(None)
+
+    def chunk_versions(self, doc_id: str) -> dict[str, int]:
+        """The point (chunk) ids stored for ``doc_id``, with their versions."""
+        found = models.Filter(must=[_doc_condition([doc_id])])
+        out: dict[str, int] = {}
+        offset: Any = None
+        with self._calls("scroll") as client:
+            while True:
+                records, offset = client.scroll(
+                    self.collection,
+                    scroll_filter=found,
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=["chunk_id", "version"],
+                )
+                out.update(_chunk_version(r.payload, r.id) for r in records)
+                if offset is None:
+                    return out
 
     def iter_chunks(self) -> Iterator[Chunk]:
         """Every stored chunk (vectors aside), in no order: to rebuild a lost registry."""
@@ -319,6 +337,12 @@ class _Collection:
         )
         doomed = models.Filter(must=must, must_not=must_not)
         self.client.delete(self.collection, models.FilterSelector(filter=doomed), wait=True)
+
+
+def _chunk_version(payload: Mapping[str, Any] | None, point_id: object) -> tuple[str, int]:
+    """``(chunk id, version)`` of a point: the payload's id, else the point's own."""
+    data = payload or {}
+    return str(data.get("chunk_id") or point_id), int(data.get("version") or 0)
 
 
 def _doc_condition(doc_ids: Sequence[str]) -> models.FieldCondition:

@@ -269,3 +269,128 @@ def test_documents_are_listed_in_pages_with_their_state(client, collection):
         response = client.get(url, query_string={"limit": bad})
         assert response.status_code == 422 and "limit" in response.json["error"]["message"]
     assert client.get("/v1/collections/nope/documents").status_code == 404
+
+
+def test_the_listing_filters_by_prefix_state_and_metadata_and_pages_filtered(client, collection):
+    docs = [
+        {"id": f"faq/{i}", "text": f"answer {i}", "metadata": {"lang": "en" if i % 2 else "de"}}
+        for i in range(6)
+    ]
+    docs += [
+        {"id": "faq_x", "text": "other words", "metadata": {"lang": "en", "rank": 3}},
+        {"id": "guide", "text": "   ", "metadata": {"lang": "en"}},  # fails: no text
+    ]
+    add(client, collection, docs)
+    url = f"/v1/collections/{collection}/documents"
+
+    def ids(**query):
+        response = client.get(url, query_string=query)
+        assert response.status_code == 200, response.json
+        return [d["id"] for d in response.json["documents"]], response.json["next_after"]
+
+    assert ids(prefix="faq/") == ([f"faq/{i}" for i in range(6)], None)
+    assert ids(prefix="faq_") == (["faq_x"], None)  # "_" matches only itself
+    assert ids(status="failed") == (["guide"], None)
+    assert ids(status="indexed", prefix="g") == ([], None)
+    assert ids(**{"meta.lang": "en"}) == (["faq/1", "faq/3", "faq/5", "faq_x", "guide"], None)
+    assert ids(**{"meta.rank": "3"}) == (["faq_x"], None)
+    both = client.get(url, query_string=[("meta.lang", "en"), ("meta.lang", "de")]).json
+    assert len(both["documents"]) == 8  # a repeated key: any of its values
+    # Paging a filtered listing: full pages of matches, continued with `after`.
+    first = ids(**{"meta.lang": "en", "status": "indexed", "limit": 2})
+    assert first == (["faq/1", "faq/3"], "faq/3")
+    second = ids(**{"meta.lang": "en", "status": "indexed", "limit": 2, "after": "faq/3"})
+    assert second == (["faq/5", "faq_x"], "faq_x")
+    assert ids(**{"meta.lang": "en", "status": "indexed", "limit": 2, "after": "faq_x"}) == (
+        [],
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"status": "done"}, "status: one of pending, indexed, failed, not 'done'"),
+        ({"prefix": "p" * 513}, "prefix: at most 512 characters, not 513"),
+        ({"meta.": "en"}, "metadata filter key ''"),
+        ({"meta.a b": "en"}, "metadata filter key 'a b'"),
+        ({"lang": "en"}, "unknown parameter 'lang'"),
+    ],
+)
+def test_bad_listing_filters_are_422_in_one_line(client, collection, query, message):
+    response = client.get(f"/v1/collections/{collection}/documents", query_string=query)
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+    assert response.json["error"]["message"].startswith(message)
+    assert "\n" not in response.json["error"]["message"]
+
+
+def test_a_documents_chunks_show_where_each_is_indexed(client, engine, collection):
+    long_text = " ".join(f"word{i} about kettles and tea" for i in range(200))
+    add(client, collection, [
+        {"id": "long", "title": "Kettles", "text": long_text},
+        {"id": "short", "text": "One short passage."},
+    ])  # fmt: skip
+    url = f"/v1/collections/{collection}/chunks"
+    answer = client.get(url, query_string={"doc_id": "long"})
+    assert answer.status_code == 200, answer.json
+    body = answer.json
+    chunks = body["chunks"]
+    record = client.get(f"/v1/collections/{collection}/documents/long").json
+    assert len(chunks) == record["chunks"] > 1 and body["version"] == record["version"]
+    assert [c["ordinal"] for c in chunks] == list(range(len(chunks)))
+    assert all(c["indexes"] == {"keyword": True, "vector": True} for c in chunks)
+    assert chunks[0]["start"] == 0 and chunks[0]["end"] <= chunks[1]["end"]
+    assert chunks[0]["preview"].startswith("word0 about") and chunks[0]["tokens"] > 0
+    assert all(len(c["preview"]) <= 241 for c in chunks)
+    assert body["indexes"]["keyword"] == {"missing": [], "stale": [], "orphans": []}
+
+    # Gone from the BM25 index only, through that index's own API: the vector marks stay.
+    engine.collection(collection).keyword.delete_documents(["long"])
+    after = client.get(url, query_string={"doc_id": "long"}).json
+    assert all(c["indexes"] == {"keyword": False, "vector": True} for c in after["chunks"])
+    assert after["indexes"]["keyword"]["missing"] == sorted(c["id"] for c in chunks)
+    assert after["indexes"]["vector"]["missing"] == []
+    short = client.get(url, query_string={"doc_id": "short"}).json
+    assert short["chunks"][0]["indexes"] == {"keyword": True, "vector": True}
+
+    missing = client.get(url, query_string={"doc_id": "nope"})
+    assert missing.status_code == 404 and error_code(missing) == "not_found"
+    unnamed = client.get(url)
+    assert unnamed.status_code == 422 and "doc_id" in unnamed.json["error"]["message"]
+
+
+def test_an_upload_answers_each_files_result(client, collection):
+    files = [
+        (io.BytesIO(b'{"_id": "g1", "text": "Good line."}\n{"_id": "g2", "text": "Also good."}\n'),
+         "good.jsonl"),
+        (io.BytesIO(b'{"_id": "b1", "text": \n{"_id": "b2"\n'), "broken.jsonl"),
+        (io.BytesIO(b'{"_id": "m1", "text": "Fine."}\nnot json\n'), "mixed.jsonl"),
+        (io.BytesIO(b"  \n"), "blank.txt"),
+        (io.BytesIO(b"\n\n"), "none.jsonl"),
+    ]  # fmt: skip
+    response = client.post(
+        f"/v1/collections/{collection}/documents:upload",
+        data={"file": files},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    results = {f["name"]: f for f in response.json["files"]}
+    assert list(results) == ["good.jsonl", "broken.jsonl", "mixed.jsonl", "blank.txt", "none.jsonl"]
+    assert results["good.jsonl"] == {
+        "name": "good.jsonl", "state": "accepted", "documents": 2, "errors": [],
+    }  # fmt: skip
+    broken = results["broken.jsonl"]
+    assert broken["state"] == "refused" and broken["documents"] == 0
+    assert [line.split(":")[:2] for line in broken["errors"]] == [
+        ["broken.jsonl", "1"], ["broken.jsonl", "2"],
+    ]  # fmt: skip
+    mixed = results["mixed.jsonl"]
+    assert mixed["state"] == "accepted" and mixed["documents"] == 1
+    assert mixed["errors"][0].startswith("mixed.jsonl:2:")
+    assert results["blank.txt"]["state"] == "refused"
+    assert results["blank.txt"]["errors"] == ["blank.txt: empty file (no text in it)"]
+    assert results["none.jsonl"]["errors"] == ["none.jsonl: empty file (no documents in it)"]
+    task = wait_task(client, response.json["task_id"])
+    assert task["indexed"] == 3 and task["total"] == 3
+    assert len(task["errors"]) == 5  # the same lines, in the task
+    assert client.get(f"/v1/collections/{collection}/documents/blank.txt").status_code == 404

@@ -445,3 +445,13 @@ def test_passages_are_the_stored_chunks_by_id(index: KeywordIndex) -> None:
         # The same passage, title and offsets a search hit carries; no score.
         assert got[cid] == replace(hit, score=0.0)
     assert index.passages([]) == {}
+
+
+def test_chunk_versions_are_one_documents_stored_chunk_ids(index: KeywordIndex) -> None:
+    a0, a1 = chunk("a", 0, version=2), chunk("a", 1, version=2)
+    put(index, (a0, ["appl"]), (a1, ["pie"]), (chunk("b", 0), ["tart"]))
+    assert index.chunk_versions("a") == {a0.id: 2, a1.id: 2}
+    assert index.chunk_versions("nope") == {}
+    index.delete_documents(["a"])
+    assert index.chunk_versions("a") == {}
+    assert len(index.chunk_versions("b")) == 1

@@ -15,7 +15,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlalchemy.orm import InstanceState
 
-from search.errors import RegistryMismatch
+from search.errors import InvalidRequest, RegistryMismatch
+from search.records import ListFilter
 from search.registry import SCHEMA_VERSION, DocumentRecord, Registry, Restored, content_hash
 from search.types import Document
 
@@ -344,6 +345,62 @@ def test_documents_are_listed_in_id_order_a_page_at_a_time(registry):
     assert [d.id for d in registry.list_documents("c", "d2", 2)] == ["d3"]
     assert registry.list_documents("c", "d3", 2) == []
     assert registry.list_documents("none", "", 5) == []
+
+
+def test_listing_filters_by_prefix_state_and_metadata_in_pages(registry):
+    registry.stage(
+        "c",
+        [
+            doc("faq/1", metadata={"lang": "en", "rank": 5, "draft": True}),
+            doc("faq/2", metadata={"lang": "de", "rank": "5", "draft": "true"}),
+            doc("faq_3", metadata={"lang": "en", "rank": 5.0, "draft": False}),
+            doc("faq/4", metadata={"lang": "en", "nested": {"lang": "en"}}),
+            doc("guide", metadata={"lang": "en"}),
+        ],
+    )
+    registry.stage("other", [doc("faq/9", metadata={"lang": "en"})])
+    registry.mark_indexed("c", "faq/1", 1, ("keyword", "vector"), chunks=1)
+    registry.mark_failed("c", "faq/4", 1, "no text")
+
+    def ids(where, after="", limit=10):
+        return [d.id for d in registry.list_documents("c", after, limit, where)]
+
+    assert ids(ListFilter(prefix="faq/")) == ["faq/1", "faq/2", "faq/4"]
+    assert ids(ListFilter(prefix="faq_")) == ["faq_3"]  # "_" is no LIKE wildcard here
+    assert ids(ListFilter(prefix="faq%")) == []
+    assert ids(ListFilter(status="pending")) == ["faq/2", "faq_3", "guide"]
+    assert ids(ListFilter(status="failed")) == ["faq/4"]
+    en = {"lang": ("en",)}
+    assert ids(ListFilter(metadata=en)) == ["faq/1", "faq/4", "faq_3", "guide"]
+    assert ids(ListFilter(metadata={"lang": ("en", "de")}, prefix="faq/")) == [
+        "faq/1", "faq/2", "faq/4",
+    ]  # fmt: skip
+    # As facet terms: an integer or its decimal string; a boolean or "true"; never a float.
+    assert ids(ListFilter(metadata={"rank": ("5",)})) == ["faq/1", "faq/2"]
+    assert ids(ListFilter(metadata={"draft": ("true",)})) == ["faq/1", "faq/2"]
+    assert ids(ListFilter(metadata={"draft": ("false",)})) == ["faq_3"]
+    assert ids(ListFilter(metadata={"nested.lang": ("en",)})) == []
+    assert ids(ListFilter(status="pending", metadata=en)) == ["faq_3", "guide"]
+    # Pages of a filtered listing: full pages, then the rest after the last id.
+    assert ids(ListFilter(metadata=en), limit=2) == ["faq/1", "faq/4"]
+    assert ids(ListFilter(metadata=en), after="faq/4", limit=2) == ["faq_3", "guide"]
+    assert ids(ListFilter(metadata=en), after="guide", limit=2) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"status": "done"}, "status: one of pending, indexed, failed, not 'done'"),
+        ({"prefix": "x" * 513}, "prefix: at most 512 characters, not 513"),
+        ({"metadata": {"a b": ("x",)}}, "metadata filter key 'a b'"),
+        ({"metadata": {"a": ()}}, "metadata filter 'a' has no value"),
+    ],
+)
+@pytest.mark.unit
+def test_a_bad_listing_filter_is_refused_in_one_line(where, message):
+    with pytest.raises(InvalidRequest) as caught:
+        ListFilter(**where)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
 def test_collection_settings_are_stored_replaced_and_dropped_with_the_collection(registry):

@@ -438,3 +438,13 @@ def test_meta_round_trip_where_the_backend_keeps_it(index: VectorIndex) -> None:
     index.set_meta("sieve_test", "one")
     index.set_meta("sieve_other", "two")
     assert (index.get_meta("sieve_test"), index.get_meta("sieve_other")) == ("one", "two")
+
+
+def test_chunk_versions_are_one_documents_stored_point_ids(index: VectorIndex) -> None:
+    mine, other = chunks_of("a", 2, version=3), chunks_of("b", 1)
+    index.upsert([*mine, *other], [basis(i) for i in range(3)])
+    assert index.chunk_versions("a") == {c.id: 3 for c in mine}
+    assert index.chunk_versions("nope") == {}
+    index.delete_documents(["a"])
+    assert index.chunk_versions("a") == {}
+    assert index.chunk_versions("b") == {other[0].id: other[0].version}

@@ -352,6 +352,147 @@ def test_document_list_pages_shows_states_and_deletes_from_a_row(page, console_e
     assert all(FAILED_RESOURCE.match(e) for e in console_errors), console_errors
 
 
+def upload(page, *files: tuple[str, bytes]) -> None:
+    page.get_by_test_id("files").set_input_files(
+        files=[{"name": n, "mimeType": "application/octet-stream", "buffer": b} for n, b in files]
+    )
+    page.get_by_test_id("upload-button").click()
+
+
+def jsonl(*records: dict[str, Any]) -> bytes:
+    return "\n".join(json.dumps(r) for r in records).encode()
+
+
+def test_uploaded_files_each_show_their_result(page, console_errors):
+    from playwright.sync_api import expect
+
+    collection = create_collection(page)
+    good = jsonl({"_id": "g1", "text": "good one"}, {"_id": "g2", "text": "good two"})
+    upload(page, ("good.jsonl", good), ("broken.jsonl", b'{"_id": "b1", "text": \n'))
+    files = page.get_by_test_id("upload-file")
+    expect(files).to_have_count(2)
+    accepted = page.locator('[data-testid=upload-file][data-file="good.jsonl"]')
+    expect(accepted).to_have_attribute("data-state", "accepted")
+    expect(accepted.get_by_test_id("upload-file-state")).to_have_text("accepted, 2 documents")
+    refused = page.locator('[data-testid=upload-file][data-file="broken.jsonl"]')
+    expect(refused).to_have_attribute("data-state", "refused")
+    expect(refused.get_by_test_id("upload-file-state")).to_have_text("refused")
+    expect(refused.get_by_test_id("upload-file-error")).to_contain_text("broken.jsonl:1:")
+    expect(page.get_by_test_id("upload-status")).to_have_text(
+        f"Upload: 1 of 2 files accepted, 2 documents to index into {collection}."
+    )
+    expect(page.get_by_test_id("upload-status")).to_be_in_viewport()
+    wait_task_done(page, 2)
+    expect(page.get_by_test_id("stat-documents")).to_have_text("2")
+    screenshot(page, "admin-upload-files.png")
+    assert console_errors == []
+
+
+def test_document_list_filters_by_prefix_state_and_metadata(page, console_errors):
+    from playwright.sync_api import expect
+
+    collection = create_collection(page)
+    records = [
+        {"_id": f"faq/{i}", "text": f"answer {i}", "metadata": {"lang": "en" if i % 2 else "de"}}
+        for i in range(4)
+    ]
+    upload(page, ("faq.jsonl", jsonl(*records, {"_id": "guide", "text": "a guide"})))
+    wait_task_done(page, 5)
+    page.get_by_test_id("doc-id").fill("empty")
+    page.get_by_test_id("doc-text").fill("   ")  # fails: no text
+    page.get_by_test_id("paste-button").click()
+    expect(page.get_by_test_id("task").first.get_by_test_id("task-state")).to_have_text(
+        "done", timeout=TASK_TIMEOUT_MS
+    )
+    rows = page.get_by_test_id("document-row")
+    count = page.get_by_test_id("documents-count")
+    expect(rows).to_have_count(6)
+    expect(count).to_have_text("6 documents on this page · 6 in the collection")
+
+    page.get_by_test_id("filter-prefix").fill("faq/")
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(4)
+    assert [r.get_attribute("data-doc-id") for r in rows.all()] == [f"faq/{i}" for i in range(4)]
+    page.get_by_test_id("filter-meta").fill("lang=en")
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(2)
+    expect(count).to_have_text("2 documents matching the filter on this page · 6 in the collection")
+    screenshot(page, "admin-documents-filtered.png")
+
+    page.get_by_test_id("filter-clear").click()
+    page.get_by_test_id("filter-status").select_option("failed")
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-doc-id", "empty")
+
+    # A delete under a filter: the filtered list, the stats and the chooser agree.
+    page.get_by_test_id("filter-status").select_option("indexed")
+    page.get_by_test_id("filter-prefix").fill("faq/")
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(4)
+    row = page.locator('[data-testid=document-row][data-doc-id="faq/3"]')
+    row.get_by_test_id("row-delete").click()
+    row.get_by_test_id("row-confirm-yes").click()
+    expect(page.get_by_test_id("documents-status")).to_have_text(
+        f"Deleted faq/3 from {collection}."
+    )
+    expect(rows).to_have_count(3)
+    expect(page.get_by_test_id("stat-documents")).to_have_text("5")
+    expect(count).to_have_text("3 documents matching the filter on this page · 5 in the collection")
+    option = page.locator(f'[data-testid=collection-select] option[value="{collection}"]')
+    expect(option).to_have_text(f"{collection} (5 documents)")
+
+    page.get_by_test_id("filter-prefix").fill("nothing-like-this")
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(0)
+    expect(page.get_by_test_id("no-documents")).to_have_text("No document matches the filter.")
+    page.get_by_test_id("filter-meta").fill("no-equals-sign")
+    page.get_by_test_id("filter-apply").click()
+    expect(page.get_by_test_id("documents-alert")).to_contain_text("write key=value")
+    assert console_errors == []
+
+
+def test_a_document_opens_with_its_chunks_and_where_each_is_indexed(
+    page, console_errors, live_server
+):
+    from playwright.sync_api import expect
+
+    collection = create_collection(page)
+    long_text = " ".join(f"sentence {i} about quokkas and saltbush." for i in range(150))
+    record = {"_id": "long", "title": "Quokka notes", "text": long_text, "metadata": {"lang": "en"}}
+    upload(page, ("notes.jsonl", jsonl(record)))
+    wait_task_done(page, 1)
+    row = page.locator('[data-testid=document-row][data-doc-id="long"]')
+    row.locator("td").nth(1).click()  # anywhere on the row
+    detail = page.get_by_test_id("document-detail")
+    expect(detail).to_be_visible()
+    expect(detail.get_by_test_id("detail-title")).to_have_text("Quokka notes")
+    expect(detail.get_by_test_id("detail-state")).to_have_text("indexed")
+    expect(detail.get_by_test_id("detail-metadata")).to_have_text('lang="en"')
+    chunks = detail.get_by_test_id("chunk-row")
+    expect(chunks.first).to_be_visible()
+    total = chunks.count()
+    assert total > 1
+    expect(detail.locator("[data-testid=chunk-keyword][data-present=true]")).to_have_count(total)
+    expect(detail.locator("[data-testid=chunk-vector][data-present=true]")).to_have_count(total)
+    expect(detail.get_by_test_id("detail-summary")).to_have_text(
+        f"keyword: {total} of {total} chunks · vector: {total} of {total} chunks"
+    )
+    screenshot(page, "admin-document-detail.png")
+
+    # Taken out of the BM25 index behind the page's back (through the index's own API).
+    live_server.engine.collection(collection).keyword.delete_documents(["long"])
+    detail.get_by_test_id("detail-close").click()
+    expect(detail).to_be_hidden()
+    row.get_by_test_id("row-open").click()
+    expect(detail.locator("[data-testid=chunk-keyword][data-present=false]")).to_have_count(total)
+    expect(detail.locator("[data-testid=chunk-vector][data-present=true]")).to_have_count(total)
+    expect(detail.get_by_test_id("detail-summary")).to_have_text(
+        f"keyword: 0 of {total} chunks · vector: {total} of {total} chunks"
+    )
+    assert console_errors == []
+
+
 def test_api_errors_appear_in_the_alert_region(page, console_errors):
     from playwright.sync_api import expect
 
