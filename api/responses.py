@@ -364,6 +364,10 @@ class ReadyOut(Out):
 
     ready: bool
     backends: dict[str, str]
+    warm_up: dict[str, str] = Field(
+        description="Each part `sieve serve` loads before it is ready (dictionary, embedder, "
+        "reranker): `loading`, `ok`, `error: ...`, or `lazy` (loads on first use)."
+    )
     reranker_status: RerankerStatusOut
 
 
