@@ -14,7 +14,7 @@ A, B = "auth-zone-a", "auth-zone-b"
 KEYS = f"adm:admin,srch:search,scoped:admin:{A},scopedsearch:search:{A}"
 SAMPLE_DOC = {"id": "doc-1", "text": "Lightning safety: stay indoors during a storm."}
 # Path arguments of every route (values for the collection are set per test).
-ARGS = {"doc_id": "doc-1", "task_id": "some-task"}
+ARGS = {"doc_id": "doc-1", "task_id": "some-task", "name": "VERSION"}
 BODIES = {
     "/v1/search": {"query": "storm"},
     "/v1/context": {"query": "storm"},
