@@ -17,8 +17,7 @@ from typing import Any
 from search.config import Settings
 from search.errors import IndexingError
 from search.indexing import prepare
-from search.integrity import AnyIndex
-from search.reconcile import TARGETS, Difference, compare
+from search.integrity import TARGETS, AnyIndex, Difference, compare
 from search.records import DocumentRecord, Staged
 
 PREVIEW_CHARS = 240  # of each chunk's text in the answer

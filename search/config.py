@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,8 @@ RERANK_BACKENDS = ("auto", "local", "celery", "none")
 PREFIX = "SIEVE_"
 # Collection names become directory and index names: keep them plain.
 COLLECTION_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
+DEFAULT_COLLECTION = "default"
 
 
 class EnvSettings:

@@ -8,7 +8,6 @@ Elasticsearch, Qdrant Edge or a Qdrant server, SQLite or PostgreSQL).
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -16,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from search.chunk_presence import DocumentChunks, document_chunks
-from search.config import COLLECTION_PATTERN, Settings
+from search.config import COLLECTION_NAME, DEFAULT_COLLECTION, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import BackendUnavailable, ConfigError, Conflict, InvalidRequest, NotFound
 from search.indexing import Indexer, IndexReport, ProgressCallback, Propagate
@@ -34,11 +33,9 @@ from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 from search.warmup import Warmup, engine_parts
 
-COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
 # The collection setting (``Registry.collection_setting``) holding the rerank blend
 # ``sieve calibrate`` chose: {"weight", "model_fingerprint", "chosen_on", ...}.
 BLEND_SETTING = "rerank_blend"
-DEFAULT_COLLECTION = "default"
 MAX_LIST_DOCUMENTS = 200  # documents per page of a listing
 DEFAULT_LIST_DOCUMENTS = 50
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -153,3 +154,40 @@ def verify_collection(
     for index in to_stamp:
         write_stamp(settings, collection, index, identity.id)
     return unchecked
+
+
+# What reconcile and the chunk view compare: the registry against each index.
+TARGETS = ("keyword", "vector")
+
+
+@dataclass
+class Difference:
+    """What one index disagrees with the registry about."""
+
+    missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """How many documents differ."""
+        return len(self.missing) + len(self.stale) + len(self.orphans)
+
+    def to_dict(self) -> dict[str, object]:
+        """Counts, the first few ids of each kind, and every orphan id (the deletions)."""
+        return {
+            "missing": len(self.missing),
+            "stale": len(self.stale),
+            "orphans": len(self.orphans),
+            "examples": (self.missing + self.stale + self.orphans)[:10],
+            "orphan_ids": list(self.orphans),
+        }
+
+
+def compare(expected: dict[str, int], actual: dict[str, int]) -> Difference:
+    """Diff ``{doc_id: version}`` of the registry against one index's."""
+    return Difference(
+        missing=sorted(d for d in expected if d not in actual),
+        stale=sorted(d for d, v in expected.items() if d in actual and actual[d] != v),
+        orphans=sorted(d for d in actual if d not in expected),
+    )

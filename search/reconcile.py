@@ -24,41 +24,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from search.config import COLLECTION_NAME, DEFAULT_COLLECTION
 from search.errors import ConfigError
 from search.indexing import Indexer
-from search.integrity import AnyIndex, stamped_collections, verify_collection
+from search.integrity import (
+    TARGETS,
+    AnyIndex,
+    Difference,
+    compare,
+    stamped_collections,
+    verify_collection,
+)
 
 if TYPE_CHECKING:
     from search.engine import SearchEngine
 
 log = logging.getLogger(__name__)
-
-TARGETS = ("keyword", "vector")
-
-
-@dataclass
-class Difference:
-    """What one index disagrees with the registry about."""
-
-    missing: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        """How many documents differ."""
-        return len(self.missing) + len(self.stale) + len(self.orphans)
-
-    def to_dict(self) -> dict[str, object]:
-        """Counts, the first few ids of each kind, and every orphan id (the deletions)."""
-        return {
-            "missing": len(self.missing),
-            "stale": len(self.stale),
-            "orphans": len(self.orphans),
-            "examples": (self.missing + self.stale + self.orphans)[:10],
-            "orphan_ids": list(self.orphans),
-        }
-
 
 @dataclass
 class ReconcileReport:
@@ -107,15 +88,6 @@ class ReconcileReport:
         if self.total and not self.refused:
             out.append("repaired" if self.repaired else "not repaired (dry run or failures)")
         return out
-
-
-def compare(expected: dict[str, int], actual: dict[str, int]) -> Difference:
-    """Diff ``{doc_id: version}`` of the registry against one index's."""
-    return Difference(
-        missing=sorted(d for d in expected if d not in actual),
-        stale=sorted(d for d, v in expected.items() if d in actual and actual[d] != v),
-        orphans=sorted(d for d in actual if d not in expected),
-    )
 
 
 def _check_share(share: float) -> float:
@@ -195,8 +167,6 @@ def reconcile(
 
 def known_collections(engine: SearchEngine) -> list[str]:
     """Every collection to check: the registry's, the configured one, and any on disk."""
-    from search.engine import COLLECTION_NAME, DEFAULT_COLLECTION
-
     names = {DEFAULT_COLLECTION, engine.settings.collection, *engine.registry.collection_names()}
     names.update(stamped_collections(engine.settings))
     return sorted(name for name in names if COLLECTION_NAME.fullmatch(name))
