@@ -348,6 +348,10 @@ class RerankerStatusOut(Out):
     fingerprint: str = Field(description="Short hash of the model's files; empty if not here.")
     device: str
     dtype: str
+    runtime: str = Field(
+        description="What runs the model: torch, onnx or onnx-int8 (ONNX Runtime on the CPU); "
+        "planned from the settings until it loads, empty for a reranker of unknown kind."
+    )
     loaded: bool = Field(description="Whether the model is loaded yet (it loads on first use).")
     calibrated: bool = Field(description="A calibration keyed to this model's fingerprint exists.")
     blend_weight: float

@@ -14,7 +14,7 @@ For each runtime of ``TransformerEmbedder`` (``SIEVE_EMBED_RUNTIME``), in one ru
 Run: ``python bench/embed_runtime.py [--data ../shared/data/scifact] [--split test]
 [--docs 0] [--out FILE.json]``. ``--docs N`` embeds only the first N documents
 (quality is then over a partial corpus: for timing only). The ONNX graphs are
-exported on first use and cached (``search/onnx_embed.py``).
+exported on first use and cached (``search/onnx_runtime.py``).
 """
 
 from __future__ import annotations

@@ -258,8 +258,11 @@ def make_systems(
             # Internal API on purpose: the windows Sieve really scores.
             return [len(p.ids) for p in reranker._encode(query, passages)]
 
-        dtype = next(reranker._model.parameters()).dtype
-        note = f"{dtype}, token budget {reranker.token_budget}, long passages windowed"
+        _, dtype = reranker.loaded_as or ("", "")
+        note = (
+            f"{dtype} on {reranker.runtime}, token budget {reranker.token_budget}, "
+            "long passages windowed"
+        )
         return reranker.rerank, lengths, note
 
     def sentence_transformers() -> tuple[

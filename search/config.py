@@ -25,7 +25,7 @@ from typing import Any, Self
 from search.embed_languages import check_languages
 from search.errors import ConfigError
 from search.fusion import METHODS as FUSION_METHODS
-from search.onnx_embed import RUNTIMES as EMBED_RUNTIMES
+from search.onnx_runtime import RUNTIMES as ONNX_RUNTIMES
 
 KEYWORD_BACKENDS = ("tantivy", "elasticsearch")
 VECTOR_BACKENDS = ("qdrant-edge", "qdrant")
@@ -113,7 +113,7 @@ class Settings(EnvSettings):
     embed_languages: tuple[str, ...] = ()
     # What runs the embedder: auto (ONNX Runtime on a CPU, torch on a GPU), torch,
     # onnx, or onnx-int8 (dynamic int8: faster, a measured quality cost).
-    # The exported graphs are cached by model fingerprint (search/onnx_embed.py).
+    # The exported graphs are cached by model fingerprint (search/onnx_runtime.py).
     embed_runtime: str = "auto"
     onnx_cache: str = ""  # default: $XDG_CACHE_HOME/sieve/onnx or ~/.cache/sieve/onnx
     allow_download: bool = False
@@ -144,6 +144,10 @@ class Settings(EnvSettings):
     rerank_revision: str = ""  # empty: derived from the weights found
     rerank_device: str = "auto"
     rerank_dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or bfloat16
+    # What runs the cross-encoder: auto (ONNX Runtime on a CPU at float32, torch on
+    # a GPU or when the export fails), torch, onnx, or onnx-int8 (faster; its scores
+    # differ, so they are cached under their own key). Graphs go to SIEVE_ONNX_CACHE.
+    rerank_runtime: str = "auto"
     rerank_max_length: int = 512
     rerank_query_share: float = 0.25  # most of max_length the query may keep
     rerank_token_budget: int = 16_384  # padded tokens per forward pass
@@ -169,10 +173,11 @@ class Settings(EnvSettings):
         one_of("vector_backend", self.vector_backend, VECTOR_BACKENDS)
         one_of("fusion", self.fusion, FUSION_METHODS)
         one_of("embed_pooling", self.embed_pooling, ("mean", "cls"))
-        one_of("embed_runtime", self.embed_runtime, EMBED_RUNTIMES)
+        one_of("embed_runtime", self.embed_runtime, ONNX_RUNTIMES)
         check_languages(self.embed_languages)
         one_of("rerank_backend", self.rerank_backend, RERANK_BACKENDS)
         one_of("rerank_dtype", self.rerank_dtype, ("auto", "float16", "bfloat16", "float32"))
+        one_of("rerank_runtime", self.rerank_runtime, ONNX_RUNTIMES)
         if not 0.05 <= self.rerank_query_share <= 0.9:
             raise ConfigError("SIEVE_RERANK_QUERY_SHARE must be between 0.05 and 0.9")
         if self.rerank_max_length < 16 or self.rerank_depth < 1:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from search.embed_languages import EmbedLanguages, resolve_languages
 from search.errors import ConfigError, ModelIncompatible, ModelNotFound
 from search.models import BUNDLED_MODEL_ID, LocatedModel, locate
-from search.onnx_embed import RUNTIMES, OnnxEncoder, cache_root
-from search.onnx_embed import available as onnx_available
+from search.onnx_runtime import RUNTIMES, Head, OnnxModel, cache_root
+from search.onnx_runtime import available as onnx_available
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,7 +109,7 @@ class TransformerEmbedder:
         self._device: str = "cpu"
         self._dim: int | None = None
         self._located: LocatedModel | None = None
-        self._onnx: OnnxEncoder | None = None
+        self._onnx: OnnxModel | None = None
         self.runtime = ""  # what runs the model once loaded: "torch", "onnx" or "onnx-int8"
 
     def _resolved(self) -> EmbedLanguages:
@@ -191,9 +191,9 @@ class TransformerEmbedder:
             located = self._locate()
             source, where = located.load_args(self.allow_download)
             tokenizer = AutoTokenizer.from_pretrained(source, **where)
-            encoder = OnnxEncoder.load(
+            encoder = OnnxModel.load(
                 located,
-                pooling=self.pooling,
+                head=Head.pooled(self.pooling),
                 quantized=quantized,
                 cache=cache_root(self.onnx_cache),
             )
@@ -264,7 +264,7 @@ class TransformerEmbedder:
                     max_length=self.max_length,
                     return_tensors="np",
                 )
-                out[idx] = self._onnx.encode(batch)
+                out[idx] = self._onnx.run(batch)
             return out
         with torch.inference_mode():
             for begin in range(0, len(order), self.batch_size):

@@ -48,6 +48,7 @@ from search.errors import BackendUnavailable, InvalidRequest
 from search.passages import PassageRef
 from search.rerank.base import check_scores, left_s, sigmoid
 from search.rerank.calibration import Calibration, find_calibration
+from search.rerank.cross_encoder import key_suffix
 from search.types import RerankBatch, RerankScore
 from workers.bounded import BoundedCalls, DeadlinePassed
 from workers.names import RERANK_TASK
@@ -100,7 +101,8 @@ class CeleryReranker:
         if self._reported_key is not None:
             return self._reported_key
         s = self.settings
-        return f"{s.rerank_model}@{s.rerank_revision or 'default'}:{s.rerank_max_length}"
+        revision = s.rerank_revision or "default"
+        return f"{s.rerank_model}@{revision}:{s.rerank_max_length}{key_suffix(s.rerank_runtime)}"
 
     def rerank(
         self,

@@ -1,13 +1,17 @@
 """``CrossEncoderReranker``: the in-process reranker, and how it runs its model.
 
-Loading (the model found by ``search.models.locate``, version checks, device and
-dtype), batching by a padded-token budget, splitting a batch that runs out of
-CUDA memory, and the forward pass live here; how a (query, passage) pair becomes
-model input is ``search.rerank.pairs``.
+Loading (the model found by ``search.models.locate``, version checks, device,
+dtype and runtime), batching by a padded-token budget, splitting a batch that
+runs out of CUDA memory, and the forward pass live here; how a (query, passage)
+pair becomes model input is ``search.rerank.pairs``. On a CPU at float32 the
+model runs on ONNX Runtime (``search.onnx_runtime``, the graph exported once
+per fingerprint) unless ``runtime`` says torch: the same logits to about 1e-6,
+faster (``bench/rerank_runtime.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +27,8 @@ from search.errors import (
 )
 from search.model_folders import read_card
 from search.models import LocatedModel, locate
+from search.onnx_runtime import RUNTIMES, Head, OnnxModel, cache_root
+from search.onnx_runtime import available as onnx_available
 from search.rerank.base import left_s, sigmoid, stop_at
 from search.rerank.calibration import Calibration, load_calibration
 from search.rerank.pairs import Pair, PairEncoder, best_windows
@@ -30,6 +36,8 @@ from search.types import RerankBatch, RerankScore
 
 if TYPE_CHECKING:
     from search.config import Settings
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -59,6 +67,27 @@ def plan_device(device: str, dtype: str, cuda: bool) -> tuple[str, str]:
     if name == "float16" and not on_cuda:
         raise ConfigError(_FP16_ON_CPU, value=dtype)
     return device, name
+
+
+def plan_runtime(runtime: str, device: str, dtype: str, onnx: bool) -> str:
+    """What runs a model planned for ``device`` and dtype name ``dtype`` (``plan_device``'s).
+
+    ``auto`` is ONNX Runtime on the CPU at float32 when its packages are there
+    (``onnx``), else torch (FP16 on CUDA is torch's; so is bfloat16). An
+    explicit runtime is kept.
+    """
+    if runtime != "auto":
+        return runtime
+    return "onnx" if onnx and device == "cpu" and dtype == "float32" else "torch"
+
+
+def key_suffix(runtime: str) -> str:
+    """What a runtime setting adds to a model key: scores that differ are cached apart.
+
+    torch and fp32 ONNX give the same logits (about 1e-6 apart) and share a key;
+    ``onnx-int8`` is another model as far as scores go.
+    """
+    return ":onnx-int8" if runtime == "onnx-int8" else ""
 
 
 def _major(version: str) -> int:
@@ -94,7 +123,22 @@ class CrossEncoderReranker:
         query_share: float = 0.25,
         token_budget: int = 16384,
         allow_download: bool = False,
+        runtime: str = "auto",
+        onnx_cache: str = "",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ConfigError(
+                f"SIEVE_RERANK_RUNTIME must be one of {', '.join(RUNTIMES)}", value=runtime
+            )
+        if runtime.startswith("onnx"):
+            # ONNX Runtime runs here on the CPU only, at float32 (int8 weights for onnx-int8).
+            if device.startswith("cuda") or dtype not in ("auto", "float32"):
+                raise ConfigError(
+                    f"SIEVE_RERANK_RUNTIME={runtime} runs on the CPU at float32; set "
+                    "SIEVE_RERANK_DEVICE to cpu or auto and SIEVE_RERANK_DTYPE to float32 or auto",
+                    value=runtime,
+                )
+            device = "cpu"
         if device.split(":")[0] not in DEVICES:
             raise ConfigError(
                 f"reranker device {device!r} is not valid; choose auto, cpu, cuda or cuda:N",
@@ -120,11 +164,15 @@ class CrossEncoderReranker:
         self.query_share = query_share
         self.token_budget = token_budget
         self.allow_download = allow_download
+        self.runtime_setting = runtime
+        self.onnx_cache = onnx_cache
         self._load_lock = threading.Lock()
         # One forward pass at a time per model: concurrent passes on one device
         # only compete for the same cores or the same GPU memory.
         self._forward_lock = threading.Lock()
-        self._model: Any = None
+        self._model: Any = None  # the torch model, on the torch runtime
+        self._onnx: OnnxModel | None = None  # the session, on onnx and onnx-int8
+        self._runtime = ""  # what runs the loaded model; "" until loaded
         self._tokenizer: Any = None
         self._device = "cpu"
         self._located: LocatedModel | None = None
@@ -152,11 +200,17 @@ class CrossEncoderReranker:
             query_share=settings.rerank_query_share,
             token_budget=settings.rerank_token_budget,
             allow_download=settings.allow_download,
+            runtime=settings.rerank_runtime,
+            onnx_cache=settings.onnx_cache,
         )
 
     @property
     def model_key(self) -> str:
         """``model@revision:max_length``; the revision is derived from the files when not set.
+
+        ``onnx-int8`` appends ``:onnx-int8``: its scores differ from the float
+        model's, and the pair-score cache must never mix the two. torch and fp32
+        ONNX share the key (their logits agree to about 1e-6).
 
         Reads config.json (and samples the weight files) but loads nothing. A
         model that cannot be found gives ``model@unresolved:max_length`` rather
@@ -164,11 +218,13 @@ class CrossEncoderReranker:
         3.11, and no score can be stored under that key since ``rerank`` fails.
         """
         if self._key is None:
+            suffix = key_suffix(self.runtime_setting)
             try:
                 located = self._locate()
             except ModelNotFound:
-                return f"{self.model}@unresolved:{self.max_length}"
-            self._key = f"{self.model}@{self.revision or located.revision}:{self.max_length}"
+                return f"{self.model}@unresolved:{self.max_length}{suffix}"
+            revision = self.revision or located.revision
+            self._key = f"{self.model}@{revision}:{self.max_length}{suffix}"
         return self._key
 
     @property
@@ -252,7 +308,12 @@ class CrossEncoderReranker:
     @property
     def loaded_as(self) -> tuple[str, str] | None:
         """The device and dtype name of the loaded model; None until it is loaded."""
-        return (self._device, self._dtype_name) if self._model is not None else None
+        return (self._device, self._dtype_name) if self._runtime else None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the loaded model: "torch", "onnx" or "onnx-int8"; "" until loaded."""
+        return self._runtime
 
     def located(self) -> LocatedModel | None:
         """The model's files on this machine (offline, nothing loaded), or None."""
@@ -287,10 +348,10 @@ class CrossEncoderReranker:
         return self._located
 
     def _load(self) -> None:
-        if self._model is not None:
+        if self._runtime:
             return
         with self._load_lock:
-            if self._model is not None:
+            if self._runtime:
                 return
             import torch
             import transformers
@@ -321,20 +382,12 @@ class CrossEncoderReranker:
                 raise incompatible(f"{installed} cannot read {needs}: {exc}") from exc
             if config.num_labels != 1:
                 raise incompatible(f"{needs} has {config.num_labels} labels; a reranker needs 1")
-            # transformers 4.56 renamed torch_dtype to dtype (the old name warns in 5.x).
-            new_api = tuple(map(_major, transformers.__version__.split(".")[:2])) >= (4, 56)
-            dtype_kw = "dtype" if new_api else "torch_dtype"
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(source, **where)
-                model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                    source, config=config, attn_implementation="sdpa", **{dtype_kw: dtype}, **where
-                )
             except OSError as exc:
                 raise ModelNotFound(
                     f"could not load reranker {self.model} from {source}: {exc}", model=self.model
                 ) from exc
-            except ValueError as exc:  # e.g. an architecture without SDPA support
-                raise incompatible(f"{installed} cannot load {needs}: {exc}") from exc
             if not tokenizer.is_fast:
                 raise incompatible(f"{needs}: no fast tokenizer (needed for offsets)")
             limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
@@ -343,6 +396,33 @@ class CrossEncoderReranker:
                     f"reranker max_length {self.max_length} exceeds {self.model}'s {limit} tokens",
                     value=self.max_length,
                 )
+            runtime = plan_runtime(
+                self.runtime_setting,
+                device,
+                self._dtype_name,
+                self.runtime_setting != "auto" or onnx_available(),
+            )
+            onnx = self._load_onnx(located) if runtime != "torch" else None
+            model = None
+            if onnx is None:
+                # transformers 4.56 renamed torch_dtype to dtype (the old name warns in 5.x).
+                new_api = tuple(map(_major, transformers.__version__.split(".")[:2])) >= (4, 56)
+                dtype_kw = "dtype" if new_api else "torch_dtype"
+                try:
+                    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                        source,
+                        config=config,
+                        attn_implementation="sdpa",
+                        **{dtype_kw: dtype},
+                        **where,
+                    )
+                except OSError as exc:
+                    raise ModelNotFound(
+                        f"could not load reranker {self.model} from {source}: {exc}",
+                        model=self.model,
+                    ) from exc
+                except ValueError as exc:  # e.g. an architecture without SDPA support
+                    raise incompatible(f"{installed} cannot load {needs}: {exc}") from exc
             # PairEncoder builds the pairs; settings left on the shared backend by
             # tokenizer.json or an earlier __call__ must not truncate or pad for it.
             backend = tokenizer.backend_tokenizer
@@ -353,9 +433,32 @@ class CrossEncoderReranker:
             self._uses_type_ids = "token_type_ids" in tokenizer.model_input_names
             self._tokenizer = tokenizer
             self._device = device
-            self._model = model.to(device).eval()
+            if onnx is not None:
+                self._onnx = onnx
+                self._runtime = runtime
+            else:
+                assert model is not None
+                self._model = model.to(device).eval()
+                self._runtime = "torch"
             self._load_error = ""
         _ = self.calibration  # read with the model, not on the first query
+
+    def _load_onnx(self, located: LocatedModel) -> OnnxModel | None:
+        """The ONNX Runtime session; None (torch instead) when ``auto`` cannot export."""
+        try:
+            return OnnxModel.load(
+                located,
+                head=Head.logit(),
+                quantized=self.runtime_setting == "onnx-int8",
+                cache=cache_root(self.onnx_cache),
+            )
+        except (ModelIncompatible, ImportError, OSError) as exc:
+            if self.runtime_setting != "auto":
+                raise ModelIncompatible(
+                    f"SIEVE_RERANK_RUNTIME={self.runtime_setting}: {exc}", model=self.model
+                ) from exc
+            log.warning("reranker falls back to torch: %s", exc)
+            return None
 
     def _device_and_dtype(self, torch: Any) -> tuple[str, Any]:
         device, name = plan_device(self.device, self.dtype, bool(torch.cuda.is_available()))
@@ -435,17 +538,14 @@ class CrossEncoderReranker:
         import torch
 
         width = self._padded(max(len(p.ids) for p in pairs))
-        ids = torch.tensor([p.ids + [self._pad_id] * (width - len(p.ids)) for p in pairs])
-        inputs = {
-            "input_ids": ids,
-            "attention_mask": torch.tensor(
-                [[1] * len(p.ids) + [0] * (width - len(p.ids)) for p in pairs]
-            ),
+        rows = {
+            "input_ids": [p.ids + [self._pad_id] * (width - len(p.ids)) for p in pairs],
+            "attention_mask": [[1] * len(p.ids) + [0] * (width - len(p.ids)) for p in pairs],
         }
         if self._uses_type_ids:
-            inputs["token_type_ids"] = torch.tensor(
-                [p.type_ids + [0] * (width - len(p.ids)) for p in pairs]
-            )
-        inputs = {k: v.to(self._device, non_blocking=True) for k, v in inputs.items()}
+            rows["token_type_ids"] = [p.type_ids + [0] * (width - len(p.ids)) for p in pairs]
+        if self._onnx is not None:
+            return [float(x) for x in self._onnx.run(rows).tolist()]
+        inputs = {k: torch.tensor(v).to(self._device, non_blocking=True) for k, v in rows.items()}
         logits = self._model(**inputs).logits
         return [float(x) for x in logits[:, 0].float().cpu().tolist()]

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
 from search.models import DEFAULT_RERANKER_GPU, default_reranker
+from search.onnx_runtime import installed as onnx_installed
 from search.rerank.base import card_of, innermost
 from search.rerank.blend import card_blend_weight, resolve_blend
 from search.rerank.calibration import calibration_of, load_calibration
-from search.rerank.cross_encoder import plan_device
+from search.rerank.cross_encoder import plan_device, plan_runtime
 
 if TYPE_CHECKING:
     from search.config import Settings
@@ -37,8 +38,9 @@ _WORKER_COMMAND = "sieve worker --queues rerank"
 class RerankerStatus:
     """The reranker in use (``active``), or the ``reason`` there is none, ``why``, and ``fix``.
 
-    ``device`` and ``dtype`` are what the model runs with once loaded (planned
-    from the settings until then, or "celery workers"); ``fingerprint`` is the
+    ``device``, ``dtype`` and ``runtime`` ("torch", "onnx" or "onnx-int8") are
+    what the model runs with once loaded (planned from the settings until then,
+    or "celery workers" and the settings' own values); ``fingerprint`` is the
     short hash of the model's files ("" when they are not on this machine).
     """
 
@@ -48,6 +50,7 @@ class RerankerStatus:
     fingerprint: str = ""
     device: str = ""
     dtype: str = ""
+    runtime: str = ""
     loaded: bool = False
     calibrated: bool = False
     blend_weight: float = 0.0
@@ -67,7 +70,7 @@ class RerankerStatus:
         parts = [
             f"fingerprint {self.fingerprint}" if self.fingerprint else "",
             self.device,
-            self.dtype,
+            f"{self.dtype} ({self.runtime})" if self.dtype and self.runtime else self.dtype,
             "calibrated" if self.calibrated else "not calibrated",
             f"blend {self.blend_weight:g} ({self.blend_source})",
         ]
@@ -169,8 +172,10 @@ def describe(
             **common,
         )
     loaded = getattr(inner, "loaded_as", None)
+    runtime = str(getattr(inner, "runtime_setting", ""))
     if loaded is not None:
         device, dtype = loaded
+        runtime = str(getattr(inner, "runtime", runtime))
     elif cuda is None:
         device, dtype = str(getattr(inner, "device", "auto")), str(getattr(inner, "dtype", "auto"))
     else:
@@ -188,12 +193,16 @@ def describe(
                 fix="set SIEVE_RERANK_DEVICE and SIEVE_RERANK_DTYPE to auto",
                 **common,
             )
+        if runtime:
+            # Planned without importing anything: found packages stand for usable ones.
+            runtime = plan_runtime(runtime, device, dtype, onnx_installed())
     return RerankerStatus(
         True,
         model,
         fingerprint=located.fingerprint,
         device=device,
         dtype=dtype,
+        runtime=runtime,
         loaded=loaded is not None,
         calibrated=calibration_of(reranker) is not None,
         **common,
@@ -248,6 +257,7 @@ def _remote(
         fingerprint=fingerprint,
         device="celery workers" if remote else "",
         dtype=settings.rerank_dtype if remote else "",
+        runtime=settings.rerank_runtime if remote else "",
         calibrated=calibrated,
         **common,
     )

@@ -67,12 +67,12 @@ def test_int8_is_close_and_cached_beside_the_float_graph(tiny_encoder_dir, tmp_p
 def test_a_model_that_cannot_be_exported(tiny_encoder_dir, tmp_path, monkeypatch, caplog):
     # A mock, of the exporter only: no small model that torch.export refuses could be
     # built here without depending on which operators this torch version lacks.
-    import search.onnx_embed as onnx_embed
+    import search.onnx_runtime as onnx_runtime
 
     def refuse(*_: object) -> None:
         raise ModelIncompatible("tiny cannot be exported to ONNX (UserError: unsupported op)")
 
-    monkeypatch.setattr(onnx_embed, "_export", refuse)
+    monkeypatch.setattr(onnx_runtime, "_export", refuse)
     folder = Path(shutil.copytree(tiny_encoder_dir, tmp_path / "model"))
     with pytest.raises(ModelIncompatible, match=r"^SIEVE_EMBED_RUNTIME=onnx: tiny cannot"):
         embedder(folder, tmp_path / "onnx", "onnx").embed(TEXTS[:1])

@@ -49,6 +49,9 @@ def long_text() -> str:
 
 def make(tiny_reranker_dir: Path, **kwargs) -> CrossEncoderReranker:
     kwargs.setdefault("max_length", 64)
+    # The torch path: what these tests look into (dtype, OOM splitting); ONNX Runtime
+    # is tests/integration/test_onnx_rerank.py's.
+    kwargs.setdefault("runtime", "torch")
     return CrossEncoderReranker("tiny-reranker", models_dir=tiny_reranker_dir.parent, **kwargs)
 
 
@@ -118,10 +121,10 @@ def test_loads_from_models_dir_and_scores(reranker):
 )
 def test_resolution_finds_the_same_model(tiny_reranker_dir, reranker, model, where):
     if where == "path":
-        other = CrossEncoderReranker(str(tiny_reranker_dir), max_length=64)
+        other = CrossEncoderReranker(str(tiny_reranker_dir), max_length=64, runtime="torch")
     else:
         models_dir = tiny_reranker_dir.parent if where == "parent" else tiny_reranker_dir
-        other = CrossEncoderReranker(model, models_dir=models_dir, max_length=64)
+        other = CrossEncoderReranker(model, models_dir=models_dir, max_length=64, runtime="torch")
     assert logits(other.rerank(QUERY, PASSAGES)) == logits(reranker.rerank(QUERY, PASSAGES))
 
 
@@ -322,6 +325,13 @@ def test_invalid_settings_are_named():
         CrossEncoderReranker(dtype="int8")
     with pytest.raises(ConfigError, match="query_share"):
         CrossEncoderReranker(query_share=1.0)
+    with pytest.raises(ConfigError, match="SIEVE_RERANK_RUNTIME must be one of auto, torch"):
+        CrossEncoderReranker(runtime="tensorrt")
+    with pytest.raises(ConfigError, match="SIEVE_RERANK_RUNTIME=onnx runs on the CPU"):
+        CrossEncoderReranker(runtime="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="SIEVE_RERANK_RUNTIME=onnx-int8 runs on the CPU"):
+        CrossEncoderReranker(runtime="onnx-int8", dtype="bfloat16")
+    assert CrossEncoderReranker(runtime="onnx").device == "cpu"  # auto: ONNX Runtime's CPU
 
 
 def test_bfloat16_on_cpu_is_allowed(tiny_reranker_dir, reranker):
@@ -341,9 +351,12 @@ def test_from_settings_passes_every_rerank_setting(tmp_path):
         rerank_max_length=256,
         rerank_query_share=0.5,
         rerank_token_budget=4096,
+        rerank_runtime="torch",
+        onnx_cache=str(tmp_path / "onnx"),
         allow_download=True,
     )
     r = CrossEncoderReranker.from_settings(settings)
+    assert (r.runtime_setting, r.onnx_cache) == ("torch", str(tmp_path / "onnx"))
     assert (r.model, r.models_dir, r.revision, r.device, r.dtype) == (
         "acme/r",
         tmp_path,

@@ -40,14 +40,27 @@ def test_active_reranker_names_model_fingerprint_device_dtype_and_blend(tmp_path
     fingerprint = LocatedModel("tuned", folder, "path").fingerprint
     assert status.active and not status.loaded and status.reason == ""
     assert (status.model, status.fingerprint) == (str(folder), fingerprint)
-    assert (status.device, status.dtype) == ("cpu", "float32")
+    # Planned, not loaded: ONNX Runtime on a CPU at float32 (its packages are installed).
+    assert (status.device, status.dtype, status.runtime) == ("cpu", "float32", "onnx")
     assert not status.calibrated and (status.blend_weight, status.blend_source) == (0.0, "default")
     on_gpu = describe(settings(tmp_path, rerank_blend_weight=1.5), reranker, cuda=True)
-    assert (on_gpu.device, on_gpu.dtype) == ("cuda", "float16")
+    assert (on_gpu.device, on_gpu.dtype, on_gpu.runtime) == ("cuda", "float16", "torch")
     assert on_gpu.line() == (
-        f"reranker: {folder} (fingerprint {fingerprint}, cuda, float16, not calibrated, "
+        f"reranker: {folder} (fingerprint {fingerprint}, cuda, float16 (torch), not calibrated, "
         "blend 1.5 (setting))"
     )
+
+
+def test_the_runtime_setting_is_planned_and_shown(tmp_path, folder):
+    torch_only = CrossEncoderReranker(str(folder), runtime="torch")
+    assert describe(settings(tmp_path), torch_only, cuda=False).runtime == "torch"
+    int8 = describe(
+        settings(tmp_path), CrossEncoderReranker(str(folder), runtime="onnx-int8"), cuda=True
+    )
+    assert (int8.device, int8.dtype, int8.runtime) == ("cpu", "float32", "onnx-int8")
+    assert ", cpu, float32 (onnx-int8), " in int8.line()
+    unknown = describe(settings(tmp_path), CrossEncoderReranker(str(folder)), cuda=None)
+    assert unknown.runtime == "auto"  # not known here: the setting, as device and dtype
 
 
 def test_a_calibration_for_the_models_fingerprint_counts(tmp_path, folder):
@@ -141,6 +154,7 @@ def test_json_has_every_field_and_an_unknown_reason_is_refused(tmp_path):
         "fingerprint",
         "device",
         "dtype",
+        "runtime",
         "calibrated",
         "why",
         "fix",
@@ -156,10 +170,11 @@ def test_commands_that_need_a_reranker_use_the_same_words(tmp_path):
 
 
 def test_a_real_load_and_a_real_failure(tmp_path, tiny_reranker_dir):
-    reranker = CrossEncoderReranker(str(tiny_reranker_dir), device="cpu")
+    reranker = CrossEncoderReranker(str(tiny_reranker_dir), device="cpu", runtime="torch")
     reranker.warm_up()
     status = describe(settings(tmp_path), reranker, cuda=True)  # loaded: what it runs with
     assert status.loaded and (status.device, status.dtype) == ("cpu", "float32")
+    assert status.runtime == "torch"  # ONNX Runtime's load: tests/integration/test_onnx_rerank.py
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))

@@ -1,23 +1,29 @@
-"""The embedder's CPU runtime: the encoder exported once to ONNX, run by ONNX Runtime.
+"""Sieve's CPU runtime: a model exported once to ONNX, run by ONNX Runtime.
 
-On a CPU, ONNX Runtime runs the same encoder about twice as fast as eager torch
-for one query and as fast for a batch (``bench/embed_runtime.py``), with the
-same vectors (max difference about 1e-6). Its dynamic int8 quantisation
-(``onnx-int8``) is faster again, at a quality cost that bench measures.
+The embedder (``SIEVE_EMBED_RUNTIME``) and the cross-encoder reranker
+(``SIEVE_RERANK_RUNTIME``) both use it; what the graph outputs is its ``Head``:
+the pooled, L2-normalised vector for the embedder, the one logit for the
+reranker. On a CPU, ONNX Runtime runs the same encoder about twice as fast as
+eager torch for one query and as fast for a batch (``bench/embed_runtime.py``,
+``bench/rerank_runtime.py``), with the same outputs (about 1e-6 apart). Its
+dynamic int8 quantisation (``onnx-int8``) is faster again, at a quality cost
+those benches measure.
 
 The export (``torch.onnx.export`` with the dynamo exporter; the TorchScript one
-mis-traces transformers 5's attention masks) includes the pooling and the L2
-normalisation, so a batch is one ``session.run``. It happens once per model:
-the graph is cached under ``<cache>/<fingerprint>-<pooling>[-int8]/`` where the
-fingerprint is the model folder's (``LocatedModel.fingerprint``), so changed
-weights export again and nothing stale is ever loaded. The cache is
-``SIEVE_ONNX_CACHE``, else ``$XDG_CACHE_HOME/sieve/onnx``, else
-``~/.cache/sieve/onnx``: a model in a read-only place (the bundled package) can
-still be cached, and every data directory shares one export.
+mis-traces transformers 5's attention masks) includes the head, so a batch is
+one ``session.run``. It happens once per model and head: the graph is cached
+under ``<cache>/<fingerprint>-<head>[-int8]/`` where the fingerprint is the
+model folder's (``LocatedModel.fingerprint``), so changed weights export again,
+nothing stale is ever loaded, and an embedder and a reranker of the same files
+never share a graph. The cache is ``SIEVE_ONNX_CACHE``, else
+``$XDG_CACHE_HOME/sieve/onnx``, else ``~/.cache/sieve/onnx``: a model in a
+read-only place (the bundled package) can still be cached, and every data
+directory shares one export.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -25,6 +31,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +46,32 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 MODEL_FILE = "model.onnx"
 OPSET = 18
+_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
+
+
+@dataclass(frozen=True)
+class Head:
+    """What an exported graph outputs, and the setting an export failure names.
+
+    ``name`` is ``mean`` or ``cls`` (the embedder's pooling, then L2
+    normalisation) or ``logit`` (a sequence classifier's first logit); it is
+    also the cache folder's suffix, so graphs of different heads never collide.
+    """
+
+    name: str
+    setting: str
+
+    @classmethod
+    def pooled(cls, pooling: str) -> Head:
+        """The embedder's head: ``mean`` or ``cls`` pooling, L2-normalised."""
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling {pooling!r}; choose mean or cls")
+        return cls(pooling, "SIEVE_EMBED_RUNTIME")
+
+    @classmethod
+    def logit(cls) -> Head:
+        """The cross-encoder's head: the one logit of a one-label classifier."""
+        return cls("logit", "SIEVE_RERANK_RUNTIME")
 
 
 def cache_root(setting: str = "") -> Path:
@@ -50,7 +83,7 @@ def cache_root(setting: str = "") -> Path:
 
 
 def available() -> bool:
-    """Whether ONNX Runtime and the exporter's packages are importable."""
+    """Whether ONNX Runtime and the exporter's packages are importable (imports them)."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -60,8 +93,13 @@ def available() -> bool:
     return True
 
 
-class OnnxEncoder:
-    """One exported encoder: token ids in, L2-normalised pooled vectors out."""
+def installed() -> bool:
+    """Whether those packages are installed, without importing them (for status lines)."""
+    return all(importlib.util.find_spec(name) is not None for name in _PACKAGES)
+
+
+class OnnxModel:
+    """One exported model in an ONNX Runtime session: token ids in, the head's output out."""
 
     def __init__(self, session: Any, input_names: tuple[str, ...], path: Path) -> None:
         self.session = session
@@ -69,27 +107,29 @@ class OnnxEncoder:
         self.path = path
 
     @classmethod
-    def load(
-        cls, located: LocatedModel, *, pooling: str, quantized: bool, cache: Path
-    ) -> OnnxEncoder:
+    def load(cls, located: LocatedModel, *, head: Head, quantized: bool, cache: Path) -> OnnxModel:
         """The cached graph of ``located`` (exported first when missing), in a session."""
         import onnxruntime as ort
 
-        folder = _exported(located, pooling, cache)
+        folder = _exported(located, head, cache)
         if quantized:
             folder = _quantized(folder)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle intra-op threads would otherwise spin for a while after each run,
-        # taking the cores the reranker and the request threads need.
+        # taking the cores the other model and the request threads need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = folder / MODEL_FILE
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = tuple(i.name for i in session.get_inputs())
         return cls(session, names, path)
 
-    def encode(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Vectors for one tokenised batch (numpy int arrays, as the tokenizer gives)."""
+    def run(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """The head's float32 output for one batch (int arrays by input name).
+
+        Only the inputs the graph takes are fed: the exporter drops an input the
+        model ignores (``token_type_ids`` of a model with one token type).
+        """
         import numpy as np
 
         feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
@@ -97,8 +137,8 @@ class OnnxEncoder:
         return out.astype(np.float32, copy=False)
 
 
-def _exported(located: LocatedModel, pooling: str, cache: Path) -> Path:
-    folder = cache / f"{located.fingerprint}-{pooling}"
+def _exported(located: LocatedModel, head: Head, cache: Path) -> Path:
+    folder = cache / f"{located.fingerprint}-{head.name}"
     if (folder / MODEL_FILE).is_file():
         return folder
     cache.mkdir(parents=True, exist_ok=True)
@@ -107,7 +147,7 @@ def _exported(located: LocatedModel, pooling: str, cache: Path) -> Path:
     # leaves no half-written graph under the final name.
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=cache))
     try:
-        _export(located, pooling, work / MODEL_FILE)
+        _export(located, head, work / MODEL_FILE)
         try:
             os.rename(work, folder)
         except OSError:
@@ -115,23 +155,24 @@ def _exported(located: LocatedModel, pooling: str, cache: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("exported %s to ONNX in %s", located.name, folder)
+    log.info("exported %s (%s head) to ONNX in %s", located.name, head.name, folder)
     return folder
 
 
-def _export(located: LocatedModel, pooling: str, target: Path) -> None:
+def _export(located: LocatedModel, head: Head, target: Path) -> None:
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     source, where = located.load_args(False)
     tokenizer = AutoTokenizer.from_pretrained(source, **where)
+    loader = AutoModelForSequenceClassification if head.name == "logit" else AutoModel
     # Eager attention: the plainest graph, and the one every opset runs.
-    model = AutoModel.from_pretrained(source, attn_implementation="eager", **where).eval()
-    sample = tokenizer(
-        ["an example", "a longer example sentence"], padding=True, return_tensors="pt"
-    )
+    model = loader.from_pretrained(source, attn_implementation="eager", **where).eval()
+    texts = ["an example", "a longer example sentence"]
+    # A reranker sees pairs: the sample then carries both token types.
+    pairs = ["a passage", "another passage"] if head.name == "logit" else None
+    sample = tokenizer(texts, pairs, padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    wrapper = _pooled_module(model, pooling)
     seq = torch.export.Dim("sequence", min=2, max=8192)
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
@@ -140,10 +181,10 @@ def _export(located: LocatedModel, pooling: str, target: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings(), _quiet("torch.onnx"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                wrapper,
+                _with_head(model, head),
                 tuple(sample[n] for n in names),
                 input_names=names,
-                output_names=["sieve_vector"],
+                output_names=[f"sieve_{head.name}"],
                 dynamic_shapes={n: {0: batch, 1: seq} for n in names},
                 opset_version=OPSET,
                 dynamo=True,
@@ -160,7 +201,7 @@ def _export(located: LocatedModel, pooling: str, target: Path) -> None:
         why = (str(root).strip().splitlines() or [""])[0][:200]
         raise ModelIncompatible(
             f"{located.name} cannot be exported to ONNX ({type(root).__name__}: {why}); "
-            "set SIEVE_EMBED_RUNTIME=torch",
+            f"set {head.setting}=torch",
             model=located.name,
         ) from exc
 
@@ -196,11 +237,11 @@ def _quantized(folder: Path) -> Path:
     return target
 
 
-def _pooled_module(model: Any, pooling: str) -> Any:
+def _with_head(model: Any, head: Head) -> Any:
     import torch
 
-    class Pooled(torch.nn.Module):
-        """The encoder plus Sieve's pooling and normalisation, as one graph."""
+    class WithHead(torch.nn.Module):
+        """The model plus Sieve's head, as one graph."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -210,12 +251,14 @@ def _pooled_module(model: Any, pooling: str) -> Any:
             kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None:
                 kwargs["token_type_ids"] = token_type_ids
+            if head.name == "logit":
+                return self.model(**kwargs).logits[:, 0].float()
             hidden = self.model(**kwargs).last_hidden_state
-            if pooling == "cls":
+            if head.name == "cls":
                 pooled = hidden[:, 0]
             else:
                 mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-    return Pooled()
+    return WithHead()
