@@ -3,10 +3,10 @@
 Loading (the model found by ``search.models.locate``, version checks, device,
 dtype and runtime), batching by a padded-token budget, splitting a batch that
 runs out of CUDA memory, and the forward pass live here; how a (query, passage)
-pair becomes model input is ``search.rerank.pairs``. On a CPU at float32 the
-model runs on ONNX Runtime (``search.onnx_runtime``, the graph exported once
-per fingerprint) unless ``runtime`` says torch: the same logits to about 1e-6,
-faster (``bench/rerank_runtime.py``).
+pair becomes model input is ``search.rerank.pairs``. ``runtime`` ``onnx`` or
+``onnx-int8`` runs the model on ONNX Runtime on a CPU (``search.onnx_runtime``,
+the graph exported once per fingerprint); ``auto`` is torch, whose SDPA
+attention beat ONNX Runtime on reranking pairs (``bench/rerank_runtime.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from search.errors import (
 from search.model_folders import read_card
 from search.models import LocatedModel, locate
 from search.onnx_runtime import RUNTIMES, Head, OnnxModel, cache_root
-from search.onnx_runtime import available as onnx_available
 from search.rerank.base import left_s, sigmoid, stop_at
 from search.rerank.calibration import Calibration, load_calibration
 from search.rerank.pairs import Pair, PairEncoder, best_windows
@@ -69,16 +68,16 @@ def plan_device(device: str, dtype: str, cuda: bool) -> tuple[str, str]:
     return device, name
 
 
-def plan_runtime(runtime: str, device: str, dtype: str, onnx: bool) -> str:
-    """What runs a model planned for ``device`` and dtype name ``dtype`` (``plan_device``'s).
+def plan_runtime(runtime: str) -> str:
+    """What runs the model for the ``SIEVE_RERANK_RUNTIME`` setting ``runtime``.
 
-    ``auto`` is ONNX Runtime on the CPU at float32 when its packages are there
-    (``onnx``), else torch (FP16 on CUDA is torch's; so is bfloat16). An
-    explicit runtime is kept.
+    ``auto`` is torch everywhere: on a CPU, torch's fused SDPA attention reranked
+    a top-50 25% faster than fp32 ONNX Runtime, and int8 was within noise of
+    torch while changing the scores (docs/benchmarks.md, "Reranker runtimes").
+    An explicit runtime is kept. (The embedder's ``auto`` differs: there ONNX
+    Runtime won, ``search.embed``.)
     """
-    if runtime != "auto":
-        return runtime
-    return "onnx" if onnx and device == "cpu" and dtype == "float32" else "torch"
+    return "torch" if runtime == "auto" else runtime
 
 
 def key_suffix(runtime: str) -> str:
@@ -396,12 +395,7 @@ class CrossEncoderReranker:
                     f"reranker max_length {self.max_length} exceeds {self.model}'s {limit} tokens",
                     value=self.max_length,
                 )
-            runtime = plan_runtime(
-                self.runtime_setting,
-                device,
-                self._dtype_name,
-                self.runtime_setting != "auto" or onnx_available(),
-            )
+            runtime = plan_runtime(self.runtime_setting)
             onnx = self._load_onnx(located) if runtime != "torch" else None
             model = None
             if onnx is None:
@@ -443,8 +437,8 @@ class CrossEncoderReranker:
             self._load_error = ""
         _ = self.calibration  # read with the model, not on the first query
 
-    def _load_onnx(self, located: LocatedModel) -> OnnxModel | None:
-        """The ONNX Runtime session; None (torch instead) when ``auto`` cannot export."""
+    def _load_onnx(self, located: LocatedModel) -> OnnxModel:
+        """The ONNX Runtime session (``runtime`` onnx or onnx-int8, asked for explicitly)."""
         try:
             return OnnxModel.load(
                 located,
@@ -453,12 +447,9 @@ class CrossEncoderReranker:
                 cache=cache_root(self.onnx_cache),
             )
         except (ModelIncompatible, ImportError, OSError) as exc:
-            if self.runtime_setting != "auto":
-                raise ModelIncompatible(
-                    f"SIEVE_RERANK_RUNTIME={self.runtime_setting}: {exc}", model=self.model
-                ) from exc
-            log.warning("reranker falls back to torch: %s", exc)
-            return None
+            raise ModelIncompatible(
+                f"SIEVE_RERANK_RUNTIME={self.runtime_setting}: {exc}", model=self.model
+            ) from exc
 
     def _device_and_dtype(self, torch: Any) -> tuple[str, Any]:
         device, name = plan_device(self.device, self.dtype, bool(torch.cuda.is_available()))

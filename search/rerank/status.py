@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
 from search.models import DEFAULT_RERANKER_GPU, default_reranker
-from search.onnx_runtime import installed as onnx_installed
 from search.rerank.base import card_of, innermost
 from search.rerank.blend import card_blend_weight, resolve_blend
 from search.rerank.calibration import calibration_of, load_calibration
@@ -194,8 +193,7 @@ def describe(
                 **common,
             )
         if runtime:
-            # Planned without importing anything: found packages stand for usable ones.
-            runtime = plan_runtime(runtime, device, dtype, onnx_installed())
+            runtime = plan_runtime(runtime)
     return RerankerStatus(
         True,
         model,

@@ -40,8 +40,8 @@ def test_active_reranker_names_model_fingerprint_device_dtype_and_blend(tmp_path
     fingerprint = LocatedModel("tuned", folder, "path").fingerprint
     assert status.active and not status.loaded and status.reason == ""
     assert (status.model, status.fingerprint) == (str(folder), fingerprint)
-    # Planned, not loaded: ONNX Runtime on a CPU at float32 (its packages are installed).
-    assert (status.device, status.dtype, status.runtime) == ("cpu", "float32", "onnx")
+    # Planned, not loaded: torch on a CPU at float32 (auto; ONNX Runtime only when asked).
+    assert (status.device, status.dtype, status.runtime) == ("cpu", "float32", "torch")
     assert not status.calibrated and (status.blend_weight, status.blend_source) == (0.0, "default")
     on_gpu = describe(settings(tmp_path, rerank_blend_weight=1.5), reranker, cuda=True)
     assert (on_gpu.device, on_gpu.dtype, on_gpu.runtime) == ("cuda", "float16", "torch")
