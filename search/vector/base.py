@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from search.errors import ConfigError
 from search.store import UpsertResult
@@ -100,3 +100,12 @@ def check_vectors(dim: int, vectors: Sequence[Sequence[float]]) -> list[list[flo
             )
         out.append(values)
     return out
+
+
+def chunk_version(payload: Mapping[str, Any] | None, point_id: object) -> tuple[str, int]:
+    """``(chunk id, version)`` of a stored point: its payload's chunk id, else the point's id.
+
+    Both Qdrant backends (embedded Edge and the server) store points this way.
+    """
+    data = payload or {}
+    return str(data.get("chunk_id") or point_id), int(data.get("version") or 0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from search.store import (
     replace_chunks,
 )
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector.base import check_vectors
+from search.vector.base import check_vectors, chunk_version
 
 BACKEND = "qdrant-edge"
 # Segments with at least this many vectors get an HNSW graph at ``optimize()``;
@@ -206,7 +206,7 @@ class QdrantEdgeIndex:
                     offset=offset, limit=_SCROLL_PAGE, filter=found, with_payload=fields
                 )
                 records, offset = shard.scroll(request)
-                out.update(_chunk_version(r.payload, r.id) for r in records)
+                out.update(chunk_version(r.payload, r.id) for r in records)
                 if offset is None:
                     return out
 
@@ -362,12 +362,6 @@ class _Shard:
         must_not: list[Any] | None = [qe.HasIdCondition(point_ids=keep)] if keep else None
         doomed = qe.Filter(must=must, must_not=must_not)
         self.shard.update(qe.UpdateOperation.delete_points_by_filter(doomed))
-
-
-def _chunk_version(payload: Mapping[str, Any] | None, point_id: object) -> tuple[str, int]:
-    """``(chunk id, version)`` of a point: the payload's id, else the point's own."""
-    data = payload or {}
-    return str(data.get("chunk_id") or point_id), int(data.get("version") or 0)
 
 
 def _doc_condition(doc_ids: Sequence[str]) -> qe.FieldCondition:

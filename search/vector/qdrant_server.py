@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,7 +37,7 @@ from search.store import (
     replace_chunks,
 )
 from search.types import Chunk, Filters, ScoredChunk, filter_terms
-from search.vector.base import check_vectors
+from search.vector.base import check_vectors, chunk_version
 
 BACKEND = "qdrant"
 _WRITE_BATCH = 256  # points per request: a 384-d batch is ~0.5 MB of JSON
@@ -158,7 +158,7 @@ class QdrantServerIndex:
                     offset=offset,
                     with_payload=["chunk_id", "version"],
                 )
-                out.update(_chunk_version(r.payload, r.id) for r in records)
+                out.update(chunk_version(r.payload, r.id) for r in records)
                 if offset is None:
                     return out
 
@@ -337,12 +337,6 @@ class _Collection:
         )
         doomed = models.Filter(must=must, must_not=must_not)
         self.client.delete(self.collection, models.FilterSelector(filter=doomed), wait=True)
-
-
-def _chunk_version(payload: Mapping[str, Any] | None, point_id: object) -> tuple[str, int]:
-    """``(chunk id, version)`` of a point: the payload's id, else the point's own."""
-    data = payload or {}
-    return str(data.get("chunk_id") or point_id), int(data.get("version") or 0)
 
 
 def _doc_condition(doc_ids: Sequence[str]) -> models.FieldCondition:
