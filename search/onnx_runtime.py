@@ -25,6 +25,7 @@ directory shares one export.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -84,15 +85,12 @@ def cache_root(setting: str = "") -> Path:
 
 
 def available() -> bool:
-    """Whether ONNX Runtime and the exporter's packages are importable (imports them)."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether ONNX Runtime and the exporter's packages are installed.
 
+    Found, not imported: onnxscript alone takes seconds to import and only an
+    export needs it, so a process that finds its graph cached never pays for it.
+    """
+    return all(importlib.util.find_spec(name) is not None for name in _PACKAGES)
 
 
 class OnnxModel:
