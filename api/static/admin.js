@@ -122,6 +122,9 @@ async function follow(taskId, label, collection) {
     await changed(collection);
   } catch (error) {
     showAlert(alertRegion, error);
+  } finally {
+    // The counts and the list now show what the task did (tests wait for this).
+    card.dataset.settled = "true";
   }
 }
 

@@ -73,6 +73,9 @@ def wait_task_done(page, documents: int = 1) -> Any:
 
     task = page.get_by_test_id("task").first
     expect(task.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
+    # The page then refreshes its counts and list; a click before that can land on a row
+    # that is about to be drawn again.
+    expect(task).to_have_attribute("data-settled", "true")
     expect(task.get_by_test_id("task-progress")).to_have_text(f"{documents}/{documents} processed")
     expect(task.get_by_test_id("task-counts")).to_contain_text(f"indexed {documents} ")
     return task
@@ -312,6 +315,7 @@ def test_document_list_pages_shows_states_and_deletes_from_a_row(page, console_e
     page.get_by_test_id("paste-button").click()
     task = page.get_by_test_id("task").first
     expect(task.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
+    expect(task).to_have_attribute("data-settled", "true")
 
     rows = page.get_by_test_id("document-row")
     expect(rows).to_have_count(20)  # the first page
@@ -401,9 +405,9 @@ def test_document_list_filters_by_prefix_state_and_metadata(page, console_errors
     page.get_by_test_id("doc-id").fill("empty")
     page.get_by_test_id("doc-text").fill("   ")  # fails: no text
     page.get_by_test_id("paste-button").click()
-    expect(page.get_by_test_id("task").first.get_by_test_id("task-state")).to_have_text(
-        "done", timeout=TASK_TIMEOUT_MS
-    )
+    pasted = page.get_by_test_id("task").first
+    expect(pasted.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
+    expect(pasted).to_have_attribute("data-settled", "true")
     rows = page.get_by_test_id("document-row")
     count = page.get_by_test_id("documents-count")
     expect(rows).to_have_count(6)
