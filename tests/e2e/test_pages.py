@@ -313,6 +313,8 @@ def test_document_list_pages_shows_states_and_deletes_from_a_row(page, console_e
     page.get_by_test_id("doc-id").fill("empty")
     page.get_by_test_id("doc-text").fill("   ")  # cannot be indexed: failed, with a reason
     page.get_by_test_id("paste-button").click()
+    # The paste's own card: until it exists, .first would be the upload's finished one.
+    expect(page.get_by_test_id("task")).to_have_count(2)
     task = page.get_by_test_id("task").first
     expect(task.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
     expect(task).to_have_attribute("data-settled", "true")
@@ -405,6 +407,7 @@ def test_document_list_filters_by_prefix_state_and_metadata(page, console_errors
     page.get_by_test_id("doc-id").fill("empty")
     page.get_by_test_id("doc-text").fill("   ")  # fails: no text
     page.get_by_test_id("paste-button").click()
+    expect(page.get_by_test_id("task")).to_have_count(2)  # the paste's own card, not the upload's
     pasted = page.get_by_test_id("task").first
     expect(pasted.get_by_test_id("task-state")).to_have_text("done", timeout=TASK_TIMEOUT_MS)
     expect(pasted).to_have_attribute("data-settled", "true")
