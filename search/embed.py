@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -255,27 +255,12 @@ class TransformerEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if self._onnx is not None:
-            for begin in range(0, len(order), self.batch_size):
-                idx = order[begin : begin + self.batch_size]
-                batch = self._tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="np",
-                )
+            for idx, batch in self._batches(texts, order, "np"):
                 out[idx] = self._onnx.run(batch)
             return out
         with torch.inference_mode():
-            for begin in range(0, len(order), self.batch_size):
-                idx = order[begin : begin + self.batch_size]
-                batch = self._tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self._device)
+            for idx, batch in self._batches(texts, order, "pt"):
+                batch = batch.to(self._device)
                 hidden = self._model(**batch).last_hidden_state.float()
                 if self.pooling == "cls":
                     pooled = hidden[:, 0]
@@ -285,6 +270,21 @@ class TransformerEmbedder:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[idx] = pooled.cpu().numpy()
         return out
+
+    def _batches(
+        self, texts: Sequence[str], order: list[int], tensors: str
+    ) -> Iterator[tuple[list[int], Any]]:
+        """``(positions, tokenised batch)`` of ``batch_size`` texts each, in ``order``."""
+        for begin in range(0, len(order), self.batch_size):
+            idx = order[begin : begin + self.batch_size]
+            batch = self._tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors=tensors,
+            )
+            yield idx, batch
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""

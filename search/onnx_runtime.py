@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,19 +137,7 @@ def _exported(located: LocatedModel, head: Head, cache: Path) -> Path:
     if (folder / MODEL_FILE).is_file():
         return folder
     cache.mkdir(parents=True, exist_ok=True)
-    # Export into a private folder, then rename: a second process exporting the
-    # same model at the same time loses the race harmlessly, and a crash mid-export
-    # leaves no half-written graph under the final name.
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=cache))
-    try:
-        _export(located, head, work / MODEL_FILE)
-        try:
-            os.rename(work, folder)
-        except OSError:
-            if not (folder / MODEL_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    _publish(folder, lambda graph: _export(located, head, graph))
     log.info("exported %s (%s head) to ONNX in %s", located.name, head.name, folder)
     return folder
 
@@ -219,17 +207,30 @@ def _quantized(folder: Path) -> Path:
         return target
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=folder.parent))
+    _publish(
+        target,
+        lambda graph: quantize_dynamic(folder / MODEL_FILE, graph, weight_type=QuantType.QInt8),
+    )
+    return target
+
+
+def _publish(folder: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` make ``folder/model.onnx`` in a private folder, then rename it in.
+
+    A second process writing the same graph at the same time loses the race
+    harmlessly, and a crash mid-write leaves nothing half-written under the name.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        quantize_dynamic(folder / MODEL_FILE, work / MODEL_FILE, weight_type=QuantType.QInt8)
+        write(work / MODEL_FILE)
         try:
-            os.rename(work, target)
+            os.rename(work, folder)
         except OSError:
-            if not (target / MODEL_FILE).is_file():
+            if not (folder / MODEL_FILE).is_file():
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return target
 
 
 def _with_head(model: Any, head: Head) -> Any:
