@@ -66,6 +66,12 @@ class SearchOut(Out):
         description="The (bm25, vector) weights fusion applied; null when one leg answered "
         "(see skipped, degraded) or the method weighs none (rrf)."
     )
+    fusion_source: Literal["request", "collection", "setting"] | None = Field(
+        default=None,
+        description="Where the fusion came from: the request's fusion or weights, the "
+        "collection's (adopted by sieve tune), or SIEVE_FUSION / SIEVE_FUSION_WEIGHTS; null "
+        "when one leg answered.",
+    )
     reranked: bool
     rerank_window: int
     rerank_blend: float | None = Field(

@@ -8,6 +8,7 @@ Elasticsearch, Qdrant Edge or a Qdrant server, SQLite or PostgreSQL).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,7 @@ from search.chunk_presence import DocumentChunks, document_chunks
 from search.config import COLLECTION_NAME, DEFAULT_COLLECTION, Settings
 from search.embed import Embedder, TransformerEmbedder
 from search.errors import BackendUnavailable, ConfigError, Conflict, InvalidRequest, NotFound
+from search.fusion import FusionChoice
 from search.indexing import Indexer, IndexReport, ProgressCallback, Propagate
 from search.integrity import AnyIndex, verify_collection
 from search.job_runner import JobRunner
@@ -33,9 +35,14 @@ from search.types import Document, SearchRequest, SearchResult
 from search.vector import VectorIndex, open_vector_index
 from search.warmup import Warmup, engine_parts
 
+log = logging.getLogger(__name__)
+
 # The collection setting (``Registry.collection_setting``) holding the rerank blend
 # ``sieve calibrate`` chose: {"weight", "model_fingerprint", "chosen_on", ...}.
 BLEND_SETTING = "rerank_blend"
+# The collection setting holding what ``sieve tune`` found (search.fusion_tuning):
+# the fusion to use when "adopted", and the held-out evidence either way.
+FUSION_SETTING = "fusion"
 MAX_LIST_DOCUMENTS = 200  # documents per page of a listing
 DEFAULT_LIST_DOCUMENTS = 50
 
@@ -209,6 +216,7 @@ class SearchEngine:
                         reranker=self.reranker,
                         collection_blend=self.collection_blend(name),
                         warmup=self.warmup,
+                        collection_fusion=self.collection_fusion(name),
                     ),
                     indexer=Indexer(
                         self.settings, self.registry, keyword, vector, self.embedder, name
@@ -229,6 +237,17 @@ class SearchEngine:
         if model is not None and stored.get("model_fingerprint") not in (None, model.fingerprint):
             return None
         return float(stored["weight"])
+
+    def collection_fusion(self, name: str) -> FusionChoice | None:
+        """The fusion ``sieve tune`` adopted for collection ``name``, if it adopted one."""
+        stored = self.registry.collection_setting(name, FUSION_SETTING)
+        if not isinstance(stored, dict) or not stored.get("adopted"):
+            return None
+        try:
+            return FusionChoice.of(stored)
+        except (KeyError, TypeError, ValueError, IndexError):
+            log.warning("collection %s: ignoring a malformed stored fusion %r", name, stored)
+            return None
 
     def search(self, request: SearchRequest) -> SearchResult:
         """Run one query against its collection."""
@@ -285,6 +304,12 @@ class SearchEngine:
         out["embed_model"] = self.embedder.model_name
         # Which query languages get the vector leg (search.embed_languages).
         out["embed_languages"] = list(self.embedder.languages)
+        # The fusion a query without its own gets, and what ``sieve tune`` found.
+        pipeline = col.pipeline
+        out["fusion"] = f"{pipeline.default_fusion.label()} ({pipeline.fusion_source})"
+        tuned = self.registry.collection_setting(col.name, FUSION_SETTING)
+        if isinstance(tuned, dict):
+            out["fusion_tuning"] = tuned
         return out
 
     # -- collections and documents (the admin API) ----------------------------

@@ -13,13 +13,22 @@ References:
   1994; Lee, SIGIR 1997.
 - DBSF (distribution-based score fusion): each leg normalised to
   [mean - 3 sd, mean + 3 sd], then summed; as used by Qdrant's hybrid queries.
+- Bounded (theoretical min-max): each leg divided by its top score, its lower
+  bound fixed at the scale's own floor (0 for BM25 and for cosine similarity)
+  rather than the lowest score retrieved. Bruch, Gai and Ingber, "An Analysis
+  of Fusion Functions for Hybrid Retrieval", ACM TOIS 2023, found a convex
+  combination over this normalisation ahead of min-max and RRF in and out of
+  domain. Its practical virtue here: a leg's scale does not depend on how many
+  candidates it happened to return (a BM25 leg that matched five documents in a
+  small collection no longer maps its fifth to 0, as min-max does).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 from search.errors import InvalidRequest
 
@@ -27,6 +36,8 @@ Ranking = Sequence[tuple[str, float]]
 Fused = list[tuple[str, float]]
 
 RRF_K = 60
+CHOICE_DEPTH = 100  # documents a ``FusionChoice`` keeps (Recall@100 needs 100)
+Legs = tuple[Ranking, Ranking]  # (bm25, vector), best first
 
 
 def _sorted(scores: dict[str, float]) -> Fused:
@@ -108,6 +119,19 @@ def _dbsf(values: list[float]) -> list[float]:
     return [min(1.0, max(0.0, (v - low) / (high - low))) for v in values]
 
 
+def _bounded(values: list[float]) -> list[float]:
+    # Negative cosines (and a negative top score) are below the floor: 0.
+    high = max(values)
+    if high <= 0:
+        return [0.0] * len(values)
+    return [max(0.0, v) / high for v in values]
+
+
+def bounded(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fused:
+    """Weighted sum of scores divided by each leg's top score, with 0 as the floor."""
+    return _normalised_sum(runs, weights, _bounded)
+
+
 def minmax(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fused:
     """Weighted sum of min-max normalised scores (each leg scaled to [0, 1])."""
     return _normalised_sum(runs, weights, _minmax)
@@ -127,10 +151,10 @@ def dbsf(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fus
     return _normalised_sum(runs, weights, _dbsf)
 
 
-FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf"]
+FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf", "bounded"]
 METHODS: tuple[str, ...] = get_args(FusionMethod)
 # The methods that read per-leg weights (plain RRF counts every leg once).
-WEIGHTED_METHODS = frozenset({"weighted_rrf", "minmax", "zscore", "dbsf"})
+WEIGHTED_METHODS = frozenset({"weighted_rrf", "minmax", "zscore", "dbsf", "bounded"})
 
 
 def fuse(
@@ -150,6 +174,37 @@ def fuse(
         return zscore(runs, weights)
     if method == "dbsf":
         return dbsf(runs, weights)
+    if method == "bounded":
+        return bounded(runs, weights)
     raise InvalidRequest(
         f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}", method=method
     )
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """One way to fuse the two legs: a method, its (bm25, vector) weights and RRF k."""
+
+    method: str
+    weights: tuple[float, float] = (1.0, 1.0)
+    k: int = RRF_K
+
+    def apply(self, legs: Legs) -> list[str]:
+        """The fused document ids, best first, cut at ``CHOICE_DEPTH``."""
+        fused = fuse(self.method, list(legs), self.weights, k=self.k)
+        return [doc_id for doc_id, _ in fused[:CHOICE_DEPTH]]
+
+    def entry(self) -> dict[str, Any]:
+        return {"method": self.method, "weights": list(self.weights), "k": self.k}
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> FusionChoice:
+        """The choice an ``entry`` (a stored collection setting) describes."""
+        weights = entry.get("weights") or (1.0, 1.0)
+        return cls(str(entry["method"]), (float(weights[0]), float(weights[1])), int(entry["k"]))
+
+    def label(self) -> str:
+        if self.method == "rrf":
+            return f"rrf k={self.k}"
+        shown = f"{self.method} ({self.weights[0]:g}, {self.weights[1]:g})"
+        return f"{shown} k={self.k}" if self.method == "weighted_rrf" else shown

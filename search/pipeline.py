@@ -23,6 +23,7 @@ from search import request as contract
 from search.config import Settings
 from search.embed import Embedder
 from search.errors import BackendUnavailable, IndexLocked, InvalidRequest, SieveError
+from search.fusion import FusionChoice
 from search.hydration import Hydration
 from search.keyword.base import Hydrate, KeywordIndex
 from search.passages import passage_ref, rerank_passage
@@ -106,6 +107,7 @@ class Pipeline:
         reranker: Reranker | None = None,
         collection_blend: float | None = None,
         warmup: Warmup | None = None,
+        collection_fusion: FusionChoice | None = None,
     ) -> None:
         self.settings = settings
         self.keyword = keyword
@@ -118,6 +120,11 @@ class Pipeline:
             setting=settings.rerank_blend_weight,
             card=card_blend_weight(card_of(reranker)) if reranker is not None else None,
         )
+        # The fusion ``sieve tune`` adopted for this collection; None: the configured one.
+        self.default_fusion = collection_fusion or FusionChoice(
+            settings.fusion, settings.fusion_weights, settings.rrf_k
+        )
+        self.fusion_source = "collection" if collection_fusion is not None else "setting"
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
         # The engine's, shared by its collections; a pipeline built alone loads its own.
         self.warmup = Warmup(engine_parts(embedder, reranker)) if warmup is None else warmup
@@ -252,6 +259,7 @@ class Pipeline:
             fusion_weights=self._weights(request)
             if len(legs) > 1 and plan.fusion in fusion.WEIGHTED_METHODS
             else None,
+            fusion_source=self._fusion_source(request) if len(legs) > 1 else None,
             reranked=reranked,
             rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
             rerank_blend=self.blend.weight if reranked and self.blend else None,
@@ -282,7 +290,7 @@ class Pipeline:
             has_reranker=self.reranker is not None,
             candidates=self.settings.candidates,
             rerank_depth=self.settings.rerank_depth,
-            fusion=self.settings.fusion,
+            fusion=self.default_fusion.method,
         )
 
     def _rerank(
@@ -302,8 +310,7 @@ class Pipeline:
             # A reranker in another process that can read the chunk store is told
             # the chunks, not sent their text (search.passages).
             refs = [
-                passage_ref(collection, h.chunk_id, p)
-                for h, p in zip(head, passages, strict=True)
+                passage_ref(collection, h.chunk_id, p) for h, p in zip(head, passages, strict=True)
             ]
             batch = self.reranker.rerank(query, passages, refs=refs)  # type: ignore[call-arg]
         else:
@@ -348,8 +355,22 @@ class Pipeline:
         return LegResult(hits, {"embed": (t1 - t0) * 1000, "vector": (t2 - t1) * 1000})
 
     def _weights(self, request: SearchRequest) -> tuple[float, float]:
-        """The (bm25, vector) fusion weights of ``request``: its own, else the configured."""
-        return self.settings.fusion_weights if request.weights is None else request.weights
+        """The (bm25, vector) fusion weights of ``request``: its own, else the default's.
+
+        A collection's tuned weights belong to its tuned method: a request that
+        names another method gets the configured weights.
+        """
+        if request.weights is not None:
+            return request.weights
+        if request.fusion in (None, self.default_fusion.method):
+            return self.default_fusion.weights
+        return self.settings.fusion_weights
+
+    def _fusion_source(self, request: SearchRequest) -> str:
+        """Where the fusion came from: the request, the collection (sieve tune), the setting."""
+        if request.fusion is not None or request.weights is not None:
+            return "request"
+        return self.fusion_source
 
     def _fuse(
         self,
@@ -374,7 +395,12 @@ class Pipeline:
             order = [(c.doc_id, c.score) for c in legs[name].hits[:window]]
         else:
             runs = [[(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")]
-            order = fusion.fuse(method, runs, self._weights(request), k=self.settings.rrf_k)
+            k = (
+                self.default_fusion.k
+                if method == self.default_fusion.method
+                else self.settings.rrf_k
+            )
+            order = fusion.fuse(method, runs, self._weights(request), k=k)
             order = order[:window]
         fused = len(legs) > 1
         lazy_bm25 = "bm25" in legs and legs["bm25"].hydrate is not None

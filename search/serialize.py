@@ -44,6 +44,7 @@ def result_json(result: SearchResult) -> dict[str, Any]:
         "mode": result.mode,
         "fusion": result.fusion,
         "fusion_weights": None if result.fusion_weights is None else list(result.fusion_weights),
+        "fusion_source": result.fusion_source,
         "reranked": result.reranked,
         "rerank_window": result.rerank_window,
         "rerank_blend": result.rerank_blend,

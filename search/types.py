@@ -196,6 +196,8 @@ class SearchResult:
     # The (bm25, vector) weights fusion applied; None when one leg answered or the
     # method weighs none (plain RRF).
     fusion_weights: tuple[float, float] | None = None
+    # Where the fusion came from: "request", "collection" (sieve tune) or "setting".
+    fusion_source: str | None = None
     reranked: bool = False
     rerank_window: int = 0  # how many of the top hits the reranker ordered
     rerank_blend: float | None = None  # weight of the retrieval prior blended in; None: pure

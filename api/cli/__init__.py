@@ -1,4 +1,4 @@
-"""The `sieve` command line: index, search, eval, calibrate, finetune, models, rerank, serve.
+"""The `sieve` command line: index, search, eval, calibrate, tune, finetune, models, rerank, serve.
 
 A thin adapter over ``search.engine.SearchEngine``. Every engine error becomes
 one line on stderr and a non-zero exit, never a traceback. Progress bars go to
@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from api.cli import calibrate, finetune, index, models, ops, rerank, search, serve, worker
+from api.cli import calibrate, finetune, index, models, ops, rerank, search, serve, tune, worker
 from api.cli.context import EXIT_IN_USE, Context, fail
 from api.settings import ServiceSettings
 from search.errors import IndexLocked, SieveError
@@ -112,6 +112,7 @@ COMMANDS = (
     rerank.rerank_cmd,
     rerank.compare_cmd,
     calibrate.calibrate_cmd,
+    tune.tune_cmd,
     finetune.finetune_cmd,
     models.models_cmd,
     worker.worker_cmd,

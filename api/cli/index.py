@@ -12,6 +12,7 @@ import click
 
 from api.cli.context import EXIT_NOT_FOUND, Context, fail, progress, via_server
 from search.errors import LoadError
+from search.fusion_tuning import explain as explain_tuning
 from search.ingest import SUPPORTED
 from search.types import Document
 
@@ -87,4 +88,6 @@ def stats_cmd(ctx: Context, as_json: bool) -> None:
         click.echo(json.dumps(stats))
     else:
         for key, value in stats.items():
+            if key == "fusion_tuning" and isinstance(value, dict):
+                value = explain_tuning(value)
             click.echo(f"{key:>16}: {value}")

@@ -69,7 +69,7 @@ def test_a_chinese_query_runs_the_vector_leg_of_a_multilingual_embedder(multilin
     assert body["skipped"] == {} and body["degraded"] == []
     assert {"embed", "vector", "bm25", "fusion"} <= set(body["timings_ms"])
     # The normal hybrid fusion, with the configured weights.
-    assert body["fusion"] == multilingual.settings.fusion == "minmax"
+    assert body["fusion"] == multilingual.settings.fusion == "bounded"
     assert body["fusion_weights"] == list(multilingual.settings.fusion_weights)
     assert all(hit["vector"] is not None and hit["fused"] for hit in body["hits"])
     assert body["hits"][0]["bm25"] is not None  # BM25 still finds the tea document

@@ -41,7 +41,8 @@ def search(engine, query, **kw):
 
 def test_hybrid_hits_carry_every_stage(engine):
     result = search(engine, "how to stop a nosebleed", top_k=5)
-    assert result.mode == "hybrid" and result.fusion == "minmax" and not result.degraded
+    assert result.mode == "hybrid" and result.fusion == "bounded" and not result.degraded
+    assert result.fusion_source == "setting" and result.fusion_weights == (0.3, 0.7)
     assert {"analyze", "bm25", "embed", "vector", "fusion", "total"} <= set(result.timings_ms)
     both = [h for h in result.hits if h.bm25 and h.vector]
     assert both, "the top hits should be found by both legs"

@@ -97,3 +97,21 @@ def test_every_method_is_deterministic_and_sorted(method):
     scores = [s for _, s in out]
     assert scores == sorted(scores, reverse=True)
     assert {d for d, _ in out} == {"a", "b", "c", "d"}
+
+
+def test_bounded_divides_by_the_top_score_with_zero_as_the_floor():
+    got = as_dict(fusion.bounded([A, B]))
+    # A / 3 -> a 1, b 2/3, c 1/3; B / 0.9 -> c 1, a 5/9, d 1/9
+    assert got == pytest.approx({"a": 1 + 5 / 9, "b": 2 / 3, "c": 1 / 3 + 1, "d": 1 / 9})
+    # Unlike min-max, the last candidate keeps its share of the top score.
+    assert as_dict(fusion.minmax([A]))["c"] == 0.0 and as_dict(fusion.bounded([A]))["c"] > 0
+
+
+def test_bounded_weights_and_negative_scores():
+    cosines = [("x", 0.5), ("y", -0.2)]
+    got = as_dict(fusion.bounded([A, cosines], [0.3, 0.7]))
+    assert got["x"] == pytest.approx(0.7) and got["y"] == 0.0
+    assert got["a"] == pytest.approx(0.3)
+    # A leg whose best score is at or below the floor adds nothing.
+    assert as_dict(fusion.bounded([[("z", -1.0)]])) == {"z": 0.0}
+    assert fusion.fuse("bounded", [A, B], [0.3, 0.7]) == fusion.bounded([A, B], [0.3, 0.7])
