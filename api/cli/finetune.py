@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,11 @@ def finetune_cmd(
     if out.exists() and any(out.iterdir()) and not overwrite:
         fail(f"{out} exists and is not empty; pass --overwrite to replace it")
     config = FinetuneConfig(**options)
+    # Ctrl-C (SIGINT) is how a run is stopped with its checkpoint. A parent that
+    # ignores SIGINT (nohup, a background job of a non-interactive shell) hands
+    # that on to this process, and Python then installs no handler: `kill -INT`
+    # would do nothing. Training listens for it whatever the parent did.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     start = locate(base, ctx.settings.rerank_models_dir, kind="start model")
     if dataset_dir is not None:
         with progress(None, "indexing") as bar:
