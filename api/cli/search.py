@@ -10,6 +10,7 @@ import click
 
 from api.cli.context import SAMPLE_DIR, Context, fail, progress, stage_notes, via_server
 from api.cli.index import index_paths
+from search.eval_notes import describe
 from search.request import FUSION_METHODS, MAX_RERANK_DEPTH, MAX_TOP_K
 from search.rerank import Reranker
 from search.rerank.blend import Blend
@@ -261,6 +262,8 @@ def eval_lines(report: dict[str, Any]) -> list[str]:
         if "blend_weight" in row:
             line += f"  (blend {row['blend_weight']:g})"
         lines.append(line)
+        if name in report.get("ran", {}):
+            lines.extend(describe(name, report["ran"][name]))
     rerank_row = results.get("rerank")
     if rerank_row is not None and rerank_row["reranked"] < report["queries"]:
         lines.append(

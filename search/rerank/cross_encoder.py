@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.batching import budget_batches
 from search.errors import (
     BackendUnavailable,
     ConfigError,
@@ -481,16 +482,8 @@ class CrossEncoderReranker:
         """
         import torch
 
-        # Longest first: the widest batch runs first, so an OOM shows up at once.
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].ids), reverse=True)
-        batches: list[list[int]] = []
-        for i in order:
-            if batches:
-                width = self._padded(len(pairs[batches[-1][0]].ids))
-                if (len(batches[-1]) + 1) * width <= self.token_budget:
-                    batches[-1].append(i)
-                    continue
-            batches.append([i])
+        lengths = [len(pair.ids) for pair in pairs]
+        batches = budget_batches(lengths, self.token_budget, width=self._padded)
         logits = [0.0] * len(pairs)
         wait = left_s(deadline)
         if not self._forward_lock.acquire(timeout=-1 if wait is None else wait):

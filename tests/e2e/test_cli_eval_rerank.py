@@ -140,7 +140,9 @@ def test_tune_blend_chooses_the_best_weight_on_the_train_split(env, beir):
     check_rerank_row(results["rerank_blend"], 8)
     lines = eval_lines(report)
     assert lines[0].startswith(f"blend weight {tuning['weight']:g} chosen on train (4 queries)")
-    assert len(lines) == 5 and "(blend " in lines[-1]
+    assert len(lines) == 6 and "(blend " in lines[-1]
+    # The hybrid row says what fused it (the bm25 row fused nothing).
+    assert lines[3] == "    hybrid: fused by bounded (0.3, 0.7) from the setting on 8 of 8 queries"
 
 
 def test_eval_rerank_blends_as_a_served_search_would(env, beir, tiny_reranker_dir, tmp_path):
