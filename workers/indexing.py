@@ -61,12 +61,12 @@ from search.config import Settings
 from search.errors import (
     BackendUnavailable,
     InvalidRequest,
-    ModelIncompatible,
-    ModelNotFound,
     RegistryError,
 )
 from search.indexing import IndexReport
 from search.reconcile import reconcile_all
+from search.warmup import EMBEDDER
+from search.warmup import OK as WARM
 from workers.delivery import DeadLettered, DeliveryLimitedTask, deliveries
 from workers.names import DELETE_TASK, INDEX_TASK, RECONCILE_TASK
 from workers.settings import WorkerSettings
@@ -129,18 +129,21 @@ class EngineSlot:
             return self._engine
 
     def warm_up(self) -> None:
-        """Build the engine and load the embedding model now rather than in the first job."""
+        """Build the engine and load what indexing uses now rather than in the first job:
+        the Chinese dictionary and the embedding model, with a first pass
+        (``search.warmup``, the warm-up ``sieve serve`` runs)."""
         engine = self.get()
         started = time.perf_counter()
-        try:
-            engine.embedder.warm_up()
-        except (ModelNotFound, ModelIncompatible) as exc:
-            # Stay up: every job then records this error on its documents.
-            log.error("embedding model not loaded, index jobs will fail: %s", exc)
+        state = engine.warmup.run()  # logs each part that fails, raises nothing
+        failed = {part: outcome for part, outcome in state.items() if outcome != WARM}
+        if failed:
+            # Stay up: every job that needs a missing part records why on its documents.
+            log.error("index worker: not loaded, index jobs will fail: %s", failed)
             return
         log.info(
-            "index worker ready: embedder %s loaded in %.2f s",
+            "index worker ready: embedder %s and %s loaded in %.2f s",
             engine.embedder.model_name,
+            ", ".join(part for part in state if part != EMBEDDER) or "nothing else",
             time.perf_counter() - started,
         )
 
