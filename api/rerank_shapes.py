@@ -107,6 +107,7 @@ def cohere_answer(
         "results": results,
         "meta": {"billed_units": {"search_units": 1}},
         "usage": {"total_tokens": batch.tokens},
+        "timings_ms": dict(batch.timings_ms),
     }
 
 
@@ -123,3 +124,11 @@ def tei_answer(body: TeiRerankBody, batch: RerankBatch) -> list[dict[str, Any]]:
             item["text"] = body.texts[i]
         out.append(item)
     return out
+
+
+def server_timing(timings_ms: dict[str, float]) -> str:
+    """A ``Server-Timing`` header value (W3C Server Timing) for the reranker's stages.
+
+    Every rerank shape carries it, TEI's too, whose body is a bare list.
+    """
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings_ms.items())

@@ -170,6 +170,11 @@ class RerankOutBody(Out):
     results: list[RerankResultOut]
     meta: RerankOutMeta
     usage: RerankUsage
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="The reranker's stages in milliseconds (cache, model, ...); the "
+        "Server-Timing header carries them too, with the total.",
+    )
 
 
 class TeiRerankResultOut(Out):

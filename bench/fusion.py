@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,23 @@ def main() -> None:
             f"{t['ndcg@10']:.4f} ({t['chosen']}, {'adopted' if t['adopted'] else 'default kept'})"
         )
         print(f"| {name} | " + " | ".join(cells) + f" | {note} |")
+
+    # What the choice costs a query: the fusion call alone, on the set with the most
+    # fused candidates per query (the rest of the query path is the same whichever method fuses).
+    def per_query(item: tuple) -> float:
+        return sum(len(b) + len(v) for b, v in item[2].values()) / len(item[2])
+
+    timing_set = max(sets, key=per_query)
+    timed = {"previous default": PREVIOUS, "default": default, "rrf": FusionChoice("rrf")}
+    costs = {}
+    for label, choice in timed.items():
+        started = time.perf_counter()
+        for _ in range(5):
+            for pair in timing_set[2].values():
+                choice.apply(pair)
+        costs[label] = (time.perf_counter() - started) * 1e6 / (5 * len(timing_set[2]))
+    print(f"\nfusion per query on {timing_set[0]} (microseconds, depth 100 per leg): ", end="")
+    print(", ".join(f"{label} {us:.0f}" for label, us in costs.items()))
     if args.json:
         print(
             json.dumps(
@@ -142,6 +160,8 @@ def main() -> None:
                     "sets": table,
                     "bounded_curve": {"shares": SHARES, **curves},
                     "held_out_shares": chosen_shares,
+                    "passing_shares": passing,
+                    "fusion_us_per_query": costs,
                 }
             )
         )

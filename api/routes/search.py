@@ -9,7 +9,13 @@ from flask import Blueprint, Response, jsonify, request
 from api.auth import requires, scoped_collection
 from api.errors import ApiError
 from api.paging import engine_request, next_cursor
-from api.rerank_shapes import cohere_answer, document_texts, is_tei_body, tei_answer
+from api.rerank_shapes import (
+    cohere_answer,
+    document_texts,
+    is_tei_body,
+    server_timing,
+    tei_answer,
+)
 from api.schemas import ContextBody, RerankBody, SearchBody, TeiRerankBody
 from api.state import json_body, services
 from search.context import pack_context
@@ -101,10 +107,17 @@ def rerank() -> Response:
             f"{len(texts)} documents; at most {limit} per request (SIEVE_MAX_RERANK_DOCS)",
             limit=limit,
         )
+    started = time.perf_counter()
     if isinstance(body, TeiRerankBody):
-        return jsonify(tei_answer(body, reranker.rerank(body.query, texts)))
-    # Passed only when asked for, as the Reranker contract allows.
-    options = {} if body.max_tokens_per_doc is None else {"max_doc_tokens": body.max_tokens_per_doc}
-    batch = reranker.rerank(body.query, texts, **options)
-    answer = cohere_answer(body, texts, batch, reranker.model_key, calibration_of(reranker))
-    return jsonify(answer)
+        batch = reranker.rerank(body.query, texts)
+        response = jsonify(tei_answer(body, batch))
+    else:
+        # Passed only when asked for, as the Reranker contract allows.
+        limit_tokens = body.max_tokens_per_doc
+        options = {} if limit_tokens is None else {"max_doc_tokens": limit_tokens}
+        batch = reranker.rerank(body.query, texts, **options)
+        answer = cohere_answer(body, texts, batch, reranker.model_key, calibration_of(reranker))
+        response = jsonify(answer)
+    total = {**batch.timings_ms, "total": (time.perf_counter() - started) * 1000}
+    response.headers["Server-Timing"] = server_timing(total)
+    return response

@@ -239,6 +239,11 @@ def test_rerank_scores_strings_and_objects_sorted_by_sigmoid(client, engine):
     assert "/" not in body["model"]
     assert body["meta"] == {"billed_units": {"search_units": 1}}
     assert body["usage"]["total_tokens"] >= 0  # cached scores cost no tokens
+    # The reranker's stages, in the body and in the Server-Timing header with the total.
+    assert {"cache", "model"} & set(body["timings_ms"])
+    timing = dict(part.split(";dur=") for part in response.headers["Server-Timing"].split(", "))
+    assert set(body["timings_ms"]) | {"total"} == set(timing)
+    assert float(timing["total"]) >= max(body["timings_ms"].values())
     results = body["results"]
     assert sorted(r["index"] for r in results) == list(range(40))  # more than 32 accepted
     scores = [r["relevance_score"] for r in results]
@@ -340,6 +345,7 @@ def test_rerank_tei_shape_at_rerank(client, engine):
     assert response.status_code == 200, response.json
     answer = response.json
     assert [sorted(r) for r in answer] == [["index", "score"]] * 3
+    assert "total;dur=" in response.headers["Server-Timing"]  # a bare list has no room
     direct = engine.reranker.rerank(QUERY, texts).scores
     assert [r["score"] for r in answer] == sorted((d.score for d in direct), reverse=True)
     raw = client.post(
