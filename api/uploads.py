@@ -43,20 +43,25 @@ def upload_name(filename: str | None) -> str:
     name = PureWindowsPath(PurePosixPath(filename or "").name).name.strip()
     if not name or name in (".", ".."):
         raise InvalidRequest("every uploaded file needs a file name", filename=filename or "")
-    suffix = Path(name).suffix.lower()
-    if suffix not in SUPPORTED:
-        raise InvalidRequest(
-            f"{name}: unsupported file type; upload one of {', '.join(SUPPORTED)}", filename=name
-        )
     return name
 
 
+def unsupported(name: str) -> str | None:
+    """Why a file of this name cannot be read (its type), or None when it can."""
+    if Path(name).suffix.lower() in SUPPORTED:
+        return None
+    return f"{name}: unsupported file type; upload one of {', '.join(SUPPORTED)}"
+
+
 def read_uploads(files: Iterable[tuple[str | None, bytes]]) -> tuple[Upload, ...]:
-    """Uploads from ``(filename, bytes)`` pairs; ``InvalidRequest`` naming any bad or repeated name.
+    """Uploads from ``(filename, bytes)`` pairs; ``InvalidRequest`` naming any bad or
+    repeated name, or the type when no file is of a type Sieve reads.
 
     A one-document file's name is its document id, so two files of the same base
     name (``a/notes.txt`` and ``b/notes.txt``) would silently overwrite each other:
-    the whole request is refused instead, before anything is accepted.
+    the whole request is refused instead, before anything is accepted. A file of
+    an unsupported type beside readable ones is refused on its own
+    (``load_files``), as an empty one is.
     """
     uploads = tuple(Upload(upload_name(filename), data) for filename, data in files)
     seen: set[str] = set()
@@ -68,18 +73,27 @@ def read_uploads(files: Iterable[tuple[str | None, bytes]]) -> tuple[Upload, ...
                 filename=upload.name,
             )
         seen.add(upload.name)
+    why = [unsupported(upload.name) for upload in uploads]
+    if uploads and all(why):
+        raise InvalidRequest(str(why[0]), filename=uploads[0].name)
     return uploads
 
 
 def count_documents(upload: Upload) -> int:
-    """How many documents the file holds at most (non-empty lines of JSONL, else one)."""
+    """How many documents the file holds at most (non-empty lines of JSONL, else one;
+    none for a type that is not read)."""
+    if unsupported(upload.name):
+        return 0
     if Path(upload.name).suffix.lower() in JSONL_SUFFIXES:
         return sum(1 for line in upload.data.splitlines() if line.strip())
     return 1
 
 
 def document_sizes(upload: Upload) -> Iterator[tuple[str, int]]:
-    """``(name, bytes)`` of each document of the file: each JSONL line, or the whole file."""
+    """``(name, bytes)`` of each document of the file: each JSONL line, or the whole file
+    (nothing for a type that is not read: it holds no document)."""
+    if unsupported(upload.name):
+        return
     if Path(upload.name).suffix.lower() in JSONL_SUFFIXES:
         for lineno, line in enumerate(upload.data.split(b"\n"), start=1):
             if line.strip():
@@ -93,8 +107,8 @@ class FileResult:
     """What one uploaded file gave: its documents, and a line for each bad part.
 
     A file is ``accepted`` when it gave at least one document, else ``refused``
-    (every line malformed, unreadable, or empty); either way its error lines go
-    into the task's ``errors`` too.
+    (every line malformed, unreadable, or empty, or a type Sieve does not read);
+    either way its error lines go into the task's ``errors`` too.
     """
 
     name: str
@@ -115,6 +129,10 @@ def load_files(uploads: Iterable[Upload]) -> list[FileResult]:
     """Every upload read into documents, file by file (in the order given)."""
     results: list[FileResult] = []
     for upload in uploads:
+        why = unsupported(upload.name)
+        if why is not None:
+            results.append(FileResult(upload.name, (), (why,)))
+            continue
         one_document = Path(upload.name).suffix.lower() not in JSONL_SUFFIXES
         documents: list[Document] = []
         errors: list[str] = []

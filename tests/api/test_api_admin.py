@@ -219,6 +219,25 @@ def test_bad_uploads_are_422(client, collection):
     assert task["state"] == "done" and task["indexed"] == 0 and "x.pdf" in task["errors"][0]
 
 
+def test_an_unsupported_file_beside_readable_ones_is_refused_alone(client, collection):
+    files = [
+        (io.BytesIO(b"MZ" + b"\0" * 64), "tool.exe"),
+        (io.BytesIO(b"Pinch the soft part of the nose."), "nosebleed.txt"),
+    ]
+    response = client.post(
+        f"/v1/collections/{collection}/documents:upload",
+        data={"file": files},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    results = {f["name"]: f for f in response.json["files"]}
+    assert results["tool.exe"]["state"] == "refused" and results["tool.exe"]["documents"] == 0
+    assert results["tool.exe"]["errors"][0].startswith("tool.exe: unsupported file type; upload")
+    assert results["nosebleed.txt"]["state"] == "accepted"
+    task = wait_task(client, response.json["task_id"])
+    assert task["indexed"] == 1 and any("tool.exe" in line for line in task["errors"])
+
+
 def test_two_uploaded_files_of_one_name_are_refused_whole(client, collection):
     url = f"/v1/collections/{collection}/documents:upload"
     files = [
