@@ -17,15 +17,19 @@ default stays. Either way the evidence is stored with the collection
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search import fusion
 from search.blend_choice import SIGNIFICANCE, sign_test
 from search.errors import InvalidRequest
 from search.evaluate import TIE_EPSILON, Qrels, per_query
 from search.fusion import FusionChoice
+
+if TYPE_CHECKING:
+    from search.config import Settings
+    from search.engine import SearchEngine
 
 DEPTH = fusion.CHOICE_DEPTH  # documents of each fused run that are scored
 MIN_QUERIES = 20  # fewer judged queries cannot tell a better fusion from noise
@@ -164,8 +168,10 @@ def tune(
     )
 
 
-def judged_legs(engine: Any, queries: Mapping[str, str], collection: str) -> dict[str, Legs]:
-    """Each query's two legs from ``engine`` (a ``SearchEngine``), to ``DEPTH``.
+def judged_legs(
+    engine: SearchEngine, queries: Mapping[str, str], collection: str
+) -> dict[str, Legs]:
+    """Each query's two legs from ``engine``, to ``DEPTH``.
 
     Where hybrid search skips the vector leg (the embedder does not serve the
     query's script), the vector leg is left empty, as fusion would see it.
@@ -190,13 +196,13 @@ SPLITS = ("train", "dev")
 
 
 def tune_dataset(
-    settings: Any,
+    settings: Settings,
     dataset_dir: str,
     *,
     split: str = "train",
     folds: int = 5,
     limit: int | None = None,
-    on_index_progress: Any = None,
+    on_index_progress: Callable[[int], None] | None = None,
 ) -> tuple[FusionTuning, dict[str, Any]]:
     """Tune fusion on a BEIR-format data set's judged queries and store the choice.
 
