@@ -43,9 +43,7 @@ class JobRunner:
         """Start the thread (once); it resumes any unfinished task at once."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="sieve-index", daemon=True
-                )
+                self._thread = threading.Thread(target=self._loop, name="sieve-index", daemon=True)
                 self._thread.start()
         self.wake()
 
@@ -65,8 +63,17 @@ class JobRunner:
             self._wake.clear()  # before reading: a wake from here on is not lost
             try:
                 tasks = self.tasks.unfinished()
-            except Exception:
-                log.exception("indexing runner: could not read the task log")
+            except Exception as exc:  # noqa: BLE001 - retried every 5 s, said in one line
+                # One line, no traceback: it repeats every 5 s while the registry is
+                # damaged or away, and formatting a traceback parses source with
+                # ``ast`` on Python 3.11, which CPython 3.11.7 does not make safe
+                # beside another thread's ``ast.parse`` (werkzeug compiling an app's
+                # routes failed with "AST constructor recursion depth mismatch").
+                log.error(
+                    "indexing runner: could not read the task log: %s: %s",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "",
+                )
                 self._wake.wait(5.0)
                 continue
             if not tasks:
