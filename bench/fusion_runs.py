@@ -15,6 +15,7 @@ Run: ``SIEVE_DATA_DIR=data .venv/bin/python bench/fusion_runs.py \
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,15 +26,7 @@ sys.path.insert(0, str(ROOT))
 from search.config import Settings  # noqa: E402
 from search.engine import SearchEngine  # noqa: E402
 from search.evaluate import Dataset, prepare_index  # noqa: E402
-from search.types import SearchRequest  # noqa: E402
-
-DEPTH = 100
-
-
-def leg(engine: SearchEngine, text: str, mode: str) -> list[tuple[str, float]]:
-    """One leg's documents, best first (a skipped or empty leg gives an empty list)."""
-    result = engine.search(SearchRequest(query=text, mode=mode, top_k=DEPTH, collection="eval"))  # type: ignore[arg-type]
-    return [(h.doc_id, h.score) for h in result.hits]
+from search.fusion_tuning import judged_legs  # noqa: E402
 
 
 def dump(settings: Settings, root: str, splits: list[str], out: Path) -> None:
@@ -43,32 +36,14 @@ def dump(settings: Settings, root: str, splits: list[str], out: Path) -> None:
         for split in splits:
             ds = Dataset.open(root, split)
             qrels, queries = ds.judged()
-            # A blank query is refused by the API; sieve eval scores it 0 (no run).
-            queries = {qid: text for qid, text in queries.items() if text.strip()}
-            legs = {
-                qid: {
-                    "bm25": leg(engine, text, "bm25"),
-                    "vector": leg(engine, text, "vector"),
-                    # Hybrid skips the vector leg where the embedder does not serve the
-                    # query's script (search.embed_languages): fusion never sees it.
-                    "skips_vector": "vector"
-                    in engine.search(SearchRequest(query=text, top_k=1, collection="eval")).skipped,
-                }
-                for qid, text in queries.items()
-            }
+            # The legs ``sieve tune`` scores, with hybrid's skip of the vector leg
+            # (search.fusion_tuning.judged_legs); blank queries are left out.
+            judged = judged_legs(engine, queries, "eval")
+            legs = {qid: dataclasses.asdict(q) for qid, q in judged.items()}
+            data = {"set": ds.name, "split": split, "qrels": qrels, "queries": queries}
             path = out / f"{ds.name}-{split}.json"
-            path.write_text(
-                json.dumps(
-                    {
-                        "set": ds.name,
-                        "split": split,
-                        "qrels": qrels,
-                        "queries": queries,
-                        "legs": legs,
-                    }
-                )
-            )
-            print(f"{path}: {len(queries)} queries", flush=True)
+            path.write_text(json.dumps({**data, "legs": legs}))
+            print(f"{path}: {len(judged)} queries", flush=True)
 
 
 def main() -> None:

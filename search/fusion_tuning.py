@@ -168,27 +168,38 @@ def tune(
     )
 
 
+@dataclass(frozen=True)
+class QueryLegs:
+    """One query's two legs as each leg answers alone, and whether hybrid skips the vector one."""
+
+    bm25: list[tuple[str, float]]
+    vector: list[tuple[str, float]]
+    skips_vector: bool
+
+    def fused(self) -> Legs:
+        """The legs fusion sees: no vector leg where hybrid search skips it."""
+        return (self.bm25, [] if self.skips_vector else self.vector)
+
+
 def judged_legs(
     engine: SearchEngine, queries: Mapping[str, str], collection: str
-) -> dict[str, Legs]:
-    """Each query's two legs from ``engine``, to ``DEPTH``.
-
-    Where hybrid search skips the vector leg (the embedder does not serve the
-    query's script), the vector leg is left empty, as fusion would see it.
-    """
+) -> dict[str, QueryLegs]:
+    """Each query's two legs from ``engine``, to ``DEPTH``, and whether hybrid search
+    skips the vector leg for it (``Pipeline.vector_skip``). A blank query is left out:
+    the API refuses it, and trec_eval scores it 0 either way."""
     from search.types import SearchRequest
 
-    out: dict[str, Legs] = {}
+    pipeline = engine.collection(collection).pipeline
+
+    def leg(text: str, mode: str) -> list[tuple[str, float]]:
+        request = SearchRequest(query=text, mode=mode, top_k=DEPTH, collection=collection)  # type: ignore[arg-type]
+        return [(hit.doc_id, hit.score) for hit in engine.search(request).hits]
+
+    out: dict[str, QueryLegs] = {}
     for qid, text in queries.items():
-        if not text.strip():
-            continue  # the API refuses a blank query; trec_eval scores it 0 either way
-
-        def leg(mode: str, text: str = text) -> list[tuple[str, float]]:
-            request = SearchRequest(query=text, mode=mode, top_k=DEPTH, collection=collection)  # type: ignore[arg-type]
-            return [(hit.doc_id, hit.score) for hit in engine.search(request).hits]
-
-        probe = engine.search(SearchRequest(query=text, top_k=1, collection=collection))
-        out[qid] = (leg("bm25"), [] if "vector" in probe.skipped else leg("vector"))
+        if text.strip():
+            skips = pipeline.vector_skip(text) is not None
+            out[qid] = QueryLegs(leg(text, "bm25"), leg(text, "vector"), skips)
     return out
 
 
@@ -226,7 +237,7 @@ def tune_dataset(
     qrels, queries = dataset.judged(limit)
     eval_settings = prepare_index(settings, dataset, on_index_progress)
     with SearchEngine(eval_settings) as engine:
-        legs = judged_legs(engine, queries, "eval")
+        legs = {qid: q.fused() for qid, q in judged_legs(engine, queries, "eval").items()}
     default = FusionChoice(settings.fusion, settings.fusion_weights, settings.rrf_k)
     tuning = tune(qrels, legs, default, folds=folds)
     entry = {**tuning.entry(), "chosen_on": f"{dataset.name}/{split}"}

@@ -151,12 +151,9 @@ class Pipeline:
         if want_bm25 and not tokens:
             skipped["bm25"] = "the query has no indexable terms after analysis"
             want_bm25 = False
-        script = script_of(request.query)
-        if want_vector and request.mode == "hybrid" and not self.embedder.serves(script):
-            skipped["vector"] = (
-                f"embedder {self.embedder.model_name} does not serve {script} queries "
-                f"({self.embedder.explain_languages()})"
-            )
+        skip_vector = self.vector_skip(request.query) if request.mode == "hybrid" else None
+        if want_vector and skip_vector is not None:
+            skipped["vector"] = skip_vector
             want_vector = False
 
         calls: dict[str, Callable[[], LegResult]] = {}
@@ -216,7 +213,8 @@ class Pipeline:
         built = request.offset + request.top_k
         if plan.rerank:
             built = max(built, plan.rerank_depth)
-        hits, lazy, in_window = self._fuse(legs, plan.fusion, request, plan.window, built)
+        used, source = self.fusion_for(request)
+        hits, lazy, in_window = self._fuse(legs, used, plan.window, built)
         timings["fusion"] = (time.perf_counter() - t0) * 1000
         # Passages are decoded only for the hits that need them: the reranked
         # head here, the returned page below.
@@ -255,11 +253,11 @@ class Pipeline:
             degraded=list(degraded),
             degraded_reasons=degraded,
             skipped=skipped,
-            fusion=plan.fusion if len(legs) > 1 else None,
-            fusion_weights=self._weights(request)
-            if len(legs) > 1 and plan.fusion in fusion.WEIGHTED_METHODS
+            fusion=used.method if len(legs) > 1 else None,
+            fusion_weights=used.weights
+            if len(legs) > 1 and used.method in fusion.WEIGHTED_METHODS
             else None,
-            fusion_source=self._fusion_source(request) if len(legs) > 1 else None,
+            fusion_source=source if len(legs) > 1 else None,
             reranked=reranked,
             rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
             rerank_blend=self.blend.weight if reranked and self.blend else None,
@@ -354,29 +352,38 @@ class Pipeline:
         t2 = time.perf_counter()
         return LegResult(hits, {"embed": (t1 - t0) * 1000, "vector": (t2 - t1) * 1000})
 
-    def _weights(self, request: SearchRequest) -> tuple[float, float]:
-        """The (bm25, vector) fusion weights of ``request``: its own, else the default's.
+    def vector_skip(self, query: str) -> str | None:
+        """Why hybrid search leaves out the vector leg for ``query``, or None: the
+        embedder does not serve the query's script (an English model, a Chinese query)."""
+        script = script_of(query)
+        if self.embedder.serves(script):
+            return None
+        return (
+            f"embedder {self.embedder.model_name} does not serve {script} queries "
+            f"({self.embedder.explain_languages()})"
+        )
 
-        A collection's tuned weights belong to its tuned method: a request that
-        names another method gets the configured weights.
+    def fusion_for(self, request: SearchRequest) -> tuple[FusionChoice, str]:
+        """The fusion that fuses ``request``'s legs, and where it came from.
+
+        Without a fusion or weights of its own, a request gets the default (the
+        collection's from ``sieve tune``, else the settings'). A request that names
+        another method gets the configured weights and k: a collection's tuned
+        ones belong to its tuned method.
         """
-        if request.weights is not None:
-            return request.weights
-        if request.fusion in (None, self.default_fusion.method):
-            return self.default_fusion.weights
-        return self.settings.fusion_weights
-
-    def _fusion_source(self, request: SearchRequest) -> str:
-        """Where the fusion came from: the request, the collection (sieve tune), the setting."""
-        if request.fusion is not None or request.weights is not None:
-            return "request"
-        return self.fusion_source
+        default = self.default_fusion
+        if request.fusion is None and request.weights is None:
+            return default, self.fusion_source
+        method = request.fusion or default.method
+        base = default if method == default.method else None
+        weights = base.weights if base else self.settings.fusion_weights
+        k = base.k if base else self.settings.rrf_k
+        return FusionChoice(method, request.weights or weights, k), "request"
 
     def _fuse(
         self,
         legs: dict[str, LegResult],
-        method: str,
-        request: SearchRequest,
+        used: FusionChoice,
         window: int,
         built: int,
     ) -> tuple[list[Hit], set[str], int]:
@@ -395,12 +402,7 @@ class Pipeline:
             order = [(c.doc_id, c.score) for c in legs[name].hits[:window]]
         else:
             runs = [[(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")]
-            k = (
-                self.default_fusion.k
-                if method == self.default_fusion.method
-                else self.settings.rrf_k
-            )
-            order = fusion.fuse(method, runs, self._weights(request), k=k)
+            order = fusion.fuse(used.method, runs, used.weights, k=used.k)
             order = order[:window]
         fused = len(legs) > 1
         lazy_bm25 = "bm25" in legs and legs["bm25"].hydrate is not None
