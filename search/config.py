@@ -156,7 +156,9 @@ class Settings(EnvSettings):
     # a GPU or when the export fails), torch, onnx, or onnx-int8 (faster; its scores
     # differ, so they are cached under their own key). Graphs go to SIEVE_ONNX_CACHE.
     rerank_runtime: str = "auto"
-    rerank_max_length: int = 512
+    # Tokens per (query, passage) pair. Unset: the length a model was fine-tuned
+    # at (its card, search.rerank.lengths), else 512.
+    rerank_max_length: int | None = None
     rerank_query_share: float = 0.25  # most of max_length the query may keep
     rerank_token_budget: int = 16_384  # padded tokens per forward pass
     rerank_depth: int = 50
@@ -165,6 +167,10 @@ class Settings(EnvSettings):
     # (search.rerank.blend); 0: the pure rerank order. Unset: the collection's
     # (sieve calibrate), else the model card's (sieve finetune), else 0.
     rerank_blend_weight: float | None = None
+    # Skip reranking a query whose legs agree on the top hit when its fused score
+    # leads the next by at least this share (search.rerank.depth); unset: always
+    # rerank the whole depth.
+    rerank_skip_gap: float | None = None
 
     # Pair-score cache: Redis when a URL is given, else an in-process LRU.
     cache_url: str = ""
@@ -188,8 +194,13 @@ class Settings(EnvSettings):
         one_of("rerank_runtime", self.rerank_runtime, ONNX_RUNTIMES)
         if not 0.05 <= self.rerank_query_share <= 0.9:
             raise ConfigError("SIEVE_RERANK_QUERY_SHARE must be between 0.05 and 0.9")
-        if self.rerank_max_length < 16 or self.rerank_depth < 1:
+        if (self.rerank_max_length is not None and self.rerank_max_length < 16) or (
+            self.rerank_depth < 1
+        ):
             raise ConfigError("SIEVE_RERANK_MAX_LENGTH must be >= 16 and SIEVE_RERANK_DEPTH >= 1")
+        gap = self.rerank_skip_gap
+        if gap is not None and not 0 <= gap < float("inf"):
+            raise ConfigError("SIEVE_RERANK_SKIP_GAP must be a finite number >= 0", value=gap)
         weight = self.rerank_blend_weight
         if weight is not None and not 0 <= weight < float("inf"):
             raise ConfigError(
@@ -275,8 +286,10 @@ def _parse(key: str, raw: str, hint: Any) -> Any:
                 raise ValueError(f"expected {len(args)} comma-separated values")
             return parsed
         if isinstance(hint, types.UnionType) or origin is typing.Union:
-            if float in typing.get_args(hint):  # ``float | None``: empty is unset
-                return float(raw) if raw.strip() else None
+            args = typing.get_args(hint)
+            for number in (float, int):  # ``float | None``, ``int | None``: empty is unset
+                if number in args:
+                    return number(raw) if raw.strip() else None
             return raw
         return raw
     except ValueError as exc:

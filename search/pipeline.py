@@ -31,6 +31,7 @@ from search.rerank import Reranker, check_scores
 from search.rerank.base import card_of
 from search.rerank.blend import best_first, card_blend_weight, resolve_blend
 from search.rerank.calibration import calibration_of
+from search.rerank.depth import DepthPolicy
 from search.text import analyze, script_of
 from search.text.analyze import needs_dictionary
 from search.types import Hit, LegScore, QueryPlan, ScoredChunk, SearchRequest, SearchResult
@@ -125,6 +126,7 @@ class Pipeline:
             settings.fusion, settings.fusion_weights, settings.rrf_k
         )
         self.fusion_source = "collection" if collection_fusion is not None else "setting"
+        self.depth_policy = DepthPolicy(settings.rerank_skip_gap)
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="leg")
         # The engine's, shared by its collections; a pipeline built alone loads its own.
         self.warmup = Warmup(engine_parts(embedder, reranker)) if warmup is None else warmup
@@ -220,7 +222,18 @@ class Pipeline:
         # head here, the returned page below.
         fill = Hydration(lazy, legs["bm25"].hydrate if "bm25" in legs else None)
         reranked, cached = False, 0
-        if plan.rerank and hits:
+        floor = request.min_relevance
+        # A depth the request (or its cursor) fixed is kept, and so is reranking
+        # when relevance must be known. A skip keeps ``plan.rerank``: the next
+        # page's cursor then asks the policy again, which answers the same.
+        if plan.rerank and hits and request.rerank_depth is None and floor is None:
+            if self.depth_policy.sure(hits):
+                plan = replace(plan, rerank_depth=0)
+                skipped["rerank"] = (
+                    "retrieval is sure: both legs rank the top hit first and its fused score "
+                    f"leads by at least {self.depth_policy.gap:g} (SIEVE_RERANK_SKIP_GAP)"
+                )
+        if plan.rerank and plan.rerank_depth and hits:
             hits = fill(hits, 0, plan.rerank_depth)
             try:
                 load_ms += self.warmup.ensure(RERANKER)
@@ -232,7 +245,6 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - any reranker failure degrades to fused order
                 degraded["rerank"] = _reason(exc)
                 log.warning("rerank degraded, answering in fused order: %s", degraded["rerank"])
-        floor = request.min_relevance
         if floor is not None:
             # Only a hit whose relevance is known can pass: none when the rerank
             # degraded (``degraded`` says so), none past the rerank depth. The map

@@ -44,11 +44,13 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
 
 from search.config import Settings
-from search.errors import BackendUnavailable, InvalidRequest
+from search.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from search.models import LocatedModel, locate
 from search.passages import PassageRef
 from search.rerank.base import check_scores, left_s, sigmoid
-from search.rerank.calibration import Calibration, find_calibration
+from search.rerank.calibration import Calibration, load_calibration
 from search.rerank.cross_encoder import key_suffix
+from search.rerank.pairs import serving_max_length
 from search.types import RerankBatch, RerankScore
 from workers.bounded import BoundedCalls, DeadlinePassed
 from workers.names import RERANK_TASK
@@ -85,15 +87,22 @@ class CeleryReranker:
         self.last_error = ""
 
     @cached_property
-    def calibration(self) -> Calibration | None:
-        """The configured model's calibration, read here (once) from the models folder.
+    def _located(self) -> LocatedModel | None:
+        """The configured model's files on this machine (offline), or None.
 
         The workers hold the model; this process finds the same files when the
-        models folder is shared, so the same fingerprint. None when the model is
-        not on this machine: hits then carry no ``relevance``.
+        models folder is shared, so the same fingerprint and card.
         """
         s = self.settings
-        return find_calibration(s.rerank_model, s.rerank_models_dir, revision=s.rerank_revision)
+        try:
+            return locate(s.rerank_model, s.rerank_models_dir, revision=s.rerank_revision)
+        except ModelNotFound:
+            return None
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The configured model's calibration, read once (None: hits carry no ``relevance``)."""
+        return load_calibration(self._located) if self._located is not None else None
 
     @property
     def model_key(self) -> str:
@@ -102,7 +111,9 @@ class CeleryReranker:
             return self._reported_key
         s = self.settings
         revision = s.rerank_revision or "default"
-        return f"{s.rerank_model}@{revision}:{s.rerank_max_length}{key_suffix(s.rerank_runtime)}"
+        folder = self._located.folder if self._located is not None else None
+        length = serving_max_length(s.rerank_max_length, folder)
+        return f"{s.rerank_model}@{revision}:{length}{key_suffix(s.rerank_runtime)}"
 
     def rerank(
         self,
@@ -165,9 +176,7 @@ class CeleryReranker:
         sent = threading.Event()
         try:
             value, succeeded, state = self._calls.run(
-                partial(
-                    self._roundtrip, query, list(passages), ends, sent, max_doc_tokens, refs
-                ),
+                partial(self._roundtrip, query, list(passages), ends, sent, max_doc_tokens, refs),
                 ends,
             )
         except (DeadlinePassed, CeleryTimeoutError) as exc:

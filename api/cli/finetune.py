@@ -11,7 +11,10 @@ from typing import Any
 import click
 
 from api.cli.context import Context, fail, progress
+from search.finetune.train import FinetuneConfig
 from search.models import BUNDLED_MODEL_ID, locate
+
+DEFAULTS = FinetuneConfig()  # the options' defaults are the config's, in one place
 
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
@@ -33,26 +36,50 @@ EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
     show_default=True,
     help="Start checkpoint: a reranker folder or a plain encoder (a folder or model id).",
 )
-@click.option("--negatives", type=click.IntRange(1), default=7, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Groups.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-5, show_default=True)
+@click.option("--negatives", type=click.IntRange(1), default=DEFAULTS.negatives, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=DEFAULTS.epochs, show_default=True)
 @click.option(
-    "--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True
+    "--batch-size",
+    type=click.IntRange(1),
+    default=DEFAULTS.batch_size,
+    show_default=True,
+    help="Groups.",
 )
-@click.option("--max-length", type=click.IntRange(32), default=256, show_default=True)
 @click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True
+    "--lr", type=click.FloatRange(0, min_open=True), default=DEFAULTS.lr, show_default=True
 )
-@click.option("--mine-depth", type=click.IntRange(1, 100), default=30, show_default=True)
-@click.option("--rerank-depth", type=click.IntRange(1, 100), default=20, show_default=True)
-@click.option("--skip-top", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--patience", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--evals-per-epoch", type=click.IntRange(1), default=2, show_default=True)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=DEFAULTS.warmup,
+    show_default=True,
+)
+@click.option(
+    "--max-length", type=click.IntRange(32), default=DEFAULTS.max_length, show_default=True
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=DEFAULTS.val_fraction,
+    show_default=True,
+)
+@click.option(
+    "--mine-depth", type=click.IntRange(1, 100), default=DEFAULTS.mine_depth, show_default=True
+)
+@click.option(
+    "--rerank-depth", type=click.IntRange(1, 100), default=DEFAULTS.rerank_depth, show_default=True
+)
+@click.option("--skip-top", type=click.IntRange(0), default=DEFAULTS.skip_top, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=DEFAULTS.patience, show_default=True)
+@click.option(
+    "--evals-per-epoch", type=click.IntRange(1), default=DEFAULTS.evals_per_epoch, show_default=True
+)
 @click.option("--max-steps", type=click.IntRange(0), default=0, help="Stop after N steps (0: off).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N queries.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option(
+    "--device", default=DEFAULTS.device, show_default=True, help="auto, cpu, cuda or cuda:N."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--json", "as_json", is_flag=True, help="End with the model card as one JSON line.")
 @click.pass_obj
@@ -77,7 +104,7 @@ def finetune_cmd(
     model is worth setting as SIEVE_RERANK_MODEL.
     """
     from search.blend_choice import explain
-    from search.finetune import FinetuneConfig, finetune
+    from search.finetune import finetune
     from search.finetune.source import from_dataset, from_pairs
 
     if (dataset_dir is None) == (pairs is None):

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search.errors import ConfigError, InvalidRequest, ModelNotFound
-from search.models import CALIBRATION_FILE, LocatedModel, locate
+from search.errors import ConfigError, InvalidRequest
+from search.models import CALIBRATION_FILE, LocatedModel
 from search.rerank.base import sigmoid
 
 log = logging.getLogger(__name__)
@@ -336,20 +336,6 @@ def load_calibration(model: LocatedModel) -> Calibration | None:
         )
         return None
     return calibration
-
-
-def find_calibration(model: str, models_dir: Path, *, revision: str = "") -> Calibration | None:
-    """The calibration of model ``model`` as found on this machine (offline), if any.
-
-    For a process that does not run the model itself (the API in front of Celery
-    workers): with the models folder shared, it finds the same files, so the same
-    fingerprint, as the workers.
-    """
-    try:
-        located = locate(model, models_dir, allow_download=False, revision=revision)
-    except ModelNotFound:
-        return None
-    return load_calibration(located)
 
 
 def calibration_of(reranker: object) -> Calibration | None:

@@ -31,7 +31,7 @@ from search.models import LocatedModel, locate
 from search.onnx_runtime import RUNTIMES, Head, OnnxModel, cache_root
 from search.rerank.base import left_s, sigmoid, stop_at
 from search.rerank.calibration import Calibration, load_calibration
-from search.rerank.pairs import Pair, PairEncoder, best_windows
+from search.rerank.pairs import Pair, PairEncoder, best_windows, serving_max_length
 from search.types import RerankBatch, RerankScore
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class CrossEncoderReranker:
         revision: str = "",
         device: str = "auto",
         dtype: str = "auto",
-        max_length: int = 512,
+        max_length: int | None = None,
         query_share: float = 0.25,
         token_budget: int = 16384,
         allow_download: bool = False,
@@ -153,14 +153,15 @@ class CrossEncoderReranker:
             raise ConfigError(_FP16_ON_CPU, value=dtype)
         if not 0.0 < query_share < 1.0:
             raise ConfigError("reranker query_share must be between 0 and 1", value=query_share)
-        if max_length < 16 or token_budget < 1:
+        if (max_length is not None and max_length < 16) or token_budget < 1:
             raise ConfigError("reranker max_length must be >= 16 and token_budget >= 1")
         self.model = model
         self.models_dir = Path(models_dir)
         self.revision = revision
         self.device = device
         self.dtype = dtype
-        self.max_length = max_length
+        self._max_length_setting = max_length
+        self._max_length: int | None = max_length
         self.query_share = query_share
         self.token_budget = token_budget
         self.allow_download = allow_download
@@ -203,6 +204,21 @@ class CrossEncoderReranker:
             runtime=settings.rerank_runtime,
             onnx_cache=settings.onnx_cache,
         )
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per pair: the setting, else the model card's, else 512 (``serving_max_length``).
+
+        Reads the card, never the weights; a model not found yet gets the default
+        without keeping it, so that the card is read once the model is there.
+        """
+        if self._max_length is None:
+            try:
+                folder: Path | None = self._locate().folder
+            except ModelNotFound:
+                return serving_max_length(self._max_length_setting, None)
+            self._max_length = serving_max_length(self._max_length_setting, folder)
+        return self._max_length
 
     @property
     def model_key(self) -> str:

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from search.batching import batched
 from search.errors import InvalidRequest
+from search.model_folders import read_card
 from search.rerank.base import stop_at
+
+# Tokens per pair when neither the setting nor the model's card says otherwise
+# (bge-reranker-v2-m3's published serving length).
+DEFAULT_MAX_LENGTH = 512
 
 # Room always left for the passage, whatever the query share: a pair whose
 # passage gets a handful of tokens would score the query against nothing.
@@ -107,6 +113,22 @@ def windows(words: Sequence[int | None], room: int) -> list[tuple[int, int]]:
         if end >= len(words):
             return spans
         begin = word_start(max(end - room // 4, begin + 1), begin + 1)
+
+
+def serving_max_length(setting: int | None, folder: Path | None) -> int:
+    """The pair length to serve a model at: the setting, else its card's, else 512.
+
+    A model ``sieve finetune`` made learnt from pairs of its card's
+    ``hyperparameters.max_length``; serving it at another length scores inputs
+    it never saw (its blend weight and calibration were fitted at that length).
+    """
+    if setting is not None:
+        return setting
+    if folder is not None:
+        trained = (read_card(folder).get("hyperparameters") or {}).get("max_length")
+        if isinstance(trained, int) and trained >= 16:
+            return trained
+    return DEFAULT_MAX_LENGTH
 
 
 class PairEncoder:

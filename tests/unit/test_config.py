@@ -36,6 +36,13 @@ def test_reads_typed_values_from_sieve_variables():
     assert ServiceSettings.from_env(env).extra == {"SIEVE_SOMETHING_NEW": "kept"}
 
 
+def test_optional_numbers_are_unset_when_empty():
+    unset = Settings.from_env({"SIEVE_RERANK_MAX_LENGTH": "", "SIEVE_RERANK_SKIP_GAP": ""})
+    assert (unset.rerank_max_length, unset.rerank_skip_gap) == (None, None)
+    given = Settings.from_env({"SIEVE_RERANK_MAX_LENGTH": "256", "SIEVE_RERANK_SKIP_GAP": "0.2"})
+    assert (given.rerank_max_length, given.rerank_skip_gap) == (256, 0.2)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

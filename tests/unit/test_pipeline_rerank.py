@@ -337,3 +337,56 @@ def test_hybrid_runs_an_in_process_bm25_leg_on_the_calling_thread(in_process):
     assert (keyword.threads == [here]) is in_process
     assert vector.threads and vector.threads[0] is not here
     assert all(h.text == f"Passage {h.doc_id}." for h in result.hits)
+
+
+def scored(doc: str, score: float) -> ScoredChunk:
+    return replace(chunk(doc, "", f"Passage {doc}.", 0), score=score)
+
+
+@pytest.mark.parametrize(
+    ("vector_order", "gap", "skips"),
+    [
+        ("abc", 0.2, True),  # both legs put "a" first; its fused score leads by a third
+        ("abc", 0.5, False),  # ... not by half
+        ("bac", 0.0, False),  # the legs disagree on the top hit
+        ("abc", None, False),  # the policy is off
+    ],
+)
+def test_a_query_retrieval_is_sure_of_skips_the_reranker(vector_order, gap, skips):
+    bm25 = [scored("a", 3.0), scored("b", 2.0), scored("c", 1.0)]
+    by_doc = {c.doc_id: c for c in bm25}
+    vector = [
+        replace(by_doc[d], score=s) for d, s in zip(vector_order, (0.9, 0.6, 0.3), strict=True)
+    ]
+    reranker = Windows({f"Passage {d}": (float(i), 0, 0) for i, d in enumerate("abc")})
+    settings = Settings(rerank_skip_gap=gap)
+    pipeline = Pipeline(settings, Keyword(bm25), ThreadVector(vector), OneVectorEmbedder(),
+                        reranker=reranker)  # fmt: skip
+    result = pipeline.search(SearchRequest(query="passage", mode="hybrid", top_k=3))
+    assert result.reranked is not skips
+    assert ("rerank" in result.skipped) is skips
+    if skips:
+        assert result.rerank_window == 0 and result.plan.rerank_depth == 0 and result.plan.rerank
+        assert [h.doc_id for h in result.hits] == ["a", "b", "c"]
+        assert all(h.rerank_logit is None for h in result.hits)
+        assert "SIEVE_RERANK_SKIP_GAP" in result.skipped["rerank"]
+    else:
+        assert result.rerank_window == 3 and result.hits[0].doc_id == "c"
+
+
+def test_a_fixed_depth_or_a_relevance_floor_always_reranks():
+    bm25 = [scored("a", 3.0), scored("b", 2.0)]
+    reranker = Calibrated({"Passage a": (1.0, 0, 0), "Passage b": (3.0, 0, 0)})
+    pipeline = Pipeline(Settings(rerank_skip_gap=0.0), Keyword(bm25), ThreadVector(bm25),
+                        OneVectorEmbedder(), reranker=reranker)  # fmt: skip
+    request = SearchRequest(query="passage", mode="hybrid", top_k=2)
+    assert not pipeline.search(request).reranked
+    assert pipeline.search(replace(request, rerank_depth=2)).rerank_window == 2
+    # Skipping would leave every hit without a relevance, so nothing would pass.
+    floored = pipeline.search(replace(request, min_relevance=0.5))
+    assert floored.reranked and [h.doc_id for h in floored.hits] == ["b"]
+
+
+def test_a_skip_gap_below_zero_is_refused():
+    with pytest.raises(ConfigError, match="SIEVE_RERANK_SKIP_GAP"):
+        Settings(rerank_skip_gap=-0.1)

@@ -255,6 +255,26 @@ def test_commit_hash_in_config_is_the_revision(tiny_reranker_dir, tmp_path):
     assert CrossEncoderReranker(str(folder), max_length=64).model_key.endswith("@deadbeef:64")
 
 
+def test_unset_max_length_follows_the_fine_tuned_card_and_the_setting_wins(
+    tiny_reranker_dir, tmp_path
+):
+    folder = tmp_path / "tiny-reranker"
+    shutil.copytree(tiny_reranker_dir, folder)
+    (folder / "sieve-model.json").write_text(json.dumps({"hyperparameters": {"max_length": 96}}))
+    served = CrossEncoderReranker(str(folder), runtime="torch")
+    assert served.max_length == 96 and served.model_key.endswith(":96")
+    pairs = served.rerank("kettle", ["descale " * 300]).scores
+    assert pairs[0].end > 0 and served._pairs is not None and served._pairs.max_length == 96
+    assert CrossEncoderReranker(str(folder), max_length=64).max_length == 64
+    # No card: the 512 default; a model not found yet gets it without keeping it.
+    assert CrossEncoderReranker(str(tiny_reranker_dir)).max_length == 512
+    later = tmp_path / "later"
+    missing = CrossEncoderReranker(str(later))
+    assert missing.max_length == 512
+    shutil.copytree(folder, later)
+    assert missing.max_length == 96
+
+
 def test_missing_model_names_the_paths_and_the_id(tmp_path):
     reranker = CrossEncoderReranker("acme/missing-reranker", models_dir=tmp_path / "models")
     with pytest.raises(ModelNotFound) as info:
