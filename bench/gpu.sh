@@ -14,6 +14,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# Another interpreter (PYTHON=...) may not have the project installed: the tests and the
+# benchmark import it from this checkout.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3 || true)"
 if [ -z "$PY" ]; then

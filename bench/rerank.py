@@ -221,6 +221,7 @@ def import_flag_reranker() -> tuple[Any, str]:
         if name == "FlagEmbedding" or name.startswith("FlagEmbedding."):
             del sys.modules[name]
     spec = importlib.util.find_spec("FlagEmbedding")
+    assert spec is not None  # found above
     root = Path(next(iter(spec.submodule_search_locations or [])))
     for name, sub in [
         ("FlagEmbedding", ""),
@@ -235,10 +236,14 @@ def import_flag_reranker() -> tuple[Any, str]:
     return BaseReranker, f"package import failed ({failure}); encoder-only module loaded directly"
 
 
+System = tuple[Callable[[str, list[str]], Any], Callable[..., list[int]], str]
+
+
 def make_systems(
     path: Path, device: str, torch: Any, transformers: Any
-) -> dict[str, Callable[[], tuple[Callable[[str, list[str]], Any], Callable[..., list[int]], str]]]:
-    """Per system: a factory giving (score(query, passages), token lengths fed, note)."""
+) -> dict[str, tuple[str, Callable[[], System]]]:
+    """Per ``--systems`` key: its display name, and a factory giving (score(query,
+    passages), token lengths fed, note)."""
     cuda = device.startswith("cuda")
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     n_special = tokenizer.num_special_tokens_to_add(pair=True)
@@ -248,22 +253,59 @@ def make_systems(
         ps = tokenizer(passages, add_special_tokens=False)["input_ids"]
         return [min(MAX_LENGTH, n_special + q + len(p)) for p in ps]
 
-    def sieve() -> tuple[Callable[[str, list[str]], Any], Callable[..., list[int]], str]:
+    def sieve(
+        dtype: str = "auto",
+        token_budget: int | None = None,
+        compiled: bool = False,
+        cudnn_attention: bool = True,
+        width_step: int | None = None,
+        tokenise_only: bool = False,
+    ) -> System:
         from search.rerank import CrossEncoderReranker
 
-        reranker = CrossEncoderReranker(str(path), device=device, max_length=MAX_LENGTH)
+        budget: dict[str, Any] = {} if token_budget is None else {"token_budget": token_budget}
+        reranker = CrossEncoderReranker(
+            str(path), device=device, dtype=dtype, max_length=MAX_LENGTH, **budget
+        )
         reranker.warm_up()
+        # The options below are experiments on Sieve's own path, not serving options:
+        # each changes one thing and leaves every other step as it is.
+        notes = []
+        if compiled:
+            reranker._model = torch.compile(reranker._model, dynamic=True)
+            notes.append("torch.compile(dynamic=True)")
+        if width_step:
+            step = width_step
+            reranker._padded = lambda n: min(-(-n // step) * step, reranker.max_length)  # type: ignore[method-assign,assignment]
+            notes.append(f"widths padded to multiples of {step}")
+        score: Callable[[str, list[str]], Any] = reranker.rerank
+        if tokenise_only:
+            score = reranker._encode
+            notes.append("pairs built, no model call (the CPU share of a call)")
+        if not cudnn_attention:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            allowed = [
+                SDPBackend.FLASH_ATTENTION,
+                SDPBackend.EFFICIENT_ATTENTION,
+                SDPBackend.MATH,
+            ]
+            inner = score
+
+            def score(query: str, passages: list[str]) -> Any:
+                with sdpa_kernel(allowed):
+                    return inner(query, passages)
+
+            notes.append("SDPA without the cuDNN backend")
 
         def lengths(query: str, passages: list[str]) -> list[int]:
             # Internal API on purpose: the windows Sieve really scores.
             return [len(p.ids) for p in reranker._encode(query, passages)]
 
-        _, dtype = reranker.loaded_as or ("", "")
-        note = (
-            f"{dtype} on {reranker.runtime}, token budget {reranker.token_budget}, "
-            "long passages windowed"
-        )
-        return reranker.rerank, lengths, note
+        _, loaded = reranker.loaded_as or ("", "")
+        note = f"{loaded} on {reranker.runtime}, token budget {reranker.token_budget}, "
+        note += ", ".join(["long passages windowed", *notes])
+        return score, lengths, note
 
     def sentence_transformers() -> tuple[
         Callable[[str, list[str]], Any], Callable[..., list[int]], str
@@ -297,9 +339,22 @@ def make_systems(
         return score, truncated_lengths, note + (f"; {how}" if how else "")
 
     return {
-        "sieve CrossEncoderReranker": sieve,
-        "sentence-transformers CrossEncoder": sentence_transformers,
-        "FlagEmbedding FlagReranker": flag_embedding,
+        "sieve": ("sieve CrossEncoderReranker", sieve),
+        "sentence-transformers": ("sentence-transformers CrossEncoder", sentence_transformers),
+        "flagembedding": ("FlagEmbedding FlagReranker", flag_embedding),
+        # Variants of Sieve's own path, to choose its GPU settings by numbers (--systems).
+        "sieve-bf16": ("sieve bf16", lambda: sieve(dtype="bfloat16")),
+        "sieve-budget-8k": ("sieve token budget 8192", lambda: sieve(token_budget=8192)),
+        "sieve-budget-32k": ("sieve token budget 32768", lambda: sieve(token_budget=32768)),
+        "sieve-budget-64k": ("sieve token budget 65536", lambda: sieve(token_budget=65536)),
+        "sieve-compile": ("sieve torch.compile", lambda: sieve(compiled=True)),
+        "sieve-no-cudnn": ("sieve no cuDNN attention", lambda: sieve(cudnn_attention=False)),
+        "sieve-no-cudnn-32k": (
+            "sieve no cuDNN attention, 32k",
+            lambda: sieve(cudnn_attention=False, token_budget=32768),
+        ),
+        "sieve-width-64": ("sieve widths by 64", lambda: sieve(width_step=64)),
+        "sieve-tokenise": ("sieve tokenisation only", lambda: sieve(tokenise_only=True)),
     }
 
 
@@ -475,6 +530,29 @@ def depths_arg(text: str) -> list[int]:
     return sorted(set(depths))
 
 
+PEERS = ("sieve", "sentence-transformers", "flagembedding")
+VARIANTS: tuple[str, ...] = (
+    "sieve-bf16",
+    "sieve-budget-8k",
+    "sieve-budget-32k",
+    "sieve-budget-64k",
+)
+VARIANTS += ("sieve-compile", "sieve-no-cudnn", "sieve-no-cudnn-32k", "sieve-width-64")
+SYSTEMS = (*PEERS, *VARIANTS, "sieve-tokenise")
+
+
+def systems_arg(text: str) -> list[str]:
+    """``--systems``: comma-separated keys of ``make_systems``, in the order given."""
+    keys = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [key for key in keys if key not in SYSTEMS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown system {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(SYSTEMS)}"
+        )
+    return list(dict.fromkeys(keys))
+
+
 def meta_arg(text: str) -> tuple[str, str]:
     """``--meta KEY=VALUE``: a line recorded with the results (e.g. the gpu tests' outcome)."""
     key, sep, value = text.partition("=")
@@ -500,7 +578,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--build-dir", type=Path, help="keep the built model here for later runs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--systems", default="sieve,sentence-transformers,flagembedding")
+    parser.add_argument(
+        "--systems",
+        type=systems_arg,
+        default=list(PEERS),
+        help=f"comma-separated, from {', '.join(SYSTEMS)} (default: {','.join(PEERS)})",
+    )
     parser.add_argument("--out", type=Path, help="write rerank.json and rerank.md here")
     parser.add_argument(
         "--meta",
@@ -588,12 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{key:>22}: {shown}")
         log("")
         systems = make_systems(path, device, torch, transformers)
-        wanted = {s.strip().lower() for s in args.systems.split(",")}
-        chosen = {
-            name: factory
-            for name, factory in systems.items()
-            if any(w in name.lower().replace(" ", "-") for w in wanted)
-        }
+        chosen = dict(systems[key] for key in args.systems)
         rows = run_systems(chosen, workloads, config, torch, device)
         # Measured again at the end, keeping the higher: a busy machine can only
         # make a measurement lower, and a low peak would inflate every MFU.

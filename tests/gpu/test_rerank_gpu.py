@@ -70,6 +70,21 @@ def test_cuda_batches_are_padded_to_multiples_of_eight(small_model_dir):
     assert widths and all(width % 8 == 0 for width in widths)
 
 
+def test_cuda_forward_passes_leave_cudnn_attention_out(small_model_dir):
+    reranker = CrossEncoderReranker(str(small_model_dir), device="cuda")
+    reranker.warm_up()
+    during: list[bool] = []
+
+    def record(module, args, kwargs):
+        during.append(torch.backends.cuda.cudnn_sdp_enabled())
+
+    reranker._model.register_forward_pre_hook(record, with_kwargs=True)
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    scores = reranker.rerank("cook rice", ["rice in a pot", "a kettle for tea"]).scores
+    assert len(scores) == 2 and during and not any(during)
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before  # the process's setting is back
+
+
 def test_the_status_names_the_loaded_cuda_device_and_fp16(tiny_reranker_dir):
     from search.config import Settings
     from search.rerank.status import cuda_present, describe

@@ -6,6 +6,7 @@ run, minus CUDA), and ``bench/gpu.sh`` refusing, in one line, a machine without 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -57,3 +58,13 @@ def test_gpu_script_fails_fast_without_cuda(tmp_path):
     assert done.returncode == 2
     assert "bench/gpu.sh: no CUDA device" in done.stderr and "GPU host" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_rerank_bench_names_the_systems_it_knows():
+    spec = importlib.util.spec_from_file_location("bench_rerank_args", REPO / "bench" / "rerank.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.systems_arg("sieve, sieve-no-cudnn,sieve") == ["sieve", "sieve-no-cudnn"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown system nope; choose from sieve"):
+        bench.systems_arg("sieve,nope")
