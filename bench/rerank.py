@@ -35,6 +35,14 @@ is not counted, so padding waste lowers MFU. ``--out DIR`` writes ``rerank.json`
 matrix rate is measured before and after the run and the higher one kept. Each system gets
 two warm-up calls; then the timed calls run system after system, query by query, so that
 other load on the machine hits all alike.
+
+``--systems`` picks what runs (default: Sieve and the two peers). Variants of Sieve's own
+path change one setting each, to choose its GPU settings by numbers in one run: dtype
+(``sieve-bf16``), token budget (``sieve-budget-8k/32k/64k``), ``torch.compile``
+(``sieve-compile``), attention backends (``sieve-cudnn``: SDPA's own choice, cuDNN's
+kernel included, as the path was before the reranker left it out), padded widths
+(``sieve-width-64``), and ``sieve-tokenise``, which builds the pairs and calls no model:
+the CPU share of a call.
 """
 
 from __future__ import annotations
@@ -257,7 +265,7 @@ def make_systems(
         dtype: str = "auto",
         token_budget: int | None = None,
         compiled: bool = False,
-        cudnn_attention: bool = True,
+        cudnn_attention: bool = False,
         width_step: int | None = None,
         tokenise_only: bool = False,
     ) -> System:
@@ -282,25 +290,20 @@ def make_systems(
         if tokenise_only:
             score = reranker._encode
             notes.append("pairs built, no model call (the CPU share of a call)")
-        if not cudnn_attention:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            allowed = [
-                SDPBackend.FLASH_ATTENTION,
-                SDPBackend.EFFICIENT_ATTENTION,
-                SDPBackend.MATH,
-            ]
-            inner = score
-
-            def score(query: str, passages: list[str]) -> Any:
-                with sdpa_kernel(allowed):
-                    return inner(query, passages)
-
-            notes.append("SDPA without the cuDNN backend")
+        if cudnn_attention:
+            # SDPA's own choice of kernels, cuDNN's included: the path before the
+            # reranker left cuDNN's attention out (see its _attention_backends).
+            reranker._attention_backends = lambda torch: contextlib.nullcontext()  # type: ignore[method-assign]
+            notes.append("SDPA's default backends, cuDNN's included")
 
         def lengths(query: str, passages: list[str]) -> list[int]:
             # Internal API on purpose: the windows Sieve really scores.
             return [len(p.ids) for p in reranker._encode(query, passages)]
+
+        if tokenise_only:  # no model work: no tokens fed, no MFU
+
+            def lengths(query: str, passages: list[str]) -> list[int]:
+                return []
 
         _, loaded = reranker.loaded_as or ("", "")
         note = f"{loaded} on {reranker.runtime}, token budget {reranker.token_budget}, "
@@ -348,11 +351,7 @@ def make_systems(
         "sieve-budget-32k": ("sieve token budget 32768", lambda: sieve(token_budget=32768)),
         "sieve-budget-64k": ("sieve token budget 65536", lambda: sieve(token_budget=65536)),
         "sieve-compile": ("sieve torch.compile", lambda: sieve(compiled=True)),
-        "sieve-no-cudnn": ("sieve no cuDNN attention", lambda: sieve(cudnn_attention=False)),
-        "sieve-no-cudnn-32k": (
-            "sieve no cuDNN attention, 32k",
-            lambda: sieve(cudnn_attention=False, token_budget=32768),
-        ),
+        "sieve-cudnn": ("sieve with cuDNN attention", lambda: sieve(cudnn_attention=True)),
         "sieve-width-64": ("sieve widths by 64", lambda: sieve(width_step=64)),
         "sieve-tokenise": ("sieve tokenisation only", lambda: sieve(tokenise_only=True)),
     }
@@ -537,7 +536,7 @@ VARIANTS: tuple[str, ...] = (
     "sieve-budget-32k",
     "sieve-budget-64k",
 )
-VARIANTS += ("sieve-compile", "sieve-no-cudnn", "sieve-no-cudnn-32k", "sieve-width-64")
+VARIANTS += ("sieve-compile", "sieve-cudnn", "sieve-width-64")
 SYSTEMS = (*PEERS, *VARIANTS, "sieve-tokenise")
 
 

@@ -65,6 +65,6 @@ def test_rerank_bench_names_the_systems_it_knows():
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.systems_arg("sieve, sieve-no-cudnn,sieve") == ["sieve", "sieve-no-cudnn"]
+    assert bench.systems_arg("sieve, sieve-cudnn,sieve") == ["sieve", "sieve-cudnn"]
     with pytest.raises(argparse.ArgumentTypeError, match="unknown system nope; choose from sieve"):
         bench.systems_arg("sieve,nope")
