@@ -27,6 +27,16 @@ class LegOut(Out):
     rank: int
 
 
+class FusedOut(LegOut):
+    """A hit's place in the fused order, and the weights that fused it."""
+
+    weights: list[float] | None = Field(
+        default=None,
+        description="The (bm25, vector) weights applied to this query (the response's "
+        "fusion_weights); null for a method that weighs none (rrf).",
+    )
+
+
 class RerankOut(Out):
     """A hit's cross-encoder verdict."""
 
@@ -52,7 +62,7 @@ class HitOut(Out):
     metadata: dict[str, Any]
     bm25: LegOut | None
     vector: LegOut | None
-    fused: LegOut | None
+    fused: FusedOut | None
     rerank: RerankOut | None
 
 
@@ -71,6 +81,15 @@ class SearchOut(Out):
         description="Where the fusion came from: the request's fusion or weights, the "
         "collection's (adopted by sieve tune), or SIEVE_FUSION / SIEVE_FUSION_WEIGHTS; null "
         "when one leg answered.",
+    )
+    fusion_signals: dict[str, float] | None = Field(
+        default=None,
+        description="Adaptive fusion only: the query-time signals its weights came from "
+        "(each leg's top-10 score gap, the vector leg's top cosine, the legs' top-10 overlap).",
+    )
+    fusion_reason: str | None = Field(
+        default=None,
+        description="Adaptive fusion only: the bm25 share chosen and the signals that moved it.",
     )
     reranked: bool
     rerank_window: int

@@ -28,11 +28,16 @@ class RunNotes:
     skipped: Counter[str] = field(default_factory=Counter)
     degraded: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, str] = field(default_factory=dict)  # leg -> the first reason given
+    shares: list[float] = field(default_factory=list)  # adaptive fusion's bm25 share per query
 
     def add(self, result: SearchResult) -> None:
         self.queries += 1
         if result.fusion is not None:
             weights = None if result.fusion_weights is None else tuple(result.fusion_weights)
+            if result.fusion == "adaptive" and weights is not None:
+                # One weight pair per query: summarised, not counted one by one.
+                self.shares.append(weights[0])
+                weights = None
             self.fusions[(result.fusion, weights, result.fusion_source)] += 1
         for leg, why in result.skipped.items():
             self.skipped[leg] += 1
@@ -42,8 +47,24 @@ class RunNotes:
             self.reasons.setdefault(f"degraded {stage}", why)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: the fusions used (most used first), skipped and degraded counts."""
+        """JSON-ready: the fusions used (most used first), skipped and degraded counts,
+        and adaptive fusion's per-query bm25 shares summarised."""
+        ordered = sorted(self.shares)
+        adaptive = (
+            {
+                "queries": len(ordered),
+                "bm25_share": {
+                    "min": ordered[0],
+                    "p50": ordered[len(ordered) // 2],
+                    "mean": round(sum(ordered) / len(ordered), 4),
+                    "max": ordered[-1],
+                },
+            }
+            if ordered
+            else None
+        )
         return {
+            "adaptive": adaptive,
             "queries": self.queries,
             "fusion": [
                 {"method": m, "weights": None if w is None else list(w), "source": s, "queries": n}
@@ -68,6 +89,12 @@ def describe(name: str, notes: dict[str, Any]) -> list[str]:
         lines.append(
             f"    {name}: fused by {used['method']}{weights} from the {used['source']} "
             f"on {used['queries']} of {notes['queries']} queries"
+        )
+    share = (notes.get("adaptive") or {}).get("bm25_share")
+    if share:
+        lines.append(
+            f"    {name}: adaptive bm25 share per query: min {share['min']:.2f}, median "
+            f"{share['p50']:.2f}, mean {share['mean']:.2f}, max {share['max']:.2f}"
         )
     for kind in ("skipped", "degraded"):
         for leg, entry in notes[kind].items():

@@ -21,6 +21,8 @@ References:
   domain. Its practical virtue here: a leg's scale does not depend on how many
   candidates it happened to return (a BM25 leg that matched five documents in a
   small collection no longer maps its fifth to 0, as min-max does).
+- Adaptive: the bounded fusion with its bm25 share chosen per query from the
+  legs' own scores (``search.fusion_adaptive``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from search import fusion_adaptive
 from search.errors import InvalidRequest
 
 Ranking = Sequence[tuple[str, float]]
@@ -151,9 +154,20 @@ def dbsf(runs: Sequence[Ranking], weights: Sequence[float] | None = None) -> Fus
     return _normalised_sum(runs, weights, _dbsf)
 
 
-FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf", "bounded"]
+def adaptive(runs: Sequence[Ranking]) -> Fused:
+    """Bounded fusion of (bm25, vector) at the weights the shipped adaptive model picks."""
+    if len(runs) != 2:
+        raise InvalidRequest(
+            f"adaptive fusion fuses two result lists (bm25, vector), got {len(runs)}"
+        )
+    weights, _signals = fusion_adaptive.shipped().weights(runs[0], runs[1])
+    return bounded(runs, weights)
+
+
+FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf", "bounded", "adaptive"]
 METHODS: tuple[str, ...] = get_args(FusionMethod)
-# The methods that read per-leg weights (plain RRF counts every leg once).
+# The methods that read per-leg weights (plain RRF counts every leg once; adaptive
+# fusion picks its own per query).
 WEIGHTED_METHODS = frozenset({"weighted_rrf", "minmax", "zscore", "dbsf", "bounded"})
 
 
@@ -176,6 +190,8 @@ def fuse(
         return dbsf(runs, weights)
     if method == "bounded":
         return bounded(runs, weights)
+    if method == "adaptive":
+        return adaptive(runs)
     raise InvalidRequest(
         f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}", method=method
     )
@@ -188,6 +204,14 @@ class FusionChoice:
     method: str
     weights: tuple[float, float] = (1.0, 1.0)
     k: int = RRF_K
+
+    def resolved(self, legs: Legs) -> tuple[FusionChoice, dict[str, float] | None]:
+        """The fixed fusion this choice applies to one query's ``legs``, and, for
+        adaptive fusion, the signals its weights came from (None otherwise)."""
+        if self.method != "adaptive":
+            return self, None
+        weights, values = fusion_adaptive.shipped().weights(legs[0], legs[1])
+        return FusionChoice("bounded", weights, self.k), values
 
     def apply(self, legs: Legs) -> list[str]:
         """The fused document ids, best first, cut at ``CHOICE_DEPTH``."""
@@ -206,5 +230,7 @@ class FusionChoice:
     def label(self) -> str:
         if self.method == "rrf":
             return f"rrf k={self.k}"
+        if self.method == "adaptive":
+            return "adaptive (per query)"
         shown = f"{self.method} ({self.weights[0]:g}, {self.weights[1]:g})"
         return f"{shown} k={self.k}" if self.method == "weighted_rrf" else shown

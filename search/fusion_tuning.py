@@ -39,9 +39,10 @@ Legs = fusion.Legs
 
 def candidates() -> Iterable[FusionChoice]:
     """The grid ``tune`` searches: each score-based method and weighted RRF over a
-    bm25 share from 0.1 to 0.9, and plain RRF."""
+    bm25 share from 0.1 to 0.9, plain RRF, and adaptive fusion (its share per query)."""
     shares = [round(0.1 * i, 1) for i in range(1, 10)]
     yield FusionChoice("rrf")
+    yield FusionChoice("adaptive")
     for method in ("bounded", "minmax", "zscore", "weighted_rrf"):
         for share in shares:
             yield FusionChoice(method, (share, round(1.0 - share, 1)))

@@ -24,6 +24,7 @@ from search.config import Settings
 from search.embed import Embedder
 from search.errors import BackendUnavailable, IndexLocked, InvalidRequest, SieveError
 from search.fusion import FusionChoice
+from search.fusion_adaptive import shipped as shipped_adaptive
 from search.hydration import Hydration
 from search.keyword.base import Hydrate, KeywordIndex
 from search.passages import passage_ref, rerank_passage
@@ -216,7 +217,16 @@ class Pipeline:
         if plan.rerank:
             built = max(built, plan.rerank_depth)
         used, source = self.fusion_for(request)
-        hits, lazy, in_window = self._fuse(legs, used, plan.window, built)
+        runs: fusion.Legs | None = None
+        signals: dict[str, float] | None = None
+        applied = used
+        if len(legs) > 1:
+            runs = tuple(  # type: ignore[assignment]
+                [(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")
+            )
+            # Adaptive fusion fixes its weights from this query's legs here.
+            applied, signals = used.resolved(runs)  # type: ignore[arg-type]
+        hits, lazy, in_window = self._fuse(legs, runs, applied, plan.window, built)
         timings["fusion"] = (time.perf_counter() - t0) * 1000
         # Passages are decoded only for the hits that need them: the reranked
         # head here, the returned page below.
@@ -266,10 +276,12 @@ class Pipeline:
             degraded_reasons=degraded,
             skipped=skipped,
             fusion=used.method if len(legs) > 1 else None,
-            fusion_weights=used.weights
-            if len(legs) > 1 and used.method in fusion.WEIGHTED_METHODS
+            fusion_weights=applied.weights
+            if len(legs) > 1 and applied.method in fusion.WEIGHTED_METHODS
             else None,
             fusion_source=source if len(legs) > 1 else None,
+            fusion_signals=signals,
+            fusion_reason=None if signals is None else shipped_adaptive().explain(signals),
             reranked=reranked,
             rerank_window=min(plan.rerank_depth, len(hits)) if reranked else 0,
             rerank_blend=self.blend.weight if reranked and self.blend else None,
@@ -395,13 +407,15 @@ class Pipeline:
     def _fuse(
         self,
         legs: dict[str, LegResult],
+        runs: fusion.Legs | None,
         used: FusionChoice,
         window: int,
         built: int,
     ) -> tuple[list[Hit], set[str], int]:
         """The first ``built`` fused hits, the chunk ids of those whose passage is still
         to be read, and how many hits the ``window`` holds. Fusion ranks every
-        candidate; only the hits a stage reads are built."""
+        candidate (``runs``: both legs' ``(doc id, score)`` lists, when both answered);
+        only the hits a stage reads are built."""
         if not legs:
             return [], set(), 0  # every leg was skipped on purpose; ``skipped`` says why
         # doc id -> (its best chunk, 1-based rank) per leg.
@@ -409,12 +423,11 @@ class Pipeline:
             name: {c.doc_id: (c, rank) for rank, c in enumerate(leg.hits, start=1)}
             for name, leg in legs.items()
         }
-        if len(legs) == 1:
+        if runs is None:
             (name,) = legs
             order = [(c.doc_id, c.score) for c in legs[name].hits[:window]]
         else:
-            runs = [[(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")]
-            order = fusion.fuse(used.method, runs, used.weights, k=used.k)
+            order = fusion.fuse(used.method, list(runs), used.weights, k=used.k)
             order = order[:window]
         fused = len(legs) > 1
         lazy_bm25 = "bm25" in legs and legs["bm25"].hydrate is not None

@@ -48,6 +48,8 @@ def validate(request: SearchRequest) -> None:
         raise InvalidRequest(
             f"unknown fusion method {request.fusion!r}; choose one of {', '.join(FUSION_METHODS)}"
         )
+    if request.fusion == "adaptive" and request.weights is not None:
+        raise InvalidRequest("adaptive fusion picks its own weights per query: leave weights out")
     if request.candidates is not None:
         _in_range("candidates", request.candidates, 1, MAX_WINDOW)
     if request.window is not None:

@@ -16,8 +16,11 @@ def _leg(value: LegScore | None) -> dict[str, Any] | None:
     return None if value is None else {"score": value.score, "rank": value.rank}
 
 
-def hit_json(hit: Hit, query: str) -> dict[str, Any]:
-    """One hit, JSON-ready."""
+def hit_json(hit: Hit, query: str, weights: tuple[float, float] | None = None) -> dict[str, Any]:
+    """One hit, JSON-ready; ``weights``: the (bm25, vector) weights that fused it."""
+    fused = _leg(hit.fused)
+    if fused is not None:
+        fused["weights"] = None if weights is None else list(weights)
     return {
         "doc_id": hit.doc_id,
         "title": hit.title,
@@ -30,7 +33,7 @@ def hit_json(hit: Hit, query: str) -> dict[str, Any]:
         "metadata": dict(hit.metadata),
         "bm25": _leg(hit.bm25),
         "vector": _leg(hit.vector),
-        "fused": _leg(hit.fused),
+        "fused": fused,
         "rerank": None
         if hit.rerank_logit is None
         else {"logit": hit.rerank_logit, "score": hit.rerank_score, "relevance": hit.relevance},
@@ -45,6 +48,8 @@ def result_json(result: SearchResult) -> dict[str, Any]:
         "fusion": result.fusion,
         "fusion_weights": None if result.fusion_weights is None else list(result.fusion_weights),
         "fusion_source": result.fusion_source,
+        "fusion_signals": None if result.fusion_signals is None else dict(result.fusion_signals),
+        "fusion_reason": result.fusion_reason,
         "reranked": result.reranked,
         "rerank_window": result.rerank_window,
         "rerank_blend": result.rerank_blend,
@@ -57,5 +62,5 @@ def result_json(result: SearchResult) -> dict[str, Any]:
         "skipped": dict(result.skipped),
         "cached_scores": result.cached_scores,
         "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
-        "hits": [hit_json(hit, result.query) for hit in result.hits],
+        "hits": [hit_json(hit, result.query, result.fusion_weights) for hit in result.hits],
     }

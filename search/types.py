@@ -198,6 +198,9 @@ class SearchResult:
     fusion_weights: tuple[float, float] | None = None
     # Where the fusion came from: "request", "collection" (sieve tune) or "setting".
     fusion_source: str | None = None
+    # Adaptive fusion only: the query-time signals its weights came from, and why.
+    fusion_signals: Mapping[str, float] | None = None
+    fusion_reason: str | None = None
     reranked: bool = False
     rerank_window: int = 0  # how many of the top hits the reranker ordered
     rerank_blend: float | None = None  # weight of the retrieval prior blended in; None: pure

@@ -24,7 +24,15 @@ _MASKED = -1e4  # the logit of a missing negative: softmax gives it no weight
 class CrossEncoder:
     """A sequence-classification model with one logit, its tokenizer and its pair encoder."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_length: int, query_share: float) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_length: int,
+        query_share: float,
+        *,
+        new_head: bool = False,
+    ) -> None:
         if not tokenizer.is_fast:
             raise ModelIncompatible("the start model has no fast tokenizer (needed for pairs)")
         backend = tokenizer.backend_tokenizer
@@ -36,6 +44,8 @@ class CrossEncoder:
         self.encoder = PairEncoder(backend, max_length, query_share)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.uses_type_ids = "token_type_ids" in tokenizer.model_input_names
+        # True when the one-logit head was initialised here: its scores are noise.
+        self.new_head = new_head
 
     @classmethod
     def load(
@@ -55,15 +65,26 @@ class CrossEncoder:
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(folder), num_labels=1, ignore_mismatched_sizes=True, local_files_only=True
+            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(folder),
+                num_labels=1,
+                ignore_mismatched_sizes=True,
+                local_files_only=True,
+                output_loading_info=True,
             )
         finally:
             hf_logging.set_verbosity(level)
         limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
         if 0 < limit < max_length:
             max_length = limit
-        return cls(model, tokenizer, max_length, query_share)
+        new_head = any(
+            "classifier" in key or "score" in key
+            for key in [
+                *info.get("missing_keys", ()),
+                *(k for k, *_ in info.get("mismatched_keys", ())),
+            ]
+        )
+        return cls(model, tokenizer, max_length, query_share, new_head=new_head)
 
     @property
     def device(self) -> Any:

@@ -247,7 +247,9 @@ def finetune(
     optimizer, schedule = _optimizer(model, config, total)
 
     before = validation.hybrid() if validation else None
-    at_start = validation.reranked(model) if validation else None
+    # A new head orders the candidates at random: validating it would only cost
+    # a pass over every validation pair (the card says "new head" instead).
+    at_start = validation.reranked(model) if validation and not model.new_head else None
     card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "kind": "cross-encoder reranker",
@@ -263,7 +265,13 @@ def finetune(
             f"{config.dedup_jaccard}); top {config.skip_top} ranks skipped",
         },
         "hyperparameters": {**asdict(config), "device": device, "amp": str(amp_dtype or "off")},
-        "metrics": {"validation": {"before": before, "start": at_start, "after": None}},
+        "metrics": {
+            "validation": {
+                "before": before,
+                "start": "new head, not validated" if model.new_head else at_start,
+                "after": None,
+            }
+        },
     }
     languages = read_card(start.folder).get("languages")
     if languages:

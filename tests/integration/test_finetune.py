@@ -89,6 +89,7 @@ def test_card_records_base_data_hyperparameters_and_metrics(trained, tiny_rerank
     validation = card["metrics"]["validation"]
     assert set(validation) == {"before", "start", "after"}
     assert {"ndcg@10", "mrr@10"} <= set(validation["before"]) and validation["after"]
+    assert {"ndcg@10", "mrr@10"} <= set(validation["start"])  # a reranker: its head is trained
     assert result.before == validation["before"] and result.after == validation["after"]
     assert card["created"] and card["wall_time_s"] > 0 and card["stopped"] == "completed"
     assert card["better_than_no_rerank"] == result.better
@@ -150,6 +151,8 @@ def test_a_plain_encoder_gets_a_one_logit_head(settings, dataset, tmp_path):
     with from_dataset(settings, dataset, limit=4) as source:
         result = finetune(source, locate(str(encoder)), tmp_path / "m", config)
     assert result.stopped == "max_steps"
+    # A new head orders candidates at random: not worth a validation pass.
+    assert result.card["metrics"]["validation"]["start"] == "new head, not validated"
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["architectures"] == ["BertForSequenceClassification"]
     reranker = CrossEncoderReranker(str(tmp_path / "m"), max_length=48)

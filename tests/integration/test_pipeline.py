@@ -52,6 +52,21 @@ def test_hybrid_hits_carry_every_stage(engine):
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
 
 
+def test_adaptive_fusion_says_which_weights_it_applied_and_why(engine):
+    result = search(engine, "how to stop a nosebleed", top_k=5, fusion="adaptive")
+    assert result.fusion == "adaptive" and result.fusion_source == "request"
+    share = result.fusion_weights[0]
+    assert 0 < share < 1 and result.fusion_weights[1] == pytest.approx(1 - share)
+    assert set(result.fusion_signals) == {"bm25_gap", "vector_gap", "vector_top", "overlap"}
+    assert result.fusion_reason.startswith(f"bm25 share {share:.2f}")
+    payload = result_json(result)
+    assert payload["fusion_signals"] == dict(result.fusion_signals)
+    assert all(h["fused"]["weights"] == list(result.fusion_weights) for h in payload["hits"])
+    fixed = search(engine, "how to stop a nosebleed", top_k=5, weights=result.fusion_weights)
+    assert [h.doc_id for h in fixed.hits] == [h.doc_id for h in result.hits]
+    assert fixed.fusion_signals is None and fixed.fusion_reason is None
+
+
 def test_single_leg_modes_keep_their_own_order(engine):
     bm25 = search(engine, "cast iron pan", mode="bm25", top_k=5)
     assert all(h.vector is None and h.fused is None for h in bm25.hits)

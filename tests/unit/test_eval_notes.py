@@ -37,3 +37,19 @@ def test_a_method_without_weights_is_named_alone():
     notes.add(result(fusion="rrf", fusion_source="request"))
     (line,) = describe("hybrid", notes.summary())
     assert line == "    hybrid: fused by rrf from the request on 1 of 1 queries"
+
+
+def test_adaptive_weights_are_summarised_not_listed_one_by_one():
+    notes = RunNotes()
+    for share in (0.2, 0.3, 0.4):
+        notes.add(
+            result(fusion="adaptive", fusion_weights=(share, 1 - share), fusion_source="setting")
+        )
+    summary = notes.summary()
+    assert summary["fusion"] == [
+        {"method": "adaptive", "weights": None, "source": "setting", "queries": 3}
+    ]
+    assert summary["adaptive"]["bm25_share"] == {"min": 0.2, "p50": 0.3, "mean": 0.3, "max": 0.4}
+    assert describe("hybrid", summary)[1] == (
+        "    hybrid: adaptive bm25 share per query: min 0.20, median 0.30, mean 0.30, max 0.40"
+    )
