@@ -49,6 +49,13 @@ EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
     "--lr", type=click.FloatRange(0, min_open=True), default=DEFAULTS.lr, show_default=True
 )
 @click.option(
+    "--head-lr",
+    type=click.FloatRange(0),
+    default=DEFAULTS.head_lr,
+    show_default=True,
+    help="Learning rate of a newly initialised head (0: --lr).",
+)
+@click.option(
     "--warmup",
     type=click.FloatRange(0, 1, max_open=True),
     default=DEFAULTS.warmup,

@@ -31,7 +31,7 @@ class CrossEncoder:
         max_length: int,
         query_share: float,
         *,
-        new_head: bool = False,
+        new_keys: frozenset[str] = frozenset(),
     ) -> None:
         if not tokenizer.is_fast:
             raise ModelIncompatible("the start model has no fast tokenizer (needed for pairs)")
@@ -44,8 +44,10 @@ class CrossEncoder:
         self.encoder = PairEncoder(backend, max_length, query_share)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.uses_type_ids = "token_type_ids" in tokenizer.model_input_names
-        # True when the one-logit head was initialised here: its scores are noise.
-        self.new_head = new_head
+        # The parameters initialised here rather than loaded (a plain encoder's new
+        # head): until trained, the model's scores are noise.
+        self.new_keys = new_keys
+        self.new_head = bool(new_keys)
 
     @classmethod
     def load(
@@ -77,14 +79,9 @@ class CrossEncoder:
         limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
         if 0 < limit < max_length:
             max_length = limit
-        new_head = any(
-            "classifier" in key or "score" in key
-            for key in [
-                *info.get("missing_keys", ()),
-                *(k for k, *_ in info.get("mismatched_keys", ())),
-            ]
-        )
-        return cls(model, tokenizer, max_length, query_share, new_head=new_head)
+        mismatched = [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys", ())]
+        new_keys = frozenset([*info.get("missing_keys", ()), *mismatched])
+        return cls(model, tokenizer, max_length, query_share, new_keys=new_keys)
 
     @property
     def device(self) -> Any:

@@ -70,6 +70,9 @@ class FinetuneConfig:
     epochs: int = 1
     batch_size: int = 2  # groups per step: (1 + negatives) * batch_size pairs
     lr: float = 4e-5
+    # The learning rate of a head initialised here (0: ``lr``). A new head starts
+    # near zero, and until it grows the encoder below it gets almost no gradient.
+    head_lr: float = 0.0
     warmup: float = 0.1  # share of the steps spent warming up the learning rate
     weight_decay: float = 0.01
     max_length: int = 256
@@ -92,6 +95,7 @@ class FinetuneConfig:
             ("epochs", self.epochs >= 1),
             ("batch_size", self.batch_size >= 1),
             ("lr", self.lr > 0),
+            ("head_lr", self.head_lr >= 0),
             ("warmup", 0 <= self.warmup < 1),
             ("max_length", self.max_length >= 32),
             ("val_fraction", 0 <= self.val_fraction < 1),
@@ -170,19 +174,22 @@ def _save(model: CrossEncoder, out: Path, card: dict[str, Any]) -> None:
 
 
 def _optimizer(model: CrossEncoder, config: FinetuneConfig, total: int) -> tuple[Any, Any]:
-    """AdamW (no weight decay on biases and norms) and a linear warm-up then decay."""
+    """AdamW (no weight decay on biases and norms; a new head at ``head_lr``) and a
+    linear warm-up then decay."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    named = list(model.model.named_parameters())
-    params = [
-        {
-            "params": [p for n, p in named if not n.endswith(no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
+    head_lr = config.head_lr or config.lr
+    params = []
+    for name, param in model.model.named_parameters():
+        params.append(
+            {
+                "params": [param],
+                "weight_decay": 0.0 if name.endswith(no_decay) else config.weight_decay,
+                "lr": head_lr if name in model.new_keys else config.lr,
+            }
+        )
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
 
