@@ -26,6 +26,7 @@ from search.finetune import FinetuneConfig, finetune, split_by_query
 from search.finetune.data import build_groups, mine_negatives
 from search.finetune.model import CrossEncoder
 from search.finetune.source import from_dataset, passage
+from search.finetune.train import _optimizer
 from search.models import MODEL_CARD, bundled_model_path, locate
 from search.rerank import CrossEncoderReranker
 from search.rerank.base import card_of
@@ -249,3 +250,22 @@ def test_ctrl_c_on_the_command_exits_130_with_a_loadable_model(
     assert saved["base_model"]["fingerprint"] == locate(str(tiny_reranker_dir)).fingerprint
     batch = CrossEncoderReranker(str(out)).rerank("water heat", ["water and heat", "bike chain"])
     assert len(batch.scores) == 2
+
+
+def test_a_new_head_learns_at_its_own_rate():
+    encoder = bundled_model_path()
+    assert encoder is not None
+    model = CrossEncoder.load(encoder, max_length=48)
+    assert model.new_keys == {"classifier.weight", "classifier.bias"}
+    optimizer, _ = _optimizer(model, FinetuneConfig(lr=4e-5, head_lr=2e-3), total=10)
+    rate = {
+        name: group["initial_lr"]
+        for group in optimizer.param_groups
+        for name, param in model.model.named_parameters()
+        if any(param is p for p in group["params"])
+    }
+    assert rate["classifier.weight"] == rate["classifier.bias"] == 2e-3
+    assert {rate[n] for n in rate if not n.startswith("classifier.")} == {4e-5}
+    # 0 (the default) keeps the head at the encoder's rate.
+    optimizer, _ = _optimizer(model, FinetuneConfig(lr=4e-5), total=10)
+    assert {g["initial_lr"] for g in optimizer.param_groups} == {4e-5}
