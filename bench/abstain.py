@@ -7,9 +7,14 @@ On a BEIR data set whose corpus ``sieve eval`` has indexed, with the configured
    ``/v1/search``: the expected calibration error (10 bins) of the hits'
    ``relevance`` against the judgements (unjudged = not relevant).
 2. **The threshold, from validation.** The same for the queries the model's
-   fine-tune held out (its card lists them; else ``--val-split``): ``min_relevance``
-   is the highest value that still keeps a judged-relevant passage for
-   ``--keep`` (default 90%) of them.
+   fine-tune held out (its card lists them; else ``--val-split``). With
+   ``--rule separate`` (the default) those queries are split in halves as the
+   test queries are below, the judged documents of one half removed from a
+   copy of the index, and ``min_relevance`` is the value that best separates
+   the halves: the largest (share abstaining without the answer) minus (share
+   abstaining with it), where a query abstains when its best hit's relevance
+   is below the value. With ``--rule keep``, it is the highest value that still
+   keeps a judged-relevant passage for ``--keep`` (default 90%) of them.
 3. **Abstaining.** A copy of the index loses the judged documents of half the test
    queries (chosen by a seeded hash; queries sharing a judged document with the
    other half are left out of both). Through ``/v1/context`` with that
@@ -75,6 +80,25 @@ def threshold(
     return best[max(0, int(len(best) * keep) - 1)]
 
 
+def separating(present: list[float], removed: list[float]) -> tuple[float, float]:
+    """The min_relevance that best separates queries with their answer from those
+    without, from each query's best relevance: (value, separation). A query abstains
+    when its best relevance is below the value; ties keep the lower value."""
+    best, gap = 0.0, 0.0
+    for value in sorted(set(present) | set(removed)):
+        # Just above an observed value, so that value abstains.
+        cut = value + 1e-9
+        share_removed = sum(r < cut for r in removed) / max(1, len(removed))
+        share_present = sum(r < cut for r in present) / max(1, len(present))
+        if share_removed - share_present > gap + 1e-12:
+            best, gap = cut, share_removed - share_present
+    return best, gap
+
+
+def top_relevance(hits: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
+    return {q: max((r for _, r in h), default=0.0) for q, h in hits.items()}
+
+
 def halves(qrels: dict[str, dict[str, int]], seed: int) -> tuple[list[str], list[str]]:
     """(kept, removed) query ids, split by a seeded hash; a kept query judged relevant
     a document that a removed one loses is left out (its answer would be gone too)."""
@@ -94,7 +118,8 @@ def main() -> None:
     parser.add_argument("--val-split", default="train", help="used when no card lists held-out ids")
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--context-top-k", type=int, default=50, help="the reranked head")
-    parser.add_argument("--keep", type=float, default=0.9)
+    parser.add_argument("--rule", choices=("separate", "keep"), default="separate")
+    parser.add_argument("--keep", type=float, default=0.9, help="for --rule keep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -112,18 +137,43 @@ def main() -> None:
     if held is not None:
         val_queries = {q: val_queries[q] for q in held}
 
+    api = ApiSettings(rate_limit="")
     with tempfile.TemporaryDirectory(prefix="sieve-abstain-") as scratch:
-        copy = Path(scratch) / "index"
-        shutil.copytree(indexed.data_dir, copy)
-        settings = indexed.with_overrides(data_dir=copy)
-        api = ApiSettings(rate_limit="")
-        with SearchEngine(settings) as engine:
+
+        def copy_of_index(name: str) -> Settings:
+            copy = Path(scratch) / name
+            shutil.copytree(indexed.data_dir, copy)
+            return indexed.with_overrides(data_dir=copy)
+
+        separation = None
+        with SearchEngine(settings := copy_of_index("validation")) as engine:
+            client = create_app(ServiceSettings(engine=settings, api=api), engine).test_client()
+            validated = relevances(client, val_queries, args.depth)
+            val_judged = {q: val_qrels[q] for q in validated}
+            if args.rule == "keep":
+                floor = threshold(validated, val_judged, args.keep)
+                rule = f"keep a relevant passage for {args.keep:.0%}"
+            else:
+                val_kept, val_removed = halves(val_judged, args.seed)
+                engine.delete(
+                    sorted({d for q in val_removed for d, g in val_judged[q].items() if g > 0}),
+                    collection="eval",
+                )
+                without = relevances(client, {q: val_queries[q] for q in val_removed}, args.depth)
+                present = top_relevance({q: validated[q] for q in val_kept})
+                floor, separation = separating(
+                    list(present.values()), list(top_relevance(without).values())
+                )
+                rule = (
+                    f"best separates {len(val_kept)} with their answer from "
+                    f"{len(val_removed)} without"
+                )
+
+        with SearchEngine(settings := copy_of_index("test")) as engine:
             client = create_app(ServiceSettings(engine=settings, api=api), engine).test_client()
             tested = relevances(client, queries, args.depth)
             pairs = [(r, qrels[q].get(d, 0) > 0) for q, hits in tested.items() for d, r in hits]
             ece = expected_calibration_error([r for r, _ in pairs], [y for _, y in pairs])
-            validated = relevances(client, val_queries, args.depth)
-            floor = threshold(validated, {q: val_qrels[q] for q in validated}, args.keep)
 
             kept, removed = halves(qrels, args.seed)
             gone = sorted({d for q in removed for d, g in qrels[q].items() if g > 0})
@@ -155,7 +205,8 @@ def main() -> None:
         "pairs": len(pairs),
         "min_relevance": round(floor, 4),
         "threshold_from": f"{len(validated)} {'held-out' if held is not None else args.val_split} "
-        f"queries, keep {args.keep:.0%}",
+        f"queries: the value that {rule}",
+        "validation_separation": None if separation is None else round(separation, 4),
         "removed_documents": len(gone),
         "abstain": rates,
     }
