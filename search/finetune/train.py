@@ -162,6 +162,15 @@ def _device(torch: Any, wanted: str) -> str:
     return wanted
 
 
+def evaluation_due(step: int, every: int, total: int) -> bool:
+    """Whether to validate after ``step``: every ``every`` steps and after the last.
+
+    A scheduled evaluation less than half an interval before the last step gives
+    way to the final one (415 steps, every 207: at 207 and 415, not 414 too).
+    """
+    return step >= total or (step % every == 0 and step + every // 2 <= total)
+
+
 def _save(model: CrossEncoder, out: Path, card: dict[str, Any]) -> None:
     """Write the model and its card to a folder beside ``out``, then rename it into place."""
     temp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
@@ -349,7 +358,7 @@ def finetune(
                 if on_step is not None:
                     rate = pairs / max(time.perf_counter() - t0, 1e-9)
                     on_step(Step(step, total, epoch + 1, losses[-1], rate))
-                if (step % eval_every == 0 or step >= total) and evaluate():
+                if evaluation_due(step, eval_every, total) and evaluate():
                     stopped = "early_stopping"
                     break
                 if step >= total:
