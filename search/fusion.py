@@ -160,8 +160,8 @@ def adaptive(runs: Sequence[Ranking]) -> Fused:
         raise InvalidRequest(
             f"adaptive fusion fuses two result lists (bm25, vector), got {len(runs)}"
         )
-    weights, _signals = fusion_adaptive.shipped().weights(runs[0], runs[1])
-    return bounded(runs, weights)
+    fixed, _signals = FusionChoice("adaptive").resolved((runs[0], runs[1]))
+    return bounded(runs, fixed.weights)
 
 
 FusionMethod = Literal["rrf", "weighted_rrf", "minmax", "zscore", "dbsf", "bounded", "adaptive"]

@@ -221,11 +221,10 @@ class Pipeline:
         signals: dict[str, float] | None = None
         applied = used
         if len(legs) > 1:
-            runs = tuple(  # type: ignore[assignment]
-                [(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector")
-            )
+            bm25, vector = ([(c.doc_id, c.score) for c in legs[n].hits] for n in ("bm25", "vector"))
+            runs = (bm25, vector)
             # Adaptive fusion fixes its weights from this query's legs here.
-            applied, signals = used.resolved(runs)  # type: ignore[arg-type]
+            applied, signals = used.resolved(runs)
         hits, lazy, in_window = self._fuse(legs, runs, applied, plan.window, built)
         timings["fusion"] = (time.perf_counter() - t0) * 1000
         # Passages are decoded only for the hits that need them: the reranked

@@ -47,7 +47,11 @@ class CrossEncoder:
         # The parameters initialised here rather than loaded (a plain encoder's new
         # head): until trained, the model's scores are noise.
         self.new_keys = new_keys
-        self.new_head = bool(new_keys)
+
+    @property
+    def new_head(self) -> bool:
+        """Whether any parameter was initialised here (a plain encoder's new head)."""
+        return bool(self.new_keys)
 
     @classmethod
     def load(

@@ -190,15 +190,12 @@ def _optimizer(model: CrossEncoder, config: FinetuneConfig, total: int) -> tuple
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     head_lr = config.head_lr or config.lr
-    params = []
+    groups: dict[tuple[float, float], list[Any]] = {}  # (weight decay, lr) -> parameters
     for name, param in model.model.named_parameters():
-        params.append(
-            {
-                "params": [param],
-                "weight_decay": 0.0 if name.endswith(no_decay) else config.weight_decay,
-                "lr": head_lr if name in model.new_keys else config.lr,
-            }
-        )
+        decay = 0.0 if name.endswith(no_decay) else config.weight_decay
+        lr = head_lr if name in model.new_keys else config.lr
+        groups.setdefault((decay, lr), []).append(param)
+    params = [{"params": ps, "weight_decay": d, "lr": lr} for (d, lr), ps in groups.items()]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
 

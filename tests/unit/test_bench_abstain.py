@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import types
-from pathlib import Path
 
 import pytest
+from support.bench_scripts import load_bench
 
 pytestmark = pytest.mark.unit
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "abstain.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_abstain", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("abstain")
 
 
 def test_the_separating_value_abstains_most_without_the_answer(bench):
