@@ -7,8 +7,9 @@ each query's hybrid top ``--depth`` once, window by window, with a model that
 ``sieve finetune`` wrote, and reports nDCG@10 for each way of turning window
 logits into a passage score, beside the hybrid order itself.
 
-The queries are the ones the model's fine-tune held out (``--split train``, the
-default, read from its card) or every judged query of another split.
+The queries are the ones the model's fine-tune held out when it was trained on
+this split (``--split train``, the default; ``held_out_ids`` reads them from its
+card), else every judged query of the split.
 
     .venv/bin/python bench/rerank_windows.py data/models/scifact-minilm ../shared/data/scifact
 """
@@ -26,9 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from search.config import Settings  # noqa: E402
 from search.evaluate import metrics  # noqa: E402
-from search.finetune.model import SCORE_BATCH, CrossEncoder  # noqa: E402
+from search.finetune.holdout import held_out_ids  # noqa: E402
+from search.finetune.model import CrossEncoder  # noqa: E402
 from search.finetune.source import from_dataset  # noqa: E402
 from search.model_folders import read_card  # noqa: E402
+from search.rerank.pairs import serving_max_length  # noqa: E402
 
 # Window logits of one passage -> its score.
 AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
@@ -59,34 +62,24 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=50)
     args = parser.parse_args()
 
-    import torch
-
     folder = Path(args.model)
-    card = read_card(folder)
     source = from_dataset(Settings.from_env(), args.dataset, split=args.split)
-    qids = source.data.judged()
-    if args.split == "train":
-        held_out = set(card.get("data", {}).get("validation_ids") or ())
-        qids = [q for q in qids if q in held_out]
-    length = int(card.get("hyperparameters", {}).get("max_length") or 512)
+    judged = source.data.judged()
+    describe = source.describe
+    qids = held_out_ids(
+        read_card(folder), describe["name"], describe["corpus_sha256"], args.split, judged
+    )
+    qids = judged if qids is None else qids
+    length = serving_max_length(None, folder)
     model = CrossEncoder.load(folder, max_length=length)
-    model.model.eval()
     qrels = {q: dict(source.data.qrels[q]) for q in qids}
     runs: dict[str, dict[str, list[str]]] = {"hybrid": {}, **{name: {} for name in AGGREGATES}}
-    windows = 0
+    windows = passages = 0
     for qid in qids:
-        ids = [
-            d for d in source.retrieve(source.data.queries[qid], args.depth) if source.text_of(d)
-        ]
-        pairs = model.encoder.encode(
-            source.data.queries[qid], [source.text_of(d) or "" for d in ids]
-        )
-        logits: list[float] = []
-        with torch.inference_mode():
-            for start in range(0, len(pairs), SCORE_BATCH):
-                batch = model.inputs(pairs[start : start + SCORE_BATCH])
-                logits += model.model(**batch).logits[:, 0].float().tolist()
-        windows += len(pairs)
+        query = source.data.queries[qid]
+        ids = [d for d in source.retrieve(query, args.depth) if source.text_of(d)]
+        pairs, logits = model.window_logits(query, [source.text_of(d) or "" for d in ids])
+        windows, passages = windows + len(pairs), passages + len(ids)
         runs["hybrid"][qid] = ids
         for name, scores in passage_scores([p.index for p in pairs], logits, len(ids)).items():
             order = sorted(range(len(ids)), key=lambda i: (-scores[i], i))
@@ -99,9 +92,7 @@ def main() -> None:
                 "split": args.split,
                 "queries": len(qids),
                 "max_length": length,
-                "windows_per_passage": round(
-                    windows / max(1, sum(map(len, runs["hybrid"].values()))), 2
-                ),
+                "windows_per_passage": round(windows / max(1, passages), 2),
                 "ndcg@10": ndcg,
             }
         )

@@ -140,12 +140,12 @@ class CrossEncoder:
         target = torch.zeros(len(groups), dtype=torch.long, device=logits.device)
         return torch.nn.functional.cross_entropy(logits, target)
 
-    def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        """One logit per passage (its best window), in inference mode."""
+    def window_logits(self, query: str, passages: Sequence[str]) -> tuple[list[Pair], list[float]]:
+        """Every window's pair and logit, window by window, in inference mode."""
         import torch
 
         if not passages:
-            return []
+            return [], []
         pairs = self.encoder.encode(query, passages)
         logits: list[float] = []
         was_training = self.model.training
@@ -158,6 +158,11 @@ class CrossEncoder:
                     logits.extend(float(x) for x in out)
         finally:
             self.model.train(was_training)
+        return pairs, logits
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """One logit per passage (its best window), in inference mode."""
+        pairs, logits = self.window_logits(query, passages)
         return [logit for logit, _ in best_windows(pairs, logits, len(passages))]
 
     def save(self, folder: Path) -> None:
